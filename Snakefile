@@ -1,0 +1,26 @@
+# zhwiki-llm: a Chinese Wikipedia dump in, a small Chinese chat model out.
+#
+#   snakemake --cores all corpus        # clean, deduplicated, simplified train/validation splits
+#
+# Settings: config.yaml (the bundled demo), validated against config/schema.yaml and described
+# in config/README.md. Outputs go to results/.
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.corpus_summary.output,
+
+
+rule corpus:
+    input:
+        train=rules.split.output.train,
+        validation=rules.split.output.validation,
+        summary=rules.corpus_summary.output.markdown,

@@ -1,0 +1,58 @@
+# Config validation and helpers shared by every rule file.
+import hashlib
+from pathlib import Path
+
+import jsonschema
+import yaml
+from snakemake.exceptions import WorkflowError
+
+
+def validate_config(cfg, schema_path):
+    """One line per problem, naming the key: an unknown key, a wrong type, a value out of range."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.path))
+    if errors:
+        raise WorkflowError("invalid config: " + "; ".join(map(describe_error, errors)))
+
+
+def describe_error(error):
+    key = ".".join(map(str, error.absolute_path)) or "(top level)"
+    if error.validator == "additionalProperties":
+        unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return f"{key}: unknown key {', '.join(unknown)} (allowed: {', '.join(error.schema['properties'])})"
+    return f"{key}: {error.message}"
+
+
+def code_version(*modules):
+    """Hash of a stage's modules (and the shared helpers): a params value, so code edits rerun it."""
+    digest = hashlib.sha1()
+    for module in ("common",) + modules:
+        digest.update(Path(workflow.basedir, "workflow_scripts", f"{module}.py").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def sample_files(wildcards):
+    """The bundled dump is an input only when it is the source, so regenerating it reruns download."""
+    if config["download"]["source"] != "sample":
+        return []
+    return sorted(str(p) for p in Path(SAMPLE_DIR).iterdir())
+
+
+def local_dump_args():
+    paths = {"--local-dump": config["download"]["local_dump"], "--local-index": config["download"]["local_index"]}
+    return " ".join(f"{option} {path}" for option, path in paths.items() if path)
+
+
+def flag(enabled, name):
+    return name if enabled else ""
+
+
+validate_config(config, Path(workflow.basedir, "config", "schema.yaml"))
+
+SHARDS = [f"{i:03d}" for i in range(config["extract"]["shards"])]
+DL = "results/download/zhwiki-pages-articles-multistream"
+SAMPLE_DIR = str(Path(workflow.basedir, "demo", "zhwiki"))
+
+
+wildcard_constraints:
+    shard=r"\d{3}",

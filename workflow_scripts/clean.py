@@ -1,0 +1,94 @@
+"""Normalise one shard's text and drop documents that are too short, not Chinese, or repetitive.
+
+    python -m workflow_scripts.clean --input convert/shard-000.parquet --min-chars 200 \
+        --min-han-fraction 0.4 --max-duplicate-line-fraction 0.3 --repetition-ngram 10 \
+        --max-repeated-ngram-fraction 0.3 --out clean/shard-000.parquet --stats clean/shard-000.json
+
+Normalisation is NFKC except for full-width punctuation: NFKC alone turns ，。！？：；（） into
+their ASCII forms and …… into ......, which is not how Chinese is written. Each filter's count of
+removed documents goes into the stats file; a document is counted under the first filter it fails.
+"""
+import collections
+import re
+import unicodedata
+from pathlib import Path
+
+from tqdm import tqdm
+
+from workflow_scripts.common import DocWriter, count_docs, log, read_docs, stage_cli, write_json
+
+# Full-width punctuation (U+FF01–FF65 minus letters and digits), the ellipsis and the ideographic
+# full stop family: mapped to private-use code points that NFKC leaves alone, then mapped back.
+FULL_WIDTH_PUNCTUATION = [c for c in map(chr, range(0xFF01, 0xFF66)) if not c.isalnum()] + ["…", "‥"]
+PROTECT = {ord(c): 0xF0000 + i for i, c in enumerate(FULL_WIDTH_PUNCTUATION)}
+RESTORE = {v: k for k, v in PROTECT.items()}
+SPACES = re.compile(r"[ \t\u00a0\u3000]+")
+HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+FILTERS = ("too_short", "low_han_fraction", "duplicate_lines", "repeated_ngrams")
+
+
+def normalize(text):
+    """NFKC that keeps full-width punctuation; runs of spaces folded; blank lines dropped."""
+    text = unicodedata.normalize("NFKC", text.translate(PROTECT)).translate(RESTORE)
+    lines = (SPACES.sub(" ", line).strip() for line in text.splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def han_fraction(text):
+    visible = len(text) - sum(map(text.count, " \n"))
+    return len(HAN.findall(text)) / visible if visible else 0.0
+
+
+def duplicate_line_fraction(text):
+    """Share of characters that sit in lines appearing more than once."""
+    lines = text.split("\n")
+    counts = collections.Counter(lines)
+    return sum(len(line) for line in lines if counts[line] > 1) / max(1, len(text))
+
+
+def repeated_ngram_fraction(text, n):
+    """Share of character n-grams that repeat an earlier n-gram of the same document."""
+    grams = [text[i:i + n] for i in range(len(text) - n + 1)]
+    return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def failed_filter(text, args):
+    if len(text) < args.min_chars:
+        return "too_short"
+    if han_fraction(text) < args.min_han_fraction:
+        return "low_han_fraction"
+    if duplicate_line_fraction(text) > args.max_duplicate_line_fraction:
+        return "duplicate_lines"
+    if repeated_ngram_fraction(text, args.repetition_ngram) > args.max_repeated_ngram_fraction:
+        return "repeated_ngrams"
+    return None
+
+
+def add_arguments(ap):
+    ap.add_argument("--input", type=Path, required=True)
+    ap.add_argument("--min-chars", type=int, default=200)
+    ap.add_argument("--min-han-fraction", type=float, default=0.4)
+    ap.add_argument("--max-duplicate-line-fraction", type=float, default=0.3)
+    ap.add_argument("--repetition-ngram", type=int, default=10)
+    ap.add_argument("--max-repeated-ngram-fraction", type=float, default=0.3)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--stats", type=Path, required=True)
+
+
+def run(args, progress_stream):
+    removed = dict.fromkeys(FILTERS, 0)
+    with DocWriter(args.out) as writer:
+        for doc in tqdm(read_docs([args.input]), total=count_docs([args.input]), file=progress_stream,
+                        desc="clean", mininterval=5):
+            text = normalize(doc["text"])
+            reason = failed_filter(text, args)
+            if reason:
+                removed[reason] += 1
+            else:
+                writer.write({**doc, "title": normalize(doc["title"]), "text": text})
+    write_json(args.stats, {"documents": writer.docs, "characters": writer.chars, "removed": removed})
+    log.info("%d documents kept, %d characters; removed %s", writer.docs, writer.chars, removed)
+
+
+if __name__ == "__main__":
+    stage_cli("clean", __doc__, add_arguments, run)

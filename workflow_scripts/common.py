@@ -1,0 +1,121 @@
+"""Helpers every stage shares: the CLI wrapper, atomic writes, the document schema, stats files."""
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+DOC_SCHEMA = pa.schema([
+    ("id", pa.int64()),
+    ("title", pa.string()),
+    ("url", pa.string()),
+    ("text", pa.string()),
+])
+# Row groups of this many documents keep a shard streamable: readers hold one group at a time.
+ROW_GROUP_DOCS = 2048
+
+log = logging.getLogger("zhwiki_llm")
+UMASK = os.umask(0)
+os.umask(UMASK)
+
+
+class StageError(Exception):
+    """A problem with the user's input or config: reported as one line, never as a traceback."""
+
+
+def stage_cli(stage, description, add_arguments, run):
+    """Parse the stage's arguments, log to --log, and turn a StageError into one line on stderr."""
+    parser = argparse.ArgumentParser(prog=f"python -m workflow_scripts.{stage}", description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    parser.add_argument("--log", type=Path, help="write the log (and progress bars) here instead of stderr")
+    args = parser.parse_args()
+    stream = open(args.log, "w", encoding="utf-8") if args.log else sys.stderr
+    logging.basicConfig(stream=stream, level=logging.INFO, format=f"%(asctime)s {stage} %(message)s")
+    try:
+        run(args, progress_stream=stream)
+    except StageError as err:
+        line = f"{stage}: error: {err}"
+        log.error("error: %s", err)
+        if stream is not sys.stderr:
+            print(line, file=sys.stderr)
+        sys.exit(1)
+
+
+@contextlib.contextmanager
+def atomic_path(dest):
+    """Yield a temporary path beside `dest`; it replaces `dest` only if the block succeeds."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600 files; outputs should be as readable as any other
+    try:
+        yield Path(tmp)
+        os.replace(tmp, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def write_json(path, obj):
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+class DocWriter:
+    """Stream documents into a Parquet file with DOC_SCHEMA, written atomically on close."""
+
+    def __init__(self, path):
+        self._atomic = atomic_path(path)
+        self._writer = pq.ParquetWriter(self._atomic.__enter__(), DOC_SCHEMA, compression="zstd")
+        self._rows = []
+        self.docs = 0
+        self.chars = 0
+
+    def write(self, doc):
+        self._rows.append(doc)
+        self.docs += 1
+        self.chars += len(doc["text"])
+        if len(self._rows) >= ROW_GROUP_DOCS:
+            self._flush()
+
+    def _flush(self):
+        self._writer.write_table(pa.Table.from_pylist(self._rows, schema=DOC_SCHEMA))
+        self._rows = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self._rows:
+            self._flush()
+        self._writer.close()
+        self._atomic.__exit__(exc_type, exc, tb)
+
+
+def read_docs(paths):
+    """Yield documents as dicts from Parquet files, one row group in memory at a time."""
+    for path in paths:
+        try:
+            pf = pq.ParquetFile(path)
+        except (OSError, pa.ArrowInvalid) as err:
+            raise StageError(f"{path}: not a readable Parquet file ({err}); rerun the stage that wrote it") from None
+        if not pf.schema_arrow.equals(DOC_SCHEMA, check_metadata=False):
+            raise StageError(f"{path}: columns {pf.schema_arrow.names} are not {DOC_SCHEMA.names}")
+        for group in range(pf.num_row_groups):
+            yield from pf.read_row_group(group).to_pylist()
+
+
+def count_docs(paths):
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)

@@ -1,0 +1,75 @@
+"""Summarise the data funnel: documents and characters after each stage and each filter.
+
+    python -m workflow_scripts.corpus_summary --extract extract/*.json --convert convert/*.json \
+        --clean clean/*.json --dedup dedup/stats.json --split corpus/split.json \
+        --json corpus/summary.json --markdown corpus/summary.md
+"""
+from pathlib import Path
+
+from workflow_scripts.common import atomic_path, read_json, stage_cli, write_json
+
+
+def summed(paths, *keys):
+    """Sum a (possibly nested) field over per-shard stats files."""
+    total = 0
+    for path in paths:
+        value = read_json(path)
+        for key in keys:
+            value = value[key]
+        total += value
+    return total
+
+
+def funnel(args):
+    split = read_json(args.split)
+    dedup = read_json(args.dedup)
+    corpus_docs = split["train"]["documents"] + split["validation"]["documents"]
+    corpus_chars = split["train"]["characters"] + split["validation"]["characters"]
+    rows = [{"step": "dump pages", "documents": summed(args.extract, "pages"), "characters": None}]
+    for reason in ("other_namespace", "redirect", "disambiguation", "empty"):
+        rows.append({"step": f"extract: drop {reason}", "documents": -summed(args.extract, "dropped", reason),
+                     "characters": None})
+    rows.append({"step": "extract", "documents": summed(args.extract, "documents"),
+                 "characters": summed(args.extract, "characters")})
+    rows.append({"step": "convert", "documents": summed(args.convert, "documents"),
+                 "characters": summed(args.convert, "characters")})
+    for reason in read_json(args.clean[0])["removed"]:
+        rows.append({"step": f"clean: drop {reason}", "documents": -summed(args.clean, "removed", reason),
+                     "characters": None})
+    rows.append({"step": "clean", "documents": summed(args.clean, "documents"),
+                 "characters": summed(args.clean, "characters")})
+    rows.append({"step": "dedup: drop exact", "documents": -dedup["exact_duplicates"], "characters": None})
+    rows.append({"step": "dedup: drop near", "documents": -dedup["near_duplicates"], "characters": None})
+    rows.append({"step": "dedup", "documents": corpus_docs, "characters": corpus_chars})
+    for side in ("train", "validation"):
+        rows.append({"step": f"split: {side}", **split[side]})
+    return rows
+
+
+def markdown(rows):
+    lines = ["| step | documents | characters |", "|---|---:|---:|"]
+    for row in rows:
+        chars = "" if row["characters"] is None else f"{row['characters']:,}"
+        lines.append(f"| {row['step']} | {row['documents']:,} | {chars} |")
+    return "\n".join(lines) + "\n"
+
+
+def add_arguments(ap):
+    for stage in ("extract", "convert", "clean"):
+        ap.add_argument(f"--{stage}", type=Path, nargs="+", required=True, help=f"per-shard {stage} stats")
+    ap.add_argument("--dedup", type=Path, required=True)
+    ap.add_argument("--split", type=Path, required=True)
+    ap.add_argument("--json", type=Path, required=True)
+    ap.add_argument("--markdown", type=Path, required=True)
+
+
+def run(args, progress_stream):
+    rows = funnel(args)
+    write_json(args.json, {"funnel": rows, "dedup": read_json(args.dedup)})
+    with atomic_path(args.markdown) as tmp:
+        tmp.write_text(markdown(rows), encoding="utf-8")
+    print(markdown(rows), file=progress_stream)
+
+
+if __name__ == "__main__":
+    stage_cli("corpus_summary", __doc__, add_arguments, run)

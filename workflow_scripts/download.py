@@ -1,0 +1,181 @@
+"""Fetch a zhwiki multistream dump and its index, verified against the dump's sha1sums file.
+
+    python -m workflow_scripts.download --source remote --mirror https://dumps.wikimedia.org \
+        --date latest --dump D.xml.bz2 --index D-index.txt.bz2 --sha1sums sha1sums.txt --stats d.json
+
+--source remote downloads {mirror}/zhwiki/{date}/zhwiki-{date}-pages-articles-multistream.xml.bz2,
+its -index.txt.bz2 and zhwiki-{date}-sha1sums.txt. An interrupted transfer is kept as `.part`
+beside the output and resumed with an HTTP Range request; failures are retried with exponential
+backoff; a file moves into place only once its SHA-1 matches. --source sample copies the bundled
+demo dump (through the same checks); --source local links to a dump already on disk (its index
+may be left out for a single-stream dump: the index output is then empty and extract reads the
+dump as one shard).
+"""
+import hashlib
+import http.client
+import shutil
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tqdm import tqdm
+
+from workflow_scripts.common import StageError, atomic_path, log, stage_cli, write_json
+
+DUMP_SUFFIX = "pages-articles-multistream.xml.bz2"
+INDEX_SUFFIX = "pages-articles-multistream-index.txt.bz2"
+CHUNK = 1 << 20
+RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+def sha1_of(path):
+    digest = hashlib.sha1()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def expected_sha1(sha1sums: Path, suffix):
+    """The checksum of the one file in a sha1sums listing whose name ends in -{suffix}."""
+    for line in sha1sums.read_text(encoding="utf-8").splitlines():
+        digest, _, name = line.strip().partition("  ")
+        if name.startswith("zhwiki-") and name.endswith("-" + suffix):
+            return digest
+    raise StageError(f"{sha1sums}: lists no zhwiki-*-{suffix}; is this the sha1sums file of that dump?")
+
+
+def verify(path: Path, expected, source):
+    actual = sha1_of(path)
+    if actual != expected:
+        path.unlink()
+        raise StageError(f"{source}: SHA-1 mismatch (expected {expected}, got {actual}); the download was "
+                         "deleted, run again to fetch it anew")
+
+
+class Fetcher:
+    """HTTP GET with resume (Range), retries with exponential backoff, and a progress bar."""
+
+    def __init__(self, retries, timeout, backoff, progress_stream):
+        self.retries, self.timeout, self.backoff = retries, timeout, backoff
+        self.progress_stream = progress_stream
+        self.attempts = 0
+        self.resumed = False
+
+    def fetch(self, url, dest: Path, sha1=None):
+        part = dest.with_name(dest.name + ".part")
+        for attempt in range(self.retries + 1):
+            self.attempts += 1
+            try:
+                self._transfer(url, part)
+                break
+            except urllib.error.HTTPError as err:
+                if err.code not in RETRYABLE_STATUS or attempt == self.retries:
+                    raise StageError(f"{url}: HTTP {err.code} {err.reason}; check download.mirror and "
+                                     "download.date in config.yaml") from None
+                why = f"HTTP {err.code}"
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
+                if attempt == self.retries:
+                    raise StageError(f"{url}: {err} after {attempt + 1} attempts; the partial file "
+                                     f"{part} is kept and the next run resumes it") from None
+                why = str(err) or type(err).__name__
+            delay = self.backoff * 2 ** attempt
+            log.warning("%s: %s; retry %d/%d in %.1fs", url, why, attempt + 1, self.retries, delay)
+            time.sleep(delay)
+        if sha1:
+            verify(part, sha1, url)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part.replace(dest)
+
+    def _transfer(self, url, part: Path):
+        have = part.stat().st_size if part.exists() else 0
+        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+        try:
+            response = urllib.request.urlopen(request, timeout=self.timeout)
+        except urllib.error.HTTPError as err:
+            if err.code == 416 and have:  # the .part already holds the whole file
+                return
+            raise
+        with response:
+            if have and response.status == 206:
+                self.resumed = True
+                mode = "ab"
+            else:
+                have, mode = 0, "wb"
+            length = response.headers.get("Content-Length")
+            total = have + int(length) if length else None
+            with open(part, mode) as out, tqdm(total=total, initial=have, unit="B", unit_scale=True,
+                                               desc=Path(url).name, file=self.progress_stream,
+                                               mininterval=5) as bar:
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            if total is not None and part.stat().st_size < total:
+                raise http.client.IncompleteRead(b"", total - part.stat().st_size)
+
+
+def download_remote(args, fetcher):
+    base = f"{args.mirror.rstrip('/')}/zhwiki/{args.date}/zhwiki-{args.date}-"
+    fetcher.fetch(base + "sha1sums.txt", args.sha1sums)
+    fetcher.fetch(base + INDEX_SUFFIX, args.index, expected_sha1(args.sha1sums, INDEX_SUFFIX))
+    fetcher.fetch(base + DUMP_SUFFIX, args.dump, expected_sha1(args.sha1sums, DUMP_SUFFIX))
+
+
+def copy_sample(args):
+    sha1sums = next(args.sample_dir.glob("zhwiki-*-sha1sums.txt"), None)
+    if sha1sums is None:
+        raise StageError(f"{args.sample_dir}: no zhwiki-*-sha1sums.txt; the bundled demo dump is missing")
+    with atomic_path(args.sha1sums) as tmp:
+        shutil.copyfile(sha1sums, tmp)
+    for suffix, dest in ((INDEX_SUFFIX, args.index), (DUMP_SUFFIX, args.dump)):
+        source = next(args.sample_dir.glob(f"zhwiki-*-{suffix}"))
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(source, tmp)
+            verify(tmp, expected_sha1(args.sha1sums, suffix), source)
+
+
+def link_local(args):
+    if not args.local_dump or not args.local_dump.is_file():
+        raise StageError(f"download.local_dump: {args.local_dump} is not a file")
+    if args.local_index and not args.local_index.is_file():
+        raise StageError(f"download.local_index: {args.local_index} is not a file")
+    for source, dest in ((args.local_dump, args.dump), (args.local_index, args.index)):
+        with atomic_path(dest) as tmp:
+            tmp.unlink()
+            if source:
+                tmp.symlink_to(source.resolve())
+            else:
+                tmp.touch()  # no index: extract reads the dump as one shard
+    with atomic_path(args.sha1sums) as tmp:
+        tmp.write_text(f"{sha1_of(args.local_dump)}  {args.local_dump.name}\n")
+
+
+def add_arguments(ap):
+    ap.add_argument("--source", choices=("remote", "sample", "local"), default="remote")
+    ap.add_argument("--mirror", default="https://dumps.wikimedia.org")
+    ap.add_argument("--date", default="latest", help="'latest' or YYYYMMDD")
+    ap.add_argument("--sample-dir", type=Path, default=Path("demo/zhwiki"))
+    ap.add_argument("--local-dump", type=Path)
+    ap.add_argument("--local-index", type=Path)
+    ap.add_argument("--retries", type=int, default=5)
+    ap.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry")
+    ap.add_argument("--backoff", type=float, default=2.0, help="first retry delay in seconds; doubles each time")
+    ap.add_argument("--dump", type=Path, required=True)
+    ap.add_argument("--index", type=Path, required=True)
+    ap.add_argument("--sha1sums", type=Path, required=True)
+    ap.add_argument("--stats", type=Path, required=True)
+
+
+def run(args, progress_stream):
+    started = time.monotonic()
+    fetcher = Fetcher(args.retries, args.timeout, args.backoff, progress_stream)
+    {"remote": lambda: download_remote(args, fetcher), "sample": lambda: copy_sample(args),
+     "local": lambda: link_local(args)}[args.source]()
+    write_json(args.stats, {"source": args.source, "date": args.date, "dump_bytes": args.dump.stat().st_size,
+                            "index_bytes": args.index.stat().st_size, "http_attempts": fetcher.attempts,
+                            "resumed": fetcher.resumed, "seconds": round(time.monotonic() - started, 2)})
+
+
+if __name__ == "__main__":
+    stage_cli("download", __doc__, add_arguments, run)
