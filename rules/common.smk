@@ -1,10 +1,10 @@
 # Config validation and helpers shared by every rule file.
 import hashlib
+import sys
 from pathlib import Path
 
 import jsonschema
 import yaml
-from snakemake.exceptions import WorkflowError
 
 
 def validate_config(cfg, schema_path):
@@ -12,7 +12,7 @@ def validate_config(cfg, schema_path):
     schema = yaml.safe_load(Path(schema_path).read_text())
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.path))
     if errors:
-        raise WorkflowError("invalid config: " + "; ".join(map(describe_error, errors)))
+        sys.exit("invalid config: " + "; ".join(map(describe_error, errors)))
 
 
 def describe_error(error):

@@ -33,8 +33,9 @@ ATTR = re.compile(r'(\w+)="([^"]*)"')
 
 CONVERSION = re.compile(r"-\{((?:(?!-\{|\}-).)*)\}-", re.S)
 CONVERSION_FLAGS = re.compile(r"[A-Za-z\-;\s]+")
-VARIANT_PAIR = re.compile(r"\s*(zh(?:-[a-z]{2,4})?)\s*:(.*)", re.S)
-VARIANT_SPLIT = re.compile(r";(?=\s*zh(?:-[a-z]{2,4})?\s*:)")
+# A variant is `zh-xx:text`, or `source=>zh-xx:text` for a one-way rule.
+VARIANT_PAIR = re.compile(r"\s*(?:[^;:]*=>\s*)?(zh(?:-[a-z]{2,4})?)\s*:(.*)", re.S)
+VARIANT_SPLIT = re.compile(r";(?=\s*(?:[^;:]*=>\s*)?zh(?:-[a-z]{2,4})?\s*:)")
 # Simplified first (what the corpus ends up as), then traditional, as issue #2 asks.
 VARIANT_ORDER = ("zh-hans", "zh-cn", "zh-sg", "zh-my", "zh", "zh-hant", "zh-tw", "zh-hk", "zh-mo")
 HIDDEN_FLAGS = {"H", "T", "-", "D"}
@@ -64,10 +65,10 @@ def _resolve_one(match):
     if not VARIANT_PAIR.match(body):
         return body
     variants = {}
-    for part in VARIANT_SPLIT.split(body):
+    for part in VARIANT_SPLIT.split(body.rstrip().removesuffix(";")):
         m = VARIANT_PAIR.match(part)
         if m:
-            variants.setdefault(m.group(1), m.group(2).split("=>")[-1].strip())
+            variants.setdefault(m.group(1), m.group(2).strip())
     return next((variants[v] for v in VARIANT_ORDER if v in variants), next(iter(variants.values())))
 
 

@@ -1,0 +1,112 @@
+"""Extraction speed: this workflow's extract stage against the stock `wikiextractor` command line.
+
+    python benchmarks/extract_speed.py --mb 200 --cores 2
+
+Builds (once) a zhwiki-format multistream dump of --mb MB of XML from the real novels with
+../shared/tools/make_bench_dump.py, then times, on the same file and in one run:
+  * stock:  `wikiextractor --processes N --json` (its default, which first scans the whole dump
+            for templates) and with `--no-templates` (no template expansion, as our stage does);
+  * ours:   `python -m workflow_scripts.extract` over S shards, N at a time, as
+            `snakemake --cores N` runs the extract jobs (one process per shard, no Python pool).
+Writes benchmarks/results/extract_speed.{json,md}; throughput is compressed dump MB per second.
+"""
+import argparse
+import concurrent.futures
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+REPO = Path(__file__).resolve().parents[1]
+MAKE_DUMP = REPO.parent / "shared" / "tools" / "make_bench_dump.py"
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def build_dump(work: Path, mb):
+    out = work / f"dump-{mb}mb"
+    dump = next(out.glob("*-multistream.xml.bz2"), None)
+    if dump is None:
+        subprocess.run([sys.executable, str(MAKE_DUMP), str(out), "--mb", str(mb)], check=True)
+        dump = next(out.glob("*-multistream.xml.bz2"))
+    return dump, next(out.glob("*-multistream-index.txt.bz2"))
+
+
+def timed(fn):
+    started = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - started, result
+
+
+def run_stock(dump, out: Path, cores, templates):
+    cmd = ["wikiextractor", "--processes", str(cores), "--json", "-q", "-o", str(out), str(dump)]
+    if not templates:
+        cmd.insert(1, "--no-templates")
+    seconds, _ = timed(lambda: subprocess.run(cmd, check=True, capture_output=True))
+    docs = sum(1 for path in out.rglob("wiki_*") for _ in path.open(encoding="utf-8"))
+    return seconds, docs
+
+
+def run_ours(dump, index, out: Path, cores, shards):
+    def one(shard):
+        subprocess.run([sys.executable, "-m", "workflow_scripts.extract", "--dump", str(dump), "--index", str(index),
+                        "--shard", str(shard), "--shards", str(shards), "--out", str(out / f"{shard:03d}.parquet"),
+                        "--stats", str(out / f"{shard:03d}.json"), "--log", str(out / f"{shard:03d}.log")],
+                       cwd=REPO, check=True)
+
+    out.mkdir(parents=True, exist_ok=True)
+    with concurrent.futures.ThreadPoolExecutor(cores) as pool:
+        seconds, _ = timed(lambda: list(pool.map(one, range(shards))))
+    docs = sum(pq.ParquetFile(p).metadata.num_rows for p in out.glob("*.parquet"))
+    return seconds, docs
+
+
+def markdown(report):
+    mb = report["dump_mb_compressed"]
+    lines = [f"# Extraction speed ({report['dump_mb_xml']} MB XML, {mb:.1f} MB bz2, {report['pages']} pages, "
+             f"{report['cores']} cores)", "", f"`{report['command']}` on {report['machine']}", "",
+             "| run | seconds | MB/s (bz2) | documents | vs stock | vs stock --no-templates |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for row in report["runs"]:
+        lines.append(f"| {row['run']} | {row['seconds']:.1f} | {mb / row['seconds']:.2f} | {row['documents']:,} | "
+                     f"{row['speedup_vs_stock']:.2f}× | {row['speedup_vs_no_templates']:.2f}× |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=int, default=200, help="uncompressed XML size of the benchmark dump")
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--shards", type=int, nargs="+", default=[2, 4], help="shard counts to time")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/zhwiki-llm-bench"))
+    args = ap.parse_args()
+    dump, index = build_dump(args.work, args.mb)
+    runs = [("stock wikiextractor (templates)", lambda o: run_stock(dump, o, args.cores, True)),
+            ("stock wikiextractor --no-templates", lambda o: run_stock(dump, o, args.cores, False))]
+    runs += [(f"zhwiki-llm extract, {s} shards", lambda o, s=s: run_ours(dump, index, o, args.cores, s))
+             for s in args.shards]
+    rows = []
+    for n, (name, fn) in enumerate(runs):
+        out = args.work / f"run-{os.getpid()}-{n}"
+        seconds, docs = fn(out)
+        rows.append({"run": name, "seconds": round(seconds, 2), "documents": docs})
+        print(f"{name}: {seconds:.1f} s, {docs} documents", flush=True)
+    for row in rows:
+        row["speedup_vs_stock"] = round(rows[0]["seconds"] / row["seconds"], 3)
+        row["speedup_vs_no_templates"] = round(rows[1]["seconds"] / row["seconds"], 3)
+    pages = sum(1 for _ in __import__("bz2").open(index, "rt"))
+    report = {"dump_mb_xml": args.mb, "dump_mb_compressed": dump.stat().st_size / 1e6, "pages": pages,
+              "cores": args.cores, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+              "command": "python benchmarks/extract_speed.py " + " ".join(sys.argv[1:]), "runs": rows}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "extract_speed.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / "extract_speed.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()

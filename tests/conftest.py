@@ -1,0 +1,50 @@
+"""Shared fixtures: paths to the real data beside the repo, a stage runner, a workflow copy."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+REAL_SLICE = SHARED_DATA / "zhwiki" / "zhwiki-test-pages.xml.bz2"
+DEMO_DUMP = next((REPO / "demo" / "zhwiki").glob("*-multistream.xml.bz2"))
+DEMO_INDEX = next((REPO / "demo" / "zhwiki").glob("*-multistream-index.txt.bz2"))
+
+
+def run_stage(stage, *args, cwd=REPO):
+    """Run `python -m workflow_scripts.<stage>` as a rule would; the caller checks returncode."""
+    return subprocess.run([sys.executable, "-m", f"workflow_scripts.{stage}", *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True)
+
+
+def run_ok(stage, *args):
+    result = run_stage(stage, *args)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def copy_workflow(parent):
+    """A copy of the workflow (what git tracks, not results/) to run Snakemake in."""
+    dest = parent / "workflow"
+    tracked = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout.split()
+    for name in tracked:
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    return dest
+
+
+def snakemake(workdir, *args, check=True):
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=workdir,
+                            capture_output=True, text=True)
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture
+def workflow_dir(tmp_path):
+    return copy_workflow(tmp_path)

@@ -1,0 +1,159 @@
+"""extract: the real zhwiki slice, the demo multistream dump, -{…}- markup, broken and truncated dumps."""
+import bz2
+import re
+
+import opencc
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import DEMO_DUMP, DEMO_INDEX, REAL_SLICE, SHARED_DATA, run_ok, run_stage
+from workflow_scripts.extract import EMPTY_BRACKETS, resolve_conversion
+
+BROKEN = sorted((SHARED_DATA / "zhwiki").glob("zhwiki-broken-*.xml"))
+
+
+def extract(tmp_path, dump, *extra):
+    out = tmp_path / "docs.parquet"
+    run_ok("extract", "--dump", dump, "--out", out, "--stats", tmp_path / "stats.json", *extra)
+    return pq.read_table(out).to_pylist()
+
+
+@pytest.fixture(scope="module")
+def real_docs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("real")
+    docs = extract(tmp, REAL_SLICE)
+    converted = tmp / "converted.parquet"
+    run_ok("convert", "--config", "t2s", "--input", tmp / "docs.parquet", "--out", converted,
+           "--stats", tmp / "convert.json")
+    return docs, pq.read_table(converted).to_pylist()
+
+
+@pytest.mark.parametrize("leftover", ["-{", "}-", "{{", "}}", "[[", "]]", "（）", "()", "<ref", "&lt;"])
+def test_real_slice_has_no_markup_left(real_docs, leftover):
+    docs, _ = real_docs
+    assert docs, "the real slice gave no documents"
+    offenders = [d["title"] for d in docs if leftover in d["text"] or leftover in d["title"]]
+    assert not offenders, f"{leftover!r} left in {offenders}"
+
+
+def test_real_slice_headings_lose_the_trailing_period(real_docs):
+    docs, _ = real_docs
+    lines = [line for d in docs for line in d["text"].splitlines()]
+    assert any(line in ("参考文献", "參考文獻", "外部链接", "外部連結", "参考资料", "參考資料") for line in lines)
+    assert not [line for line in lines if re.fullmatch(r"(参考|參考|外部)\S{2,4}\.", line)]
+
+
+def test_real_slice_keeps_only_articles(real_docs):
+    docs, _ = real_docs
+    assert all(d["url"].endswith(f"?curid={d['id']}") for d in docs)
+    assert len({d["id"] for d in docs}) == len(docs)
+    assert not [d for d in docs if ":" in d["title"] and d["title"].split(":")[0] in ("Template", "Wikipedia", "Category")]
+
+
+def test_converted_real_slice_has_nothing_left_for_t2s(real_docs):
+    _, converted = real_docs
+    t2s = opencc.OpenCC("t2s")
+    for doc in converted:
+        assert t2s.convert(doc["text"]) == doc["text"], doc["title"]
+        assert t2s.convert(doc["title"]) == doc["title"]
+
+
+def test_demo_shards_partition_the_dump(tmp_path):
+    whole = extract(tmp_path, DEMO_DUMP, "--index", DEMO_INDEX)
+    parts = []
+    for shard in range(3):
+        parts += extract(tmp_path, DEMO_DUMP, "--index", DEMO_INDEX, "--shard", shard, "--shards", 3)
+    assert [d["id"] for d in parts] == [d["id"] for d in whole]
+    assert parts == whole
+
+
+def test_demo_article_quirks(tmp_path):
+    docs = extract(tmp_path, DEMO_DUMP, "--index", DEMO_INDEX)
+    text = "\n".join(d["text"] for d in docs)
+    for leftover in ("-{", "{{", "[[", "{|", "<ref", "（）", "()"):
+        assert leftover not in text
+    assert not [d for d in docs if "消歧義" in d["title"] or "消歧义" in d["title"]]
+
+
+def test_disambiguation_and_headings_follow_flags(tmp_path):
+    default = extract(tmp_path, DEMO_DUMP, "--index", DEMO_INDEX)
+    kept = extract(tmp_path, DEMO_DUMP, "--index", DEMO_INDEX, "--keep-disambiguation", "--drop-headings")
+    assert len(kept) > len(default)
+    headings = {line for d in default for line in d["text"].splitlines() if len(line) <= 6}
+    kept_lines = {line for d in kept for line in d["text"].splitlines()}
+    assert headings - kept_lines, "--drop-headings left every short heading line in place"
+
+
+@pytest.mark.parametrize("markup, expected", [
+    ("-{zh-hans:软件;zh-hant:軟體}-", "软件"),
+    ("-{zh-hant:軟體;zh-cn:软件;}-", "软件"),
+    ("-{zh-tw:軟體;zh-hk:軟件}-", "軟體"),
+    ("-{紐約}-", "紐約"),
+    ("前-{H|zh-hans:信息;zh-hant:資訊}-後", "前後"),
+    ("-{R|香港}-", "香港"),
+    ("-{zh-hans:大-{A}-;zh-hant:乙}-", "大A"),
+    ("-{金=>zh-hans:甲;金=>zh-hant:乙;}-", "甲"),
+    ("-{zh-hans:a;b;zh-hant:c}-", "a;b"),
+])
+def test_resolve_conversion(markup, expected):
+    assert resolve_conversion(markup) == expected
+
+
+@pytest.mark.parametrize("before, after", [
+    ("北京（）是首都", "北京是首都"),
+    ("北京（，）是首都", "北京是首都"),
+    ("北京（英语：）是首都", "北京是首都"),
+    ("函数f()", "函数f"),
+    ("北京（首都）", "北京（首都）"),
+])
+def test_empty_brackets(before, after):
+    assert EMPTY_BRACKETS.sub("", before) == after
+
+
+@pytest.mark.parametrize("broken, why", [
+    ("zhwiki-broken-1.xml", "no <title>"),
+    ("zhwiki-broken-2.xml", "no <ns>"),
+    ("zhwiki-broken-3.xml", "no <text>"),
+    ("zhwiki-broken-4.xml", "<sha1> belongs to a non-empty text"),
+])
+def test_broken_dumps_fail_with_one_line(tmp_path, broken, why):
+    path = SHARED_DATA / "zhwiki" / broken
+    out = tmp_path / "docs.parquet"
+    log = tmp_path / "extract.log"
+    result = run_stage("extract", "--dump", path, "--out", out, "--stats", tmp_path / "s.json", "--log", log)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().removeprefix("extract: ") in log.read_text()
+    assert result.stderr.startswith(f"extract: error: {path}: malformed dump at page id=")
+    assert why in result.stderr
+    assert not out.exists() and not list(tmp_path.glob(".*tmp"))
+
+
+def test_every_broken_file_is_covered():
+    assert [p.name for p in BROKEN] == [f"zhwiki-broken-{i}.xml" for i in range(1, 5)]
+
+
+def test_truncated_dump_fails_and_keeps_the_previous_output(tmp_path):
+    good = extract(tmp_path, REAL_SLICE)
+    data = REAL_SLICE.read_bytes()
+    cut = tmp_path / "cut.xml.bz2"
+    cut.write_bytes(data[: len(data) // 2])
+    result = run_stage("extract", "--dump", cut, "--out", tmp_path / "docs.parquet", "--stats", tmp_path / "s.json")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{cut}:" in result.stderr and "truncated" in result.stderr
+    assert pq.read_table(tmp_path / "docs.parquet").to_pylist() == good
+
+
+def test_truncated_xml_inside_a_page(tmp_path):
+    text = bz2.decompress(REAL_SLICE.read_bytes()).decode()
+    cut = tmp_path / "cut.xml"
+    cut.write_text(text[: text.index("</page>", len(text) // 2)], encoding="utf-8")
+    result = run_stage("extract", "--dump", cut, "--out", tmp_path / "o.parquet", "--stats", tmp_path / "s.json")
+    assert result.returncode == 1
+    assert "the file ends inside this page" in result.stderr and str(cut) in result.stderr
+
+
+def test_missing_dump(tmp_path):
+    result = run_stage("extract", "--dump", tmp_path / "nope.xml.bz2", "--out", tmp_path / "o.parquet",
+                       "--stats", tmp_path / "s.json")
+    assert result.returncode == 1 and "nope.xml.bz2: no such file" in result.stderr

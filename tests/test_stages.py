@@ -1,0 +1,133 @@
+"""convert, clean, minhash + dedup, split: each stage's CLI on small hand-made shards."""
+import json
+import random
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import run_ok, run_stage
+from workflow_scripts.clean import normalize
+from workflow_scripts.common import DocWriter
+from workflow_scripts.split import in_validation
+
+HAN = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把性好应开它合还因由其些然前外天政四日那社义事平形相全表间样与关各重新线内数正心反你明看原又么利比或但质气第向道命此变条只没结解问意建月公无系军很情者最立代想已通并提直题党程展五果料象员革位入常文总次品式活设及管特件长求老头基资边流路级少图山统接知较将组见计别她手角期根论运农指几九区强放决西被干做必战先回则任取据处理府研质"
+
+
+def write_docs(path, docs):
+    with DocWriter(path) as writer:
+        for doc in docs:
+            writer.write({"url": f"https://zh.wikipedia.org/wiki?curid={doc['id']}", "title": f"t{doc['id']}", **doc})
+    return path
+
+
+def read(path):
+    return pq.read_table(path).to_pylist()
+
+
+def chinese(seed, n=300):
+    rng = random.Random(seed)
+    return "".join(rng.choice(HAN) for _ in range(n))
+
+
+def test_convert_turns_taiwan_terms_into_mainland_ones(tmp_path):
+    src = write_docs(tmp_path / "in.parquet", [{"id": 1, "title": "軟體", "text": "這個軟體的資料庫很快。"}])
+    for config, expected in (("t2s", "这个软体的资料库很快。"), ("tw2sp", "这个软件的数据库很快。")):
+        out = tmp_path / f"{config}.parquet"
+        run_ok("convert", "--config", config, "--input", src, "--out", out, "--stats", tmp_path / "s.json")
+        assert read(out)[0]["text"] == expected
+    assert json.loads((tmp_path / "s.json").read_text())["documents_changed"] == 1
+
+
+def test_normalize_keeps_full_width_punctuation():
+    text = "他说：「你好！」（１９９０年）ＡＢＣ……  空格\u3000\u3000折叠\n\n\n下一行"
+    assert normalize(text) == "他说：「你好！」（1990年）ABC…… 空格 折叠\n下一行"
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("太短了。", "too_short"),
+    ("This page is written in English and has almost no Chinese at all. " * 5, "low_han_fraction"),
+    ("同一行重复出现很多次的内容。\n" * 12, "duplicate_lines"),
+    ("重复的片段重复的片段" * 30, "repeated_ngrams"),
+])
+def test_clean_drops_each_kind_and_counts_it(tmp_path, text, reason):
+    docs = [{"id": 1, "text": chinese(1)}, {"id": 2, "text": text}]
+    out = tmp_path / "out.parquet"
+    run_ok("clean", "--input", write_docs(tmp_path / "in.parquet", docs), "--min-chars", 100,
+           "--min-han-fraction", 0.4, "--max-duplicate-line-fraction", 0.3, "--repetition-ngram", 10,
+           "--max-repeated-ngram-fraction", 0.3, "--out", out, "--stats", tmp_path / "s.json")
+    assert [d["id"] for d in read(out)] == [1]
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert stats["removed"][reason] == 1 and sum(stats["removed"].values()) == 1
+
+
+def dedup(tmp_path, shards, threshold=0.8):
+    signatures = []
+    for n, docs in enumerate(shards):
+        src = write_docs(tmp_path / f"clean-{n}.parquet", docs)
+        signatures.append(tmp_path / f"sig-{n}.npz")
+        run_ok("minhash", "--input", src, "--ngram", 5, "--num-perm", 128, "--seed", 1, "--out", signatures[-1])
+    report = tmp_path / "removed.parquet"
+    run_ok("dedup", "--signatures", *signatures, "--threshold", threshold, "--num-perm", 128, "--seed", 1,
+           "--report", report, "--stats", tmp_path / "dedup.json")
+    return read(report)
+
+
+def near_copy(text, seed):
+    rng = random.Random(seed)
+    chars = list(text)
+    chars[rng.randrange(len(chars))] = "变"
+    return "".join(chars)
+
+
+def test_dedup_finds_exact_and_near_duplicates_across_shards(tmp_path):
+    a, b = chinese(1), chinese(2)
+    shards = [[{"id": 5, "text": a}, {"id": 9, "text": chinese(3)}],
+              [{"id": 2, "text": b}, {"id": 7, "text": a.replace("", " ")[:-1]}, {"id": 8, "text": near_copy(b, 0)}]]
+    removed = dedup(tmp_path, shards)
+    got = {(r["id"], r["kind"], r["duplicate_of"]) for r in removed}
+    assert got == {(7, "exact", 5), (8, "near", 2)}
+    assert all(r["duplicate_of_title"] == f"t{r['duplicate_of']}" for r in removed)
+
+
+def test_dedup_threshold_decides_what_is_near(tmp_path):
+    base = chinese(4)
+    half = base[:150] + chinese(5, 150)
+    shards = [[{"id": 1, "text": base}, {"id": 2, "text": half}]]
+    assert dedup(tmp_path, shards, threshold=0.9) == []
+    assert [r["id"] for r in dedup(tmp_path, shards, threshold=0.2)] == [2]
+
+
+def test_dedup_is_deterministic_whatever_the_shard_order(tmp_path):
+    texts = [chinese(10 + i % 7) if i % 3 else near_copy(chinese(10 + i % 7), i) for i in range(40)]
+    docs = [{"id": i, "text": t} for i, t in enumerate(texts)]
+    (tmp_path / "forward").mkdir()
+    (tmp_path / "backward").mkdir()
+    forward = dedup(tmp_path / "forward", [docs[:20], docs[20:]])
+    backward = dedup(tmp_path / "backward", [docs[20:][::-1], docs[:20][::-1]])
+    assert forward == backward and len(forward) > 0
+    assert all(r["duplicate_of"] < r["id"] for r in forward)
+
+
+def test_dedup_of_an_empty_corpus_says_what_to_loosen(tmp_path):
+    src = write_docs(tmp_path / "empty.parquet", [])
+    run_ok("minhash", "--input", src, "--out", tmp_path / "sig.npz")
+    result = run_stage("dedup", "--signatures", tmp_path / "sig.npz", "--report", tmp_path / "r.parquet",
+                       "--stats", tmp_path / "s.json")
+    assert result.returncode == 1
+    assert "clean left no documents" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_split_is_deterministic_disjoint_and_skips_removed(tmp_path):
+    docs = [{"id": i, "text": chinese(i, 50)} for i in range(400)]
+    src = write_docs(tmp_path / "clean.parquet", docs)
+    dedup_report = tmp_path / "removed.parquet"
+    dedup(tmp_path, [[docs[0], {**docs[0], "id": 1000}]])
+    args = ["--inputs", src, "--removed", dedup_report, "--validation-fraction", 0.1, "--seed", 3]
+    run_ok("split", *args, "--train", tmp_path / "t.parquet", "--validation", tmp_path / "v.parquet",
+           "--stats", tmp_path / "s.json")
+    train, validation = read(tmp_path / "t.parquet"), read(tmp_path / "v.parquet")
+    train_ids, validation_ids = {d["id"] for d in train}, {d["id"] for d in validation}
+    assert not train_ids & validation_ids and len(train_ids | validation_ids) == 400
+    assert 20 <= len(validation) <= 60
+    assert validation_ids == {i for i in range(400) if in_validation(i, 0.1, 3)}
+    assert validation_ids != {i for i in range(400) if in_validation(i, 0.1, 4)}

@@ -1,0 +1,128 @@
+"""The DAG end to end on the demo, and the rerun promise: only what a change touches runs again."""
+import json
+import re
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import copy_workflow, snakemake
+
+pytestmark = pytest.mark.slow
+DATA_JOBS = {"extract", "convert", "clean", "minhash", "dedup", "split", "corpus_summary"}
+
+
+def planned_jobs(workdir, *args):
+    """{rule: count} of what `snakemake -n` would run."""
+    out = snakemake(workdir, "-n", "corpus", *args).stdout
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    rows = (re.fullmatch(r"(\w+)\s+(\d+)", line.strip()) for line in table.splitlines())
+    return {m.group(1): int(m.group(2)) for m in rows if m and m.group(1) != "total"}
+
+
+def edit_config(workdir, section, key, value):
+    path = workdir / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    config[section][key] = value
+    path.write_text(yaml.safe_dump(config, allow_unicode=True))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    workdir = copy_workflow(tmp_path_factory.mktemp("e2e"))
+    snakemake(workdir, "corpus")
+    return workdir
+
+
+def test_corpus_is_built(built):
+    summary = json.loads((built / "results/corpus/summary.json").read_text())
+    steps = {row["step"]: row for row in summary["funnel"]}
+    train = pq.read_table(built / "results/corpus/train.parquet")
+    validation = pq.read_table(built / "results/corpus/validation.parquet")
+    assert train.schema.names == ["id", "title", "url", "text"]
+    assert steps["split: train"]["documents"] == train.num_rows > 1000
+    assert steps["split: validation"]["documents"] == validation.num_rows > 20
+    assert steps["dedup"]["documents"] == train.num_rows + validation.num_rows
+    assert steps["dedup: drop exact"]["documents"] < 0 and steps["dedup: drop near"]["documents"] < 0
+    assert sum(len(t) for t in train.column("text").to_pylist()) > 500_000
+    for rule in ("download", "dedup", "split"):
+        assert (built / f"results/logs/{rule}.log").exists() and (built / f"results/benchmarks/{rule}.tsv").exists()
+
+
+def test_second_run_does_nothing(built):
+    assert planned_jobs(built) == {}
+
+
+def test_touching_the_dump_reruns_nothing(built):
+    (built / "results/download/zhwiki-pages-articles-multistream.xml.bz2").touch()
+    assert planned_jobs(built) == {}
+
+
+def test_changing_opencc_config_reruns_convert_and_downstream(built):
+    edit_config(built, "convert", "opencc_config", "tw2sp")
+    try:
+        jobs = planned_jobs(built)
+    finally:
+        edit_config(built, "convert", "opencc_config", "t2s")
+    assert set(jobs) == DATA_JOBS - {"extract"} | {"corpus"}
+    assert jobs["convert"] == 2
+
+
+def test_changing_dedup_threshold_reruns_dedup_and_split_only(built):
+    edit_config(built, "dedup", "threshold", 0.7)
+    try:
+        jobs = planned_jobs(built)
+    finally:
+        edit_config(built, "dedup", "threshold", 0.8)
+    assert set(jobs) == {"dedup", "split", "corpus_summary", "corpus"}
+
+
+def test_changing_a_stage_code_reruns_that_stage(built):
+    script = built / "workflow_scripts/split.py"
+    original = script.read_text()
+    script.write_text(original + "\n# edited\n")
+    try:
+        jobs = planned_jobs(built)
+    finally:
+        script.write_text(original)
+    assert set(jobs) == {"split", "corpus_summary", "corpus"}
+
+
+def test_config_typo_fails_with_one_line_naming_the_key(built):
+    edit_config(built, "dedup", "treshold", 0.7)
+    try:
+        result = snakemake(built, "-n", "corpus", check=False)
+    finally:
+        config = yaml.safe_load((built / "config.yaml").read_text())
+        del config["dedup"]["treshold"]
+        (built / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("invalid config: dedup: unknown key treshold")
+    assert "Traceback" not in result.stderr
+
+
+def with_override(tmp_path, text):
+    override = tmp_path / "override.yaml"
+    override.write_text(text)
+    return "--configfile", "config.yaml", str(override)
+
+
+def test_out_of_range_value_is_named(built, tmp_path):
+    result = snakemake(built, "-n", "corpus", *with_override(tmp_path, "split:\n  validation_fraction: 1.5\n"),
+                       check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "invalid config: split.validation_fraction: 1.5 is greater than the maximum of 0.5")
+
+
+def test_a_corpus_filtered_to_nothing_fails_and_keeps_earlier_results(built, tmp_path):
+    extract = built / "results/extract/shard-000.parquet"
+    before = extract.stat().st_mtime_ns
+    result = snakemake(built, "corpus", *with_override(tmp_path, "clean:\n  min_chars: 1000000\n"), check=False)
+    assert result.returncode == 1
+    assert "dedup: error: clean left no documents" in result.stderr
+    assert extract.stat().st_mtime_ns == before
+    assert (built / "results/corpus/train.parquet").exists()
+    assert planned_jobs(built)["clean"] == 2  # the default settings rebuild what the failed run replaced
