@@ -1,6 +1,8 @@
 # zhwiki-llm: a Chinese Wikipedia dump in, a small Chinese chat model out.
 #
 #   snakemake --cores all corpus        # clean, deduplicated, simplified train/validation splits
+#   snakemake --cores all tokenizer     # a byte-level BPE tokenizer trained on the train split
+#   snakemake --cores all tokens        # both splits as token shards for pretraining
 #
 # Settings: config.yaml (the bundled demo), validated against config/schema.yaml and described
 # in config/README.md. Outputs go to results/.
@@ -11,12 +13,14 @@ configfile: "config.yaml"
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/tokenizer.smk"
 
 
 rule all:
     default_target: True
     input:
         rules.corpus_summary.output,
+        rules.tokens_index.output,
 
 
 rule corpus:
@@ -24,3 +28,9 @@ rule corpus:
         train=rules.split.output.train,
         validation=rules.split.output.validation,
         summary=rules.corpus_summary.output.markdown,
+
+
+rule tokens:
+    input:
+        index=rules.tokens_index.output.index,
+        report=rules.tokenizer.output.report,

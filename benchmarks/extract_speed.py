@@ -11,20 +11,19 @@ Builds (once) a zhwiki-format multistream dump of --mb MB of XML from the real n
 Writes benchmarks/results/extract_speed.{json,md}; throughput is compressed dump MB per second.
 """
 import argparse
+import bz2
 import concurrent.futures
-import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from results_io import provenance, save
 
 REPO = Path(__file__).resolve().parents[1]
 MAKE_DUMP = REPO.parent / "shared" / "tools" / "make_bench_dump.py"
-RESULTS = REPO / "benchmarks" / "results"
 
 
 def build_dump(work: Path, mb):
@@ -98,14 +97,10 @@ def main():
     for row in rows:
         row["speedup_vs_stock"] = round(rows[0]["seconds"] / row["seconds"], 3)
         row["speedup_vs_no_templates"] = round(rows[1]["seconds"] / row["seconds"], 3)
-    pages = sum(1 for _ in __import__("bz2").open(index, "rt"))
+    pages = sum(1 for _ in bz2.open(index, "rt"))
     report = {"dump_mb_xml": args.mb, "dump_mb_compressed": dump.stat().st_size / 1e6, "pages": pages,
-              "cores": args.cores, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-              "command": "python benchmarks/extract_speed.py " + " ".join(sys.argv[1:]), "runs": rows}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "extract_speed.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "extract_speed.md").write_text(markdown(report))
-    print(markdown(report))
+              "cores": args.cores, **provenance(), "runs": rows}
+    save("extract_speed", report, markdown(report))
 
 
 if __name__ == "__main__":

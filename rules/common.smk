@@ -50,9 +50,12 @@ def flag(enabled, name):
 validate_config(config, Path(workflow.basedir, "config", "schema.yaml"))
 
 SHARDS = [f"{i:03d}" for i in range(config["extract"]["shards"])]
+TOKEN_SHARDS = [f"{i:03d}" for i in range(config["tokens"]["shards"])]
+SPLITS = ["train", "validation"]
 DL = "results/download/zhwiki-pages-articles-multistream"
 SAMPLE_DIR = str(Path(workflow.basedir, "demo", "zhwiki"))
 
 
 wildcard_constraints:
     shard=r"\d{3}",
+    split="train|validation",

@@ -9,7 +9,8 @@ import yaml
 
 from conftest import REPO, run_ok
 
-STAGES = ["download", "extract", "convert", "clean", "minhash", "dedup", "split", "corpus_summary"]
+STAGES = ["download", "extract", "convert", "clean", "minhash", "dedup", "split", "corpus_summary", "tokenizer",
+          "tokens", "tokens_index"]
 
 
 def schema_keys(schema, prefix=""):

@@ -12,9 +12,9 @@ pytestmark = pytest.mark.slow
 DATA_JOBS = {"extract", "convert", "clean", "minhash", "dedup", "split", "corpus_summary"}
 
 
-def planned_jobs(workdir, *args):
-    """{rule: count} of what `snakemake -n` would run."""
-    out = snakemake(workdir, "-n", "corpus", *args).stdout
+def planned_jobs(workdir, target="corpus"):
+    """{rule: count} of what `snakemake -n target` would run."""
+    out = snakemake(workdir, "-n", target).stdout
     if "Nothing to be done" in out:
         return {}
     table = out.split("Job stats:", 1)[1].split("\n\n", 1)[0]
@@ -32,7 +32,7 @@ def edit_config(workdir, section, key, value):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("e2e"))
-    snakemake(workdir, "corpus")
+    snakemake(workdir, "all")
     return workdir
 
 
@@ -52,12 +52,12 @@ def test_corpus_is_built(built):
 
 
 def test_second_run_does_nothing(built):
-    assert planned_jobs(built) == {}
+    assert planned_jobs(built, "all") == {}
 
 
 def test_touching_the_dump_reruns_nothing(built):
     (built / "results/download/zhwiki-pages-articles-multistream.xml.bz2").touch()
-    assert planned_jobs(built) == {}
+    assert planned_jobs(built, "all") == {}
 
 
 def test_changing_opencc_config_reruns_convert_and_downstream(built):
@@ -77,6 +77,23 @@ def test_changing_dedup_threshold_reruns_dedup_and_split_only(built):
     finally:
         edit_config(built, "dedup", "threshold", 0.8)
     assert set(jobs) == {"dedup", "split", "corpus_summary", "corpus"}
+
+
+def test_changing_vocab_size_reruns_the_tokenizer_and_after_only(built):
+    edit_config(built, "tokenizer", "vocab_size", 3000)
+    try:
+        jobs = planned_jobs(built, "tokens")
+    finally:
+        edit_config(built, "tokenizer", "vocab_size", 4096)
+    assert jobs == {"tokenizer": 1, "token_shard": 4, "tokens_index": 1, "tokens": 1}
+
+
+def test_tokens_target_output(built):
+    index = json.loads((built / "results/tokens/index.json").read_text())
+    report = json.loads((built / "results/tokenizer_report.json").read_text())
+    assert index["vocab_size"] == report["vocab_size"] == 4096 and index["dtype"] == "uint16"
+    assert index["splits"]["train"]["documents"] == pq.read_metadata(built / "results/corpus/train.parquet").num_rows
+    assert report["validation"]["round_trip_exact"] == 1.0
 
 
 def test_changing_a_stage_code_reruns_that_stage(built):

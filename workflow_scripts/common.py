@@ -1,9 +1,12 @@
 """Helpers every stage shares: the CLI wrapper, atomic writes, the document schema, stats files."""
 import argparse
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import resource
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -62,6 +65,35 @@ def atomic_path(dest):
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(dest):
+    """Yield a temporary directory beside `dest`; it replaces `dest` only if the block succeeds."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o777 & ~UMASK)
+    try:
+        yield tmp
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def peak_rss_mb():
+    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def sha1_file(path):
+    digest = hashlib.sha1()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_json(path, obj):

@@ -11,7 +11,6 @@ demo dump (through the same checks); --source local links to a dump already on d
 may be left out for a single-stream dump: the index output is then empty and extract reads the
 dump as one shard).
 """
-import hashlib
 import http.client
 import shutil
 import time
@@ -21,20 +20,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from workflow_scripts.common import StageError, atomic_path, log, stage_cli, write_json
+from workflow_scripts.common import StageError, atomic_path, log, sha1_file, stage_cli, write_json
 
 DUMP_SUFFIX = "pages-articles-multistream.xml.bz2"
 INDEX_SUFFIX = "pages-articles-multistream-index.txt.bz2"
 CHUNK = 1 << 20
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
-
-
-def sha1_of(path):
-    digest = hashlib.sha1()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def expected_sha1(sha1sums: Path, suffix):
@@ -47,7 +38,7 @@ def expected_sha1(sha1sums: Path, suffix):
 
 
 def verify(path: Path, expected, source):
-    actual = sha1_of(path)
+    actual = sha1_file(path)
     if actual != expected:
         path.unlink()
         raise StageError(f"{source}: SHA-1 mismatch (expected {expected}, got {actual}); the download was "
@@ -148,7 +139,7 @@ def link_local(args):
             else:
                 tmp.touch()  # no index: extract reads the dump as one shard
     with atomic_path(args.sha1sums) as tmp:
-        tmp.write_text(f"{sha1_of(args.local_dump)}  {args.local_dump.name}\n")
+        tmp.write_text(f"{sha1_file(args.local_dump)}  {args.local_dump.name}\n")
 
 
 def add_arguments(ap):

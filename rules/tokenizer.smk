@@ -1,0 +1,71 @@
+# The tokenizer and the token shards that pretraining reads.
+
+
+rule tokenizer:
+    input:
+        train=rules.split.output.train,
+        validation=rules.split.output.validation,
+    output:
+        tokenizer=directory("results/tokenizer"),
+        report="results/tokenizer_report.json",
+    params:
+        vocab_size=config["tokenizer"]["vocab_size"],
+        min_frequency=config["tokenizer"]["min_frequency"],
+        max_chars=config["tokenizer"]["max_chars"],
+        pre_tokenization=config["tokenizer"]["pre_tokenization"],
+        han_run_max=config["tokenizer"]["han_run_max"],
+        model_max_length=config["tokenizer"]["model_max_length"],
+        code=code_version("tokenizer"),
+    log:
+        "results/logs/tokenizer.log",
+    benchmark:
+        "results/benchmarks/tokenizer.tsv"
+    threads: workflow.cores
+    conda:
+        "../envs/tokenizer.yaml"
+    shell:
+        "RAYON_NUM_THREADS={threads} python -m workflow_scripts.tokenizer"
+        " --train {input.train} --validation {input.validation}"
+        " --vocab-size {params.vocab_size} --min-frequency {params.min_frequency}"
+        " --max-chars {params.max_chars} --pre-tokenization {params.pre_tokenization}"
+        " --han-run-max {params.han_run_max} --model-max-length {params.model_max_length}"
+        " --out {output.tokenizer} --report {output.report} --log {log}"
+
+
+rule token_shard:
+    input:
+        tokenizer=rules.tokenizer.output.tokenizer,
+        docs="results/corpus/{split}.parquet",
+    output:
+        tokens="results/tokens/{split}-{shard}.bin",
+        index="results/tokens/{split}-{shard}.json",
+    params:
+        shards=len(TOKEN_SHARDS),
+        code=code_version("tokens", "tokenizer"),
+    log:
+        "results/logs/tokens/{split}-{shard}.log",
+    benchmark:
+        "results/benchmarks/tokens/{split}-{shard}.tsv"
+    conda:
+        "../envs/tokenizer.yaml"
+    shell:
+        "RAYON_NUM_THREADS={threads} python -m workflow_scripts.tokens --tokenizer {input.tokenizer}"
+        " --input {input.docs} --shard {wildcards.shard} --shards {params.shards}"
+        " --out {output.tokens} --index {output.index} --log {log}"
+
+
+rule tokens_index:
+    input:
+        shards=expand(rules.token_shard.output.index, split=SPLITS, shard=TOKEN_SHARDS),
+    output:
+        index="results/tokens/index.json",
+    params:
+        code=code_version("tokens_index"),
+    log:
+        "results/logs/tokens_index.log",
+    benchmark:
+        "results/benchmarks/tokens_index.tsv"
+    conda:
+        "../envs/tokenizer.yaml"
+    shell:
+        "python -m workflow_scripts.tokens_index --shards {input.shards} --out {output.index} --log {log}"
