@@ -3,6 +3,7 @@
 #   snakemake --cores all corpus        # clean, deduplicated, simplified train/validation splits
 #   snakemake --cores all tokenizer     # a byte-level BPE tokenizer trained on the train split
 #   snakemake --cores all tokens        # both splits as token shards for pretraining
+#   snakemake --cores all base_model    # a LLaMA-style model pretrained from scratch (results/base_model)
 #
 # Settings: config.yaml (the bundled demo), validated against config/schema.yaml and described
 # in config/README.md. Outputs go to results/.
@@ -14,6 +15,7 @@ configfile: "config.yaml"
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/tokenizer.smk"
+include: "rules/model.smk"
 
 
 rule all:
@@ -21,6 +23,7 @@ rule all:
     input:
         rules.corpus_summary.output,
         rules.tokens_index.output,
+        rules.base_model.output,
 
 
 rule corpus:

@@ -12,7 +12,12 @@ def validate_config(cfg, schema_path):
     schema = yaml.safe_load(Path(schema_path).read_text())
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.path))
     if errors:
-        sys.exit("invalid config: " + "; ".join(map(describe_error, errors)))
+        sys.exit(f"invalid config: {'; '.join(map(describe_error, errors))}")
+    pretrain = cfg["pretrain"]
+    per_micro_step = pretrain["micro_batch"] * pretrain["seq_len"] * (pretrain["gpus"] or pretrain["processes"])
+    if pretrain["global_batch_tokens"] % per_micro_step:
+        sys.exit(f"invalid config: pretrain.global_batch_tokens: {pretrain['global_batch_tokens']} is not a "
+                 f"multiple of micro_batch x seq_len x processes (or gpus) = {per_micro_step}")
 
 
 def describe_error(error):
@@ -26,7 +31,7 @@ def describe_error(error):
 def code_version(*modules):
     """Hash of a stage's modules (and the shared helpers): a params value, so code edits rerun it."""
     digest = hashlib.sha1()
-    for module in ("common",) + modules:
+    for module in ("common", *modules):
         digest.update(Path(workflow.basedir, "workflow_scripts", f"{module}.py").read_bytes())
     return digest.hexdigest()[:16]
 
@@ -45,6 +50,28 @@ def local_dump_args():
 
 def flag(enabled, name):
     return name if enabled else ""
+
+
+def cli_options(settings, skip=()):
+    """A config section as command-line options: --key value, --flag / --no-flag for booleans."""
+    options = []
+    for key, value in settings.items():
+        if key in skip:
+            continue
+        name = key.replace("_", "-")
+        if isinstance(value, bool):
+            options.append(f"--{name}" if value else f"--no-{name}")
+        else:
+            options.append(f"--{name} {value}")
+    return " ".join(options)
+
+
+def launcher(processes, gpus):
+    """accelerate launch with one process per GPU given to the rule, else the configured CPU processes."""
+    count = gpus or processes
+    mode = "--multi_gpu " if count > 1 else ""
+    return (f"accelerate launch {mode}--num_processes {count} --num_machines 1"
+            " --mixed_precision no --dynamo_backend no")
 
 
 validate_config(config, Path(workflow.basedir, "config", "schema.yaml"))

@@ -96,6 +96,22 @@ def test_tokens_target_output(built):
     assert report["validation"]["round_trip_exact"] == 1.0
 
 
+def test_base_model_is_trained(built):
+    summary = json.loads((built / "results/pretrain/summary.json").read_text())
+    assert summary["steps"] == 60 and summary["final_loss"] < summary["first_loss"] - 3
+    assert (built / "results/base_model/model.safetensors").exists()
+    assert list((built / "results/checkpoints/base_model").glob("*/step-*"))
+
+
+def test_changing_the_learning_rate_reruns_pretraining_only(built):
+    edit_config(built, "pretrain", "lr", 0.001)
+    try:
+        jobs = planned_jobs(built, "all")
+    finally:
+        edit_config(built, "pretrain", "lr", 0.003)
+    assert jobs == {"base_model": 1, "all": 1}
+
+
 def test_changing_a_stage_code_reruns_that_stage(built):
     script = built / "workflow_scripts/split.py"
     original = script.read_text()
@@ -132,6 +148,14 @@ def test_out_of_range_value_is_named(built, tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "invalid config: split.validation_fraction: 1.5 is greater than the maximum of 0.5")
+
+
+def test_a_batch_that_does_not_divide_is_a_config_error(built, tmp_path):
+    result = snakemake(built, "-n", "base_model", *with_override(tmp_path, "pretrain:\n  global_batch_tokens: 1000\n"),
+                       check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == ("invalid config: pretrain.global_batch_tokens: 1000 is not a "
+                                                      "multiple of micro_batch x seq_len x processes (or gpus) = 2048")
 
 
 def test_a_corpus_filtered_to_nothing_fails_and_keeps_earlier_results(built, tmp_path):

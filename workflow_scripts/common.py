@@ -39,6 +39,9 @@ def stage_cli(stage, description, add_arguments, run):
     add_arguments(parser)
     parser.add_argument("--log", type=Path, help="write the log (and progress bars) here instead of stderr")
     args = parser.parse_args()
+    rank = os.environ.get("RANK", "0")
+    if args.log and rank != "0":  # each process of a distributed stage logs to its own file
+        args.log = args.log.with_name(f"{args.log.name}.rank{rank}")
     stream = open(args.log, "w", encoding="utf-8") if args.log else sys.stderr
     logging.basicConfig(stream=stream, level=logging.INFO, format=f"%(asctime)s {stage} %(message)s")
     try:

@@ -1,0 +1,37 @@
+# Model training: pretraining from scratch on the token shards.
+
+
+rule base_model:
+    input:
+        tokens=rules.tokens_index.output.index,
+        tokenizer=rules.tokenizer.output.tokenizer,
+    output:
+        model=directory("results/base_model"),
+        metrics="results/pretrain/metrics.jsonl",
+        plot="results/pretrain/loss.png",
+        summary="results/pretrain/summary.json",
+    params:
+        launcher=launcher(config["pretrain"]["processes"], config["pretrain"]["gpus"]),
+        options=cli_options(config["pretrain"], skip=("processes", "gpus")),
+        threads_per_process=lambda wildcards, threads: max(
+            1, threads // (config["pretrain"]["gpus"] or config["pretrain"]["processes"])
+        ),
+        # Checkpoints live outside the rule's outputs, where a failed job does not remove them.
+        checkpoints="results/checkpoints/base_model",
+        code=code_version("pretrain", "training"),
+    log:
+        "results/logs/base_model.log",
+    benchmark:
+        "results/benchmarks/base_model.tsv"
+    # CPU training uses every core it is given, split among the processes (Snakemake would otherwise
+    # pin each job to one thread through OMP_NUM_THREADS).
+    threads: workflow.cores
+    resources:
+        gpus=config["pretrain"]["gpus"],
+    conda:
+        "../envs/training.yaml"
+    shell:
+        "OMP_NUM_THREADS={params.threads_per_process} {params.launcher} -m workflow_scripts.pretrain --tokens $(dirname {input.tokens})"
+        " --tokenizer {input.tokenizer} {params.options} --checkpoint-root {params.checkpoints}"
+        " --out {output.model} --metrics {output.metrics} --plot {output.plot} --summary {output.summary}"
+        " --log {log}"

@@ -1,0 +1,183 @@
+"""Pretraining on CPU: loss falls, the model loads and generates; DDP and DeepSpeed ranks share
+gradients and split the data; a SIGKILLed run resumes to bitwise the same losses."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from conftest import DEMO_DUMP, DEMO_INDEX, REPO, run_ok
+from workflow_scripts.training import Sampler, TokenWindows, causal_lm_loss, lr_lambda
+
+pytestmark = pytest.mark.slow
+SMALL = ["--preset", "demo", "--seq-len", "64", "--micro-batch", "4", "--global-batch-tokens", "1024",
+         "--eval-windows", "16"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A tokenizer and train/validation token shards made from two shards of the demo dump."""
+    tmp = tmp_path_factory.mktemp("data")
+    for shard, split in ((0, "train"), (1, "validation")):
+        run_ok("extract", "--dump", DEMO_DUMP, "--index", DEMO_INDEX, "--shard", shard, "--shards", 4,
+               "--out", tmp / f"e{shard}.parquet", "--stats", tmp / "e.json")
+        run_ok("convert", "--input", tmp / f"e{shard}.parquet", "--out", tmp / f"{split}.parquet",
+               "--stats", tmp / "c.json")
+    run_ok("tokenizer", "--train", tmp / "train.parquet", "--validation", tmp / "validation.parquet",
+           "--vocab-size", 1000, "--out", tmp / "tokenizer", "--report", tmp / "report.json")
+    for split in ("train", "validation"):
+        run_ok("tokens", "--tokenizer", tmp / "tokenizer", "--input", tmp / f"{split}.parquet",
+               "--out", tmp / "tokens" / f"{split}-000.bin", "--index", tmp / "tokens" / f"{split}-000.json")
+    run_ok("tokens_index", "--shards", *sorted((tmp / "tokens").glob("*.json")), "--out", tmp / "tokens" / "index.json")
+    return tmp
+
+
+def pretrain_command(data, out, processes=1):
+    launch = ["accelerate", "launch", "--num_processes", str(processes), "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if processes > 1:
+        launch.insert(2, "--multi_gpu")
+    return launch + ["-m", "workflow_scripts.pretrain", "--tokens", str(data / "tokens"),
+                     "--tokenizer", str(data / "tokenizer"), "--checkpoint-root", str(out / "checkpoints"),
+                     "--out", str(out / "model"), "--metrics", str(out / "metrics.jsonl"), "--plot",
+                     str(out / "loss.png"), "--summary", str(out / "summary.json"), "--log", str(out / "log")]
+
+
+def pretrain(data, out, *options, processes=1):
+    env = {**os.environ, "OMP_NUM_THREADS": str(2 // processes)}
+    result = subprocess.run(pretrain_command(data, out, processes) + [str(o) for o in options], cwd=REPO, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:] + (out / "log").read_text()[-3000:]
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def one_process(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("one")
+    return out, pretrain(data, out, *SMALL, "--max-steps", 8, "--eval-every", 4, "--checkpoint-every", 4)
+
+
+def test_loss_falls_and_metrics_are_complete(one_process):
+    out, records = one_process
+    assert [r["step"] for r in records] == list(range(1, 9))
+    assert records[-1]["loss"] < records[0]["loss"] - 0.5
+    assert records[-1]["tokens"] == 8 * 1024
+    assert all({"loss", "lr", "grad_norm", "tokens_per_s"} <= set(r) for r in records)
+    evals = [r for r in records if "val_bpb" in r]
+    assert [r["step"] for r in evals] == [4, 8] and evals[-1]["val_loss"] < evals[0]["val_loss"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["gradient_accumulation"] == 4 and summary["processes"] == 1
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_output_loads_and_generates(one_process, data):
+    out, _ = one_process
+    model = AutoModelForCausalLM.from_pretrained(out / "model")
+    tokenizer = AutoTokenizer.from_pretrained(out / "model")
+    assert (out / "model" / "model.safetensors").exists()
+    assert model.config.vocab_size % 64 == 0 and model.config.vocab_size >= len(tokenizer)
+    assert model.config.model_type == "llama" and model.config.tie_word_embeddings
+    inputs = tokenizer("安宁市", return_tensors="pt")
+    generated = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    assert generated.shape[1] == inputs["input_ids"].shape[1] + 8
+
+
+def test_bits_per_byte_matches_the_validation_loss(one_process, data):
+    """bpb = nats per token / ln 2 / bytes per token, with bytes counted from the validation text."""
+    _, records = one_process
+    final = records[-1]
+    ratio = final["val_loss"] / (np.log(2) * final["val_bpb"])
+    report = json.loads((data / "report.json").read_text())["validation"]
+    assert ratio == pytest.approx(report["bytes_per_token"], rel=0.25)
+
+
+def test_checkpoints_are_kept_outside_the_output(one_process):
+    out, _ = one_process
+    (run_dir,) = (out / "checkpoints").iterdir()
+    assert [p.name for p in sorted(run_dir.glob("step-*"))] == ["step-0000004"]
+    assert not list(run_dir.glob("*.tmp"))
+
+
+def test_sampler_gives_ranks_disjoint_windows():
+    seen = [set() for _ in range(3)]
+    for rank in range(3):
+        sampler = Sampler(count=600, seed=1, rank=rank, world=3, micro_batch=4)
+        for step in range(50):
+            seen[rank].update(sampler.indices(step))
+    assert all(len(s) == 200 for s in seen)
+    assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
+    assert Sampler(600, 1, 0, 1, 4).indices(7) == Sampler(600, 1, 0, 1, 4).indices(7)
+    assert Sampler(600, 1, 0, 1, 4).indices(7) != Sampler(600, 2, 0, 1, 4).indices(7)
+
+
+def test_warmup_then_cosine():
+    factor = lr_lambda(warmup_steps=10, total_steps=110, min_lr_ratio=0.1)
+    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
+    assert factor(60) == pytest.approx(0.55) and factor(110) == pytest.approx(0.1)
+
+
+def saved_model_val_loss(model_dir, data, windows=16):
+    """The validation loss of the saved weights, on the windows the run evaluated."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    validation = TokenWindows(data / "tokens", "validation", 64)
+    inputs, targets = validation.batch(range(windows))
+    with torch.no_grad():
+        return causal_lm_loss(model, inputs, targets).item()
+
+
+@pytest.mark.parametrize("engine", [["--engine", "ddp"], ["--engine", "deepspeed", "--zero-stage", "2"],
+                                    ["--engine", "deepspeed", "--zero-stage", "3"]],
+                         ids=["ddp", "deepspeed-zero2", "deepspeed-zero3"])
+def test_two_processes_train_as_one_with_the_same_global_batch(data, one_process, tmp_path, engine):
+    """Two ranks at half the accumulation see, per step, exactly the windows one process sees; only
+    if they split the data and average their gradients do the losses come out the same."""
+    records = pretrain(data, tmp_path, *SMALL, "--max-steps", 4, "--eval-every", 4, "--checkpoint-every", 4,
+                       *engine, processes=2)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["gradient_accumulation"] == 2
+    reference = one_process[1][:4]
+    assert [r["loss"] for r in records] == pytest.approx([r["loss"] for r in reference], rel=1e-5)
+    assert records[-1]["val_loss"] == pytest.approx(reference[-1]["val_loss"], rel=1e-5)
+    assert saved_model_val_loss(tmp_path / "model", data) == pytest.approx(records[-1]["val_loss"], rel=1e-5)
+
+
+def test_sigkill_then_rerun_resumes_bitwise(data, one_process, tmp_path):
+    options = [*SMALL, "--max-steps", 8, "--eval-every", 4, "--checkpoint-every", 2]
+    command = pretrain_command(data, tmp_path, 1) + [str(o) for o in options]
+    process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "2"},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "checkpoints").glob("*/step-0000002")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    (run_dir,) = (tmp_path / "checkpoints").iterdir()
+    killed_at = max(int(p.name.split("-")[1]) for p in run_dir.glob("step-???????"))
+    assert 2 <= killed_at < 8 and not (tmp_path / "model").exists()
+    records = pretrain(data, tmp_path, *options)
+    assert f"resuming from {run_dir / f'step-{killed_at:07d}'}" in (tmp_path / "log").read_text()
+    assert [r["step"] for r in records] == list(range(1, 9))
+    assert [r["loss"] for r in records] == [r["loss"] for r in one_process[1]]  # bitwise
+    assert records[-1]["val_loss"] == one_process[1][-1]["val_loss"]
+
+
+def test_changed_settings_do_not_resume_an_old_run(data, one_process, tmp_path):
+    shutil.copytree(one_process[0] / "checkpoints", tmp_path / "checkpoints")
+    pretrain(data, tmp_path, *SMALL, "--max-steps", 2, "--eval-every", 2, "--checkpoint-every", 4, "--lr", "0.001")
+    assert "resuming" not in (tmp_path / "log").read_text()
+    assert len(list((tmp_path / "checkpoints").iterdir())) == 2
+
+
+def test_global_batch_that_does_not_divide_is_a_clear_error(data, tmp_path):
+    command = pretrain_command(data, tmp_path) + [*SMALL[:-4], "--global-batch-tokens", "1000"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert result.stderr.startswith("pretrain: error: pretrain.global_batch_tokens 1000 is not a multiple of "
+                                    "micro_batch x seq_len x processes = 256\n")

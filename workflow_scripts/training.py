@@ -1,0 +1,366 @@
+"""The training machinery pretraining and SFT share: data, schedule, engines, checkpoints, metrics.
+
+Engines: `ddp` runs under accelerate (plain DDP, over NCCL on GPUs and gloo on CPUs); `deepspeed`
+calls deepspeed.initialize itself with a ZeRO config from configs/deepspeed/, because
+accelerate's DeepSpeed integration does not start a distributed run without GPUs (each process
+then trains alone), and both must be testable on a CPU. Either way the launcher is
+`accelerate launch` (which also sets RANK/WORLD_SIZE for DeepSpeed).
+
+Checkpoints go to a run directory named by a hash of every setting that shapes the run, outside
+the rule's outputs, so Snakemake never deletes them: each is written to `step-N.tmp` and renamed
+only once complete, so a kill mid-write leaves the previous one the latest good checkpoint.
+"""
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from workflow_scripts.common import StageError, log, read_json
+
+DEEPSPEED_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "deepspeed"
+# Dense bf16 peak of the accelerators MFU is reported for (tensor cores, no sparsity).
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+
+
+def set_seed(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def use_deterministic_cpu():
+    """Bitwise-reproducible CPU runs (the resume test compares losses exactly)."""
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+class TokenWindows:
+    """Fixed-length windows over the concatenated token shards of one split, memory-mapped."""
+
+    def __init__(self, tokens_dir: Path, split, seq_len):
+        index = read_json(tokens_dir / "index.json")
+        if split not in index["splits"]:
+            raise StageError(f"{tokens_dir / 'index.json'}: no {split!r} split; rerun the tokens rule")
+        self.vocab_size, self.eod_id = index["vocab_size"], index["eod_id"]
+        self.shards = [np.memmap(tokens_dir / s["file"], dtype=index["dtype"], mode="r")
+                       for s in index["splits"][split]["shards"] if s["tokens"]]
+        self.starts = np.cumsum([0] + [len(s) for s in self.shards])
+        self.window = seq_len + 1
+        self.count = int(self.starts[-1]) // self.window
+        if self.count == 0:
+            raise StageError(f"the {split} split has {self.starts[-1]} tokens, fewer than one window of "
+                             f"{self.window}; lower pretrain.seq_len or use more data")
+
+    def read(self, i):
+        """Window i as int64 tokens (it may span two shards)."""
+        start, end = i * self.window, (i + 1) * self.window
+        parts = []
+        while start < end:
+            shard = int(np.searchsorted(self.starts, start, side="right")) - 1
+            stop = min(end, int(self.starts[shard + 1]))
+            parts.append(self.shards[shard][start - self.starts[shard]:stop - self.starts[shard]])
+            start = stop
+        return torch.from_numpy(np.concatenate(parts).astype(np.int64))
+
+    def batch(self, indices):
+        windows = torch.stack([self.read(i) for i in indices])
+        return windows[:, :-1], windows[:, 1:]
+
+
+class Sampler:
+    """Which windows each rank reads at each micro-step: a seeded permutation per epoch, cut so
+    that ranks never share a window within an epoch. Its whole state is the micro-step."""
+
+    def __init__(self, count, seed, rank, world, micro_batch):
+        self.count, self.seed, self.rank, self.world, self.micro_batch = count, seed, rank, world, micro_batch
+        self._perms = {}
+
+    def _perm(self, epoch):
+        if epoch not in self._perms:
+            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.count)}
+        return self._perms[epoch]
+
+    def indices(self, micro_step):
+        first = (micro_step * self.world + self.rank) * self.micro_batch
+        return [int(self._perm(k // self.count)[k % self.count]) for k in range(first, first + self.micro_batch)]
+
+
+def lr_lambda(warmup_steps, total_steps, min_lr_ratio):
+    """Linear warmup, then cosine decay to min_lr_ratio of the peak."""
+    def factor(step):
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def token_byte_lengths(tokenizer):
+    """UTF-8 bytes each token stands for (0 for special tokens), for bits per byte."""
+    # A ByteLevel vocabulary spells each byte as one character, so a token's length is its byte count.
+    lengths = np.zeros(len(tokenizer), dtype=np.int64)
+    special = set(tokenizer.all_special_ids)
+    for token, token_id in tokenizer.get_vocab().items():
+        lengths[token_id] = 0 if token_id in special else len(token)
+    return torch.from_numpy(lengths)
+
+
+def causal_lm_loss(model, inputs, targets, reduction="mean"):
+    """Cross-entropy of next-token targets (already shifted); targets of -100 are not trained on."""
+    logits = model(input_ids=inputs).logits.float()
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction=reduction)
+
+
+@dataclass
+class RunShape:
+    """Batch geometry derived from the settings; a bad combination is a one-line error."""
+    micro_batch: int
+    seq_len: int
+    world: int
+    accumulation: int
+
+    @classmethod
+    def derive(cls, global_batch_tokens, micro_batch, seq_len, world):
+        per_micro_step = micro_batch * seq_len * world
+        if global_batch_tokens % per_micro_step:
+            raise StageError(f"pretrain.global_batch_tokens {global_batch_tokens} is not a multiple of "
+                             f"micro_batch x seq_len x processes = {per_micro_step}")
+        return cls(micro_batch, seq_len, world, global_batch_tokens // per_micro_step)
+
+    @property
+    def tokens_per_step(self):
+        return self.micro_batch * self.seq_len * self.world * self.accumulation
+
+
+class AccelerateEngine:
+    """DDP through accelerate; manual gradient accumulation with no_sync on all but the last micro-step."""
+    name = "ddp"
+
+    def __init__(self, model, optimizer, scheduler, clip, mixed_precision):
+        from accelerate import Accelerator
+        self.acc = Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+        self.model, self.optimizer = self.acc.prepare(model, optimizer)
+        self.scheduler, self.clip = scheduler, clip
+        self.rank, self.world, self.device = self.acc.process_index, self.acc.num_processes, self.acc.device
+
+    def train_step(self, batches):
+        losses = []
+        for n, (inputs, targets) in enumerate(batches):
+            sync = n == len(batches) - 1
+            with contextlib.nullcontext() if sync else self.acc.no_sync(self.model):
+                loss = causal_lm_loss(self.model, inputs.to(self.device), targets.to(self.device))
+                self.acc.backward(loss / len(batches))
+            losses.append(loss.detach())
+        grad_norm = self.acc.clip_grad_norm_(self.model.parameters(), self.clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return torch.stack(losses).mean(), float(grad_norm)
+
+    def all_reduce_sum(self, tensor):
+        return self.acc.reduce(tensor.to(self.device), "sum")
+
+    def barrier(self):
+        self.acc.wait_for_everyone()
+
+    def save(self, directory):
+        self.acc.save_state(str(directory))
+        if self.rank == 0:
+            torch.save(self.scheduler.state_dict(), directory / "scheduler.pt")
+
+    def load(self, directory):
+        self.acc.load_state(str(directory))
+        self.scheduler.load_state_dict(torch.load(directory / "scheduler.pt", weights_only=True))
+
+    def unwrapped_state(self):
+        """(model, state_dict) to save on rank 0."""
+        model = self.acc.unwrap_model(self.model)
+        return model, model.state_dict()
+
+    def eval_context(self):
+        return torch.no_grad()
+
+    @property
+    def module(self):
+        return self.acc.unwrap_model(self.model)
+
+
+class DeepSpeedEngine:
+    """deepspeed.initialize with configs/deepspeed/zero{2,3}.json; the engine accumulates and clips."""
+    name = "deepspeed"
+
+    def __init__(self, model, optimizer, scheduler, clip, mixed_precision, zero_stage, shape):
+        import deepspeed
+        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+        config = json.loads((DEEPSPEED_CONFIGS / f"zero{zero_stage}.json").read_text())
+        config.update(train_micro_batch_size_per_gpu=shape.micro_batch,
+                      gradient_accumulation_steps=shape.accumulation, gradient_clipping=clip,
+                      bf16={"enabled": mixed_precision == "bf16"})
+        config.pop("train_batch_size", None)
+        self.model, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config)
+        self.rank, self.world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        self.device = self.model.device
+        self.zero_stage = zero_stage
+
+    def train_step(self, batches):
+        losses = []
+        for inputs, targets in batches:
+            loss = causal_lm_loss(self.model, inputs.to(self.device), targets.to(self.device))
+            self.model.backward(loss)
+            self.model.step()
+            losses.append(loss.detach())
+        return torch.stack(losses).mean(), float(self.model.get_global_grad_norm() or 0.0)
+
+    def all_reduce_sum(self, tensor):
+        tensor = tensor.to(self.device)
+        torch.distributed.all_reduce(tensor)
+        return tensor
+
+    def barrier(self):
+        torch.distributed.barrier()
+
+    def save(self, directory):
+        self.model.save_checkpoint(str(directory), tag="engine")
+
+    def load(self, directory):
+        path, _ = self.model.load_checkpoint(str(directory), tag="engine")
+        if path is None:
+            raise StageError(f"{directory}: DeepSpeed could not load this checkpoint; delete it to start over")
+
+    def unwrapped_state(self):
+        state = self.model._zero3_consolidated_16bit_state_dict() if self.zero_stage == 3 else \
+            self.model.module.state_dict()
+        return self.model.module, state
+
+    def eval_context(self):
+        return torch.no_grad()
+
+    @property
+    def module(self):
+        return self.model.module
+
+
+class Checkpoints:
+    """step-N directories in a run directory: written as step-N.tmp, renamed when complete, last K kept."""
+
+    def __init__(self, root: Path, keep):
+        self.root, self.keep = root, keep
+
+    def complete(self):
+        steps = [p for p in self.root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp")]
+        return sorted(steps, key=lambda p: int(p.name.split("-")[1]))
+
+    def latest(self):
+        done = self.complete()
+        return done[-1] if done else None
+
+    def save(self, engine, step, state):
+        final = self.root / f"step-{step:07d}"
+        tmp = final.with_name(final.name + ".tmp")
+        if engine.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        engine.barrier()
+        engine.save(tmp)
+        engine.barrier()
+        if engine.rank == 0:
+            (tmp / "trainer_state.json").write_text(json.dumps(state))
+            os.replace(tmp, final)
+            for old in self.complete()[:-self.keep]:
+                shutil.rmtree(old)
+        engine.barrier()
+        return final
+
+
+class Metrics:
+    """metrics.jsonl in the run directory, cut back to the resumed step so the curve has no repeats."""
+
+    def __init__(self, path: Path, rank, resume_step):
+        self.path, self.rank = path, rank
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if rank == 0 and path.exists():
+            kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= resume_step]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record):
+        if self.rank == 0:
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def records(self):
+        return [json.loads(line) for line in self.path.read_text().splitlines()] if self.path.exists() else []
+
+
+def evaluate(engine, data: TokenWindows, windows, micro_batch, token_bytes):
+    """Mean validation loss per token and bits per byte, over the first `windows` windows, split across ranks."""
+    engine.model.eval()
+    totals = torch.zeros(3, dtype=torch.float64)
+    mine = list(range(engine.rank, min(windows, data.count), engine.world))
+    with engine.eval_context():
+        for start in range(0, len(mine), micro_batch):
+            inputs, targets = data.batch(mine[start:start + micro_batch])
+            nats = causal_lm_loss(engine.model, inputs.to(engine.device), targets.to(engine.device),
+                                  reduction="none").cpu().double()
+            totals += torch.stack([nats.sum(), torch.tensor(float(targets.numel())),
+                                   token_bytes[targets.flatten()].sum().double()])
+    engine.model.train()
+    nats, tokens, nbytes = engine.all_reduce_sum(totals).tolist()
+    return nats / tokens, nats / (math.log(2) * max(1.0, nbytes))
+
+
+def model_flops_per_token(config, seq_len):
+    """6N for the matmuls plus the attention scores (nanochat's estimate); N excludes embeddings."""
+    h, layers, inter = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    kv = config.num_key_value_heads * (h // config.num_attention_heads)
+    per_layer = 2 * h * h + 2 * h * kv + 3 * h * inter
+    return 6 * (layers * per_layer + h * config.vocab_size) + 12 * layers * h * seq_len
+
+
+def peak_flops(world):
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((flops * world for key, flops in PEAK_BF16_FLOPS.items() if key in name), None)
+
+
+class Throughput:
+    def __init__(self):
+        self.started = time.perf_counter()
+
+    def tick(self, tokens):
+        now = time.perf_counter()
+        rate, self.started = tokens / (now - self.started), now
+        return rate
+
+
+def plot_curves(records, path: Path, title):
+    """Training and validation loss against tokens seen, and the learning rate, as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from workflow_scripts.common import atomic_path
+    tokens = [r["tokens"] for r in records]
+    evals = [r for r in records if "val_loss" in r]
+    fig, (loss_ax, lr_ax) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=[3, 1])
+    loss_ax.plot(tokens, [r["loss"] for r in records], label="train loss", linewidth=1)
+    loss_ax.plot([r["tokens"] for r in evals], [r["val_loss"] for r in evals], "o-", label="validation loss")
+    loss_ax.set_ylabel("cross-entropy (nats/token)")
+    loss_ax.set_title(title)
+    loss_ax.legend()
+    loss_ax.grid(alpha=0.3)
+    lr_ax.plot(tokens, [r["lr"] for r in records], color="tab:gray")
+    lr_ax.set_ylabel("learning rate")
+    lr_ax.set_xlabel("tokens seen")
+    lr_ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
