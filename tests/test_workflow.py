@@ -29,6 +29,16 @@ def edit_config(workdir, section, key, value):
     path.write_text(yaml.safe_dump(config, allow_unicode=True))
 
 
+def jobs_after_edit(workdir, section, key, value, target="corpus"):
+    """What Snakemake would run after one config change; the change is undone afterwards."""
+    original = (workdir / "config.yaml").read_text()
+    edit_config(workdir, section, key, value)
+    try:
+        return planned_jobs(workdir, target)
+    finally:
+        (workdir / "config.yaml").write_text(original)
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("e2e"))
@@ -61,30 +71,18 @@ def test_touching_the_dump_reruns_nothing(built):
 
 
 def test_changing_opencc_config_reruns_convert_and_downstream(built):
-    edit_config(built, "convert", "opencc_config", "tw2sp")
-    try:
-        jobs = planned_jobs(built)
-    finally:
-        edit_config(built, "convert", "opencc_config", "t2s")
+    jobs = jobs_after_edit(built, "convert", "opencc_config", "tw2sp")
     assert set(jobs) == DATA_JOBS - {"extract"} | {"corpus"}
     assert jobs["convert"] == 2
 
 
 def test_changing_dedup_threshold_reruns_dedup_and_split_only(built):
-    edit_config(built, "dedup", "threshold", 0.7)
-    try:
-        jobs = planned_jobs(built)
-    finally:
-        edit_config(built, "dedup", "threshold", 0.8)
+    jobs = jobs_after_edit(built, "dedup", "threshold", 0.7)
     assert set(jobs) == {"dedup", "split", "corpus_summary", "corpus"}
 
 
 def test_changing_vocab_size_reruns_the_tokenizer_and_after_only(built):
-    edit_config(built, "tokenizer", "vocab_size", 3000)
-    try:
-        jobs = planned_jobs(built, "tokens")
-    finally:
-        edit_config(built, "tokenizer", "vocab_size", 4096)
+    jobs = jobs_after_edit(built, "tokenizer", "vocab_size", 3000, "tokens")
     assert jobs == {"tokenizer": 1, "token_shard": 4, "tokens_index": 1, "tokens": 1}
 
 
@@ -104,11 +102,7 @@ def test_base_model_is_trained(built):
 
 
 def test_changing_the_learning_rate_reruns_pretraining_only(built):
-    edit_config(built, "pretrain", "lr", 0.001)
-    try:
-        jobs = planned_jobs(built, "all")
-    finally:
-        edit_config(built, "pretrain", "lr", 0.003)
+    jobs = jobs_after_edit(built, "pretrain", "lr", 0.001, "all")
     assert jobs == {"base_model": 1, "all": 1}
 
 
@@ -123,14 +117,8 @@ def test_changing_a_stage_code_reruns_that_stage(built):
     assert set(jobs) == {"split", "corpus_summary", "corpus"}
 
 
-def test_config_typo_fails_with_one_line_naming_the_key(built):
-    edit_config(built, "dedup", "treshold", 0.7)
-    try:
-        result = snakemake(built, "-n", "corpus", check=False)
-    finally:
-        config = yaml.safe_load((built / "config.yaml").read_text())
-        del config["dedup"]["treshold"]
-        (built / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
+def test_config_typo_fails_with_one_line_naming_the_key(built, tmp_path):
+    result = snakemake(built, "-n", "corpus", *with_override(tmp_path, "dedup:\n  treshold: 0.7\n"), check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("invalid config: dedup: unknown key treshold")
     assert "Traceback" not in result.stderr
