@@ -4,6 +4,7 @@
 #   snakemake --cores all tokenizer     # a byte-level BPE tokenizer trained on the train split
 #   snakemake --cores all tokens        # both splits as token shards for pretraining
 #   snakemake --cores all base_model    # a LLaMA-style model pretrained from scratch (results/base_model)
+#   snakemake --cores all sft_model     # that model fine-tuned to chat (results/sft_model)
 #
 # Settings: config.yaml (the bundled demo), validated against config/schema.yaml and described
 # in config/README.md. Outputs go to results/.
@@ -24,6 +25,7 @@ rule all:
         rules.corpus_summary.output,
         rules.tokens_index.output,
         rules.base_model.output,
+        rules.sft_model.output,
 
 
 rule corpus:

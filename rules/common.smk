@@ -53,17 +53,34 @@ def flag(enabled, name):
 
 
 def cli_options(settings, skip=()):
-    """A config section as command-line options: --key value, --flag / --no-flag for booleans."""
+    """A config section as command-line options: --key value, --flag / --no-flag for booleans.
+    Sorted by key, so reordering config.yaml changes no params and reruns nothing."""
     options = []
-    for key, value in settings.items():
+    for key, value in sorted(settings.items()):
         if key in skip:
             continue
         name = key.replace("_", "-")
         if isinstance(value, bool):
             options.append(f"--{name}" if value else f"--no-{name}")
+        elif isinstance(value, list):
+            options.append(f"--{name} {' '.join(map(str, value))}")
         else:
             options.append(f"--{name} {value}")
     return " ".join(options)
+
+
+def sft_base():
+    """The model SFT starts from: this workflow's base model unless sft.base names another."""
+    return config["sft"]["base"] or rules.base_model.output.model
+
+
+def sft_data_args():
+    return " ".join(f"{entry['path']}:{entry['weight']}" for entry in config["sft"]["data"])
+
+
+def threads_per_process(section):
+    """The rule's threads split among its processes (Snakemake pins a job to `threads` via OMP_NUM_THREADS)."""
+    return lambda wildcards, threads: max(1, threads // (config[section]["gpus"] or config[section]["processes"]))
 
 
 def launcher(processes, gpus):

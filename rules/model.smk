@@ -1,4 +1,4 @@
-# Model training: pretraining from scratch on the token shards.
+# Model training: pretraining from scratch on the token shards, then chat fine-tuning (SFT).
 
 
 rule base_model:
@@ -13,9 +13,7 @@ rule base_model:
     params:
         launcher=launcher(config["pretrain"]["processes"], config["pretrain"]["gpus"]),
         options=cli_options(config["pretrain"], skip=("processes", "gpus")),
-        threads_per_process=lambda wildcards, threads: max(
-            1, threads // (config["pretrain"]["gpus"] or config["pretrain"]["processes"])
-        ),
+        threads_per_process=threads_per_process("pretrain"),
         # Checkpoints live outside the rule's outputs, where a failed job does not remove them.
         checkpoints="results/checkpoints/base_model",
         code=code_version("pretrain", "training"),
@@ -33,5 +31,37 @@ rule base_model:
     shell:
         "OMP_NUM_THREADS={params.threads_per_process} {params.launcher} -m workflow_scripts.pretrain --tokens $(dirname {input.tokens})"
         " --tokenizer {input.tokenizer} {params.options} --checkpoint-root {params.checkpoints}"
+        " --out {output.model} --metrics {output.metrics} --plot {output.plot} --summary {output.summary}"
+        " --log {log}"
+
+
+rule sft_model:
+    input:
+        model=sft_base(),
+        data=[entry["path"] for entry in config["sft"]["data"]],
+    output:
+        model=directory("results/sft_model"),
+        metrics="results/sft/metrics.jsonl",
+        plot="results/sft/loss.png",
+        summary="results/sft/summary.json",
+    params:
+        launcher=launcher(config["sft"]["processes"], config["sft"]["gpus"]),
+        data=sft_data_args(),
+        options=cli_options(config["sft"], skip=("base", "data", "processes", "gpus")),
+        threads_per_process=threads_per_process("sft"),
+        checkpoints="results/checkpoints/sft_model",
+        code=code_version("sft", "sft_data", "training"),
+    log:
+        "results/logs/sft_model.log",
+    benchmark:
+        "results/benchmarks/sft_model.tsv"
+    threads: workflow.cores
+    resources:
+        gpus=config["sft"]["gpus"],
+    conda:
+        "../envs/training.yaml"
+    shell:
+        "OMP_NUM_THREADS={params.threads_per_process} {params.launcher} -m workflow_scripts.sft"
+        " --model {input.model} --data {params.data} {params.options} --checkpoint-root {params.checkpoints}"
         " --out {output.model} --metrics {output.metrics} --plot {output.plot} --summary {output.summary}"
         " --log {log}"

@@ -1,4 +1,5 @@
 """Shared fixtures: paths to the real data beside the repo, a stage runner, a workflow copy."""
+import json
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,13 @@ def run_stage(stage, *args, cwd=REPO):
     """Run `python -m workflow_scripts.<stage>` as a rule would; the caller checks returncode."""
     return subprocess.run([sys.executable, "-m", f"workflow_scripts.{stage}", *map(str, args)],
                           cwd=cwd, capture_output=True, text=True)
+
+
+def train_tokenizer(tmp, docs, vocab_size=800, *extra):
+    out, report = tmp / "tokenizer", tmp / "report.json"
+    run_ok("tokenizer", "--train", docs, "--validation", docs, "--vocab-size", vocab_size,
+           "--out", out, "--report", report, *extra)
+    return out, json.loads(report.read_text())
 
 
 def run_ok(stage, *args):
@@ -48,3 +56,19 @@ def snakemake(workdir, *args, check=True):
 @pytest.fixture
 def workflow_dir(tmp_path):
     return copy_workflow(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def demo_docs(tmp_path_factory):
+    """A quarter of the demo dump, extracted and converted: a small real train split."""
+    tmp = tmp_path_factory.mktemp("docs")
+    run_ok("extract", "--dump", DEMO_DUMP, "--index", DEMO_INDEX, "--shard", 0, "--shards", 4,
+           "--out", tmp / "extract.parquet", "--stats", tmp / "e.json")
+    run_ok("convert", "--input", tmp / "extract.parquet", "--out", tmp / "train.parquet", "--stats", tmp / "c.json")
+    return tmp / "train.parquet"
+
+
+@pytest.fixture(scope="session")
+def trained(demo_docs, tmp_path_factory):
+    """(tokenizer directory, report) of an 800-token tokenizer trained on demo_docs."""
+    return train_tokenizer(tmp_path_factory.mktemp("tok"), demo_docs)

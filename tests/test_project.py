@@ -10,7 +10,7 @@ import yaml
 from conftest import REPO, run_ok
 
 STAGES = ["download", "extract", "convert", "clean", "minhash", "dedup", "split", "corpus_summary", "tokenizer",
-          "tokens", "tokens_index"]
+          "tokens", "tokens_index", "pretrain", "sft", "chat"]
 
 
 def schema_keys(schema, prefix=""):
@@ -19,9 +19,10 @@ def schema_keys(schema, prefix=""):
         yield from schema_keys(sub, prefix + key + ".")
 
 
-def test_demo_dump_is_reproduced_byte_for_byte(tmp_path):
-    run_ok("make_demo_dump", tmp_path)
-    committed = sorted((REPO / "demo" / "zhwiki").iterdir())
+@pytest.mark.parametrize("generator, folder", [("make_demo_dump", "zhwiki"), ("make_demo_sft", "sft")])
+def test_demo_data_is_reproduced_byte_for_byte(tmp_path, generator, folder):
+    run_ok(generator, tmp_path)
+    committed = sorted((REPO / "demo" / folder).iterdir())
     assert [p.name for p in sorted(tmp_path.iterdir())] == [p.name for p in committed]
     for path in committed:
         assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name

@@ -7,7 +7,7 @@ import pytest
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer
 
-from conftest import DEMO_DUMP, DEMO_INDEX, run_ok, run_stage
+from conftest import run_ok, run_stage, train_tokenizer
 from workflow_scripts.tokenizer import END_OF_TEXT, IM_END, IM_START, SPECIAL_TOKENS
 from workflow_scripts.tokens import token_dtype
 
@@ -25,25 +25,6 @@ HARD_STRINGS = [
 ]
 
 
-def train_tokenizer(tmp, docs, vocab_size=800, *extra):
-    out, report = tmp / "tokenizer", tmp / "report.json"
-    run_ok("tokenizer", "--train", docs, "--validation", docs, "--vocab-size", vocab_size,
-           "--out", out, "--report", report, *extra)
-    return out, json.loads(report.read_text())
-
-
-@pytest.fixture(scope="module")
-def demo_docs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("docs")
-    run_ok("extract", "--dump", DEMO_DUMP, "--index", DEMO_INDEX, "--shard", 0, "--shards", 4,
-           "--out", tmp / "extract.parquet", "--stats", tmp / "e.json")
-    run_ok("convert", "--input", tmp / "extract.parquet", "--out", tmp / "train.parquet", "--stats", tmp / "c.json")
-    return tmp / "train.parquet"
-
-
-@pytest.fixture(scope="module")
-def trained(demo_docs, tmp_path_factory):
-    return train_tokenizer(tmp_path_factory.mktemp("tok"), demo_docs)
 
 
 @pytest.mark.parametrize("text", HARD_STRINGS)

@@ -1,6 +1,7 @@
 """The DAG end to end on the demo, and the rerun promise: only what a change touches runs again."""
 import json
 import re
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -101,9 +102,30 @@ def test_base_model_is_trained(built):
     assert list((built / "results/checkpoints/base_model").glob("*/step-*"))
 
 
-def test_changing_the_learning_rate_reruns_pretraining_only(built):
+def test_changing_the_learning_rate_reruns_pretraining_and_sft_only(built):
     jobs = jobs_after_edit(built, "pretrain", "lr", 0.001, "all")
-    assert jobs == {"base_model": 1, "all": 1}
+    assert jobs == {"base_model": 1, "sft_model": 1, "all": 1}
+
+
+def test_sft_model_is_trained_on_both_demo_files(built):
+    summary = json.loads((built / "results/sft/summary.json").read_text())
+    assert summary["final_loss"] < summary["first_loss"] - 2 and summary["samples"] == 600
+    assert {Path(p).name for p in summary["data"]} == {"demo_chat.jsonl", "demo_alpaca.json"}
+    assert (built / "results/sft_model/model.safetensors").exists()
+
+
+def test_reordering_config_keys_reruns_nothing(built):
+    path = built / "config.yaml"
+    original = path.read_text()
+    path.write_text(yaml.safe_dump(yaml.safe_load(original), sort_keys=True, allow_unicode=True))
+    try:
+        assert planned_jobs(built, "all") == {}
+    finally:
+        path.write_text(original)
+
+
+def test_changing_sft_settings_reruns_sft_only(built):
+    assert jobs_after_edit(built, "sft", "method", "lora", "all") == {"sft_model": 1, "all": 1}
 
 
 def test_changing_a_stage_code_reruns_that_stage(built):

@@ -42,6 +42,8 @@ def stage_cli(stage, description, add_arguments, run):
     rank = os.environ.get("RANK", "0")
     if args.log and rank != "0":  # each process of a distributed stage logs to its own file
         args.log = args.log.with_name(f"{args.log.name}.rank{rank}")
+    if args.log:
+        args.log.parent.mkdir(parents=True, exist_ok=True)
     stream = open(args.log, "w", encoding="utf-8") if args.log else sys.stderr
     logging.basicConfig(stream=stream, level=logging.INFO, format=f"%(asctime)s {stage} %(message)s")
     try:

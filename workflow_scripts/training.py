@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workflow_scripts.common import StageError, log, read_json
+from tqdm import tqdm
+
+from workflow_scripts.common import StageError, atomic_dir, atomic_path, log, read_json, write_json
 
 DEEPSPEED_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "deepspeed"
 # Dense bf16 peak of the accelerators MFU is reported for (tensor cores, no sparsity).
@@ -31,14 +33,13 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e1
 
 
 def set_seed(seed):
+    """Seed every generator; on CPU also ask for deterministic kernels, so runs are bitwise
+    reproducible (the resume tests compare losses exactly)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def use_deterministic_cpu():
-    """Bitwise-reproducible CPU runs (the resume test compares losses exactly)."""
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    if not torch.cuda.is_available():
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 class TokenWindows:
@@ -110,6 +111,9 @@ def token_byte_lengths(tokenizer):
     for token, token_id in tokenizer.get_vocab().items():
         lengths[token_id] = 0 if token_id in special else len(token)
     return torch.from_numpy(lengths)
+
+
+IGNORE_INDEX = -100
 
 
 def causal_lm_loss(model, inputs, targets, reduction="mean"):
@@ -299,21 +303,30 @@ class Metrics:
         return [json.loads(line) for line in self.path.read_text().splitlines()] if self.path.exists() else []
 
 
-def evaluate(engine, data: TokenWindows, windows, micro_batch, token_bytes):
-    """Mean validation loss per token and bits per byte, over the first `windows` windows, split across ranks."""
+def evaluate(engine, batches, token_bytes=None):
+    """Mean loss per trained token over this rank's (inputs, targets) batches, summed over ranks,
+    and bits per byte when token_bytes (UTF-8 bytes per token id) is given."""
     engine.model.eval()
     totals = torch.zeros(3, dtype=torch.float64)
-    mine = list(range(engine.rank, min(windows, data.count), engine.world))
     with engine.eval_context():
-        for start in range(0, len(mine), micro_batch):
-            inputs, targets = data.batch(mine[start:start + micro_batch])
+        for inputs, targets in batches:
             nats = causal_lm_loss(engine.model, inputs.to(engine.device), targets.to(engine.device),
                                   reduction="none").cpu().double()
-            totals += torch.stack([nats.sum(), torch.tensor(float(targets.numel())),
-                                   token_bytes[targets.flatten()].sum().double()])
+            trained = targets.flatten() != IGNORE_INDEX
+            nbytes = token_bytes[targets.flatten()[trained]].sum().double() if token_bytes is not None else 0.0
+            totals += torch.stack([nats.sum(), trained.sum().double(), torch.as_tensor(nbytes, dtype=torch.float64)])
     engine.model.train()
     nats, tokens, nbytes = engine.all_reduce_sum(totals).tolist()
-    return nats / tokens, nats / (math.log(2) * max(1.0, nbytes))
+    result = {"val_loss": nats / max(1.0, tokens)}
+    if token_bytes is not None:
+        result["val_bpb"] = nats / (math.log(2) * max(1.0, nbytes))
+    return result
+
+
+def window_batches(data: TokenWindows, windows, rank, world, micro_batch):
+    """The first `windows` windows of a split, this rank's share, in micro-batches."""
+    mine = list(range(rank, min(windows, data.count), world))
+    return (data.batch(mine[start:start + micro_batch]) for start in range(0, len(mine), micro_batch))
 
 
 def model_flops_per_token(config, seq_len):
@@ -346,7 +359,6 @@ def plot_curves(records, path: Path, title):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from workflow_scripts.common import atomic_path
     tokens = [r["tokens"] for r in records]
     evals = [r for r in records if "val_loss" in r]
     fig, (loss_ax, lr_ax) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=[3, 1])
@@ -364,3 +376,145 @@ def plot_curves(records, path: Path, title):
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+@dataclass
+class Job:
+    """What a stage gives the shared training loop."""
+    name: str
+    micro_batch: object  # micro_step -> (inputs, targets) for this rank
+    evaluate: object  # engine -> {"val_loss": ..., ...}
+    max_steps: int
+    eval_every: int
+    checkpoint_every: int
+    accumulation: int
+    flops_per_token: float = 0.0
+
+
+def make_engine(engine_name, zero_stage, model, optimizer, scheduler, clip, shape):
+    mixed = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    if engine_name == "deepspeed":
+        return DeepSpeedEngine(model, optimizer, scheduler, clip, mixed, zero_stage, shape)
+    return AccelerateEngine(model, optimizer, scheduler, clip, mixed)
+
+
+def make_optimizer(model, lr, weight_decay):
+    """AdamW, decay on matrices only; fused kernels on CUDA."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8, fused=torch.cuda.is_available())
+
+
+def resume(engine, checkpoints):
+    """Load the latest checkpoint of this run, if any; the trainer state it was saved with."""
+    latest = checkpoints.latest()
+    if latest is None:
+        return {"step": 0, "tokens": 0}
+    engine.load(latest)
+    log.info("resuming from %s", latest)
+    return json.loads((latest / "trainer_state.json").read_text())
+
+
+def train(engine, job: Job, state, checkpoints, metrics, progress_stream):
+    """Steps state["step"]..job.max_steps: metrics every step, evaluation and checkpoints on schedule."""
+    peak = peak_flops(engine.world)
+    clock = Throughput()
+    bar = tqdm(total=job.max_steps, initial=state["step"], desc=job.name, unit="step", file=progress_stream,
+               mininterval=5, disable=engine.rank != 0)
+    for step in range(state["step"], job.max_steps):
+        batches = [job.micro_batch(step * job.accumulation + a) for a in range(job.accumulation)]
+        trained = torch.tensor(float(sum(int((t != IGNORE_INDEX).sum()) for _, t in batches)))
+        lr = engine.scheduler.get_last_lr()[0]
+        loss, grad_norm = engine.train_step(batches)
+        step_tokens = int(engine.all_reduce_sum(trained).item())
+        state = {"step": step + 1, "tokens": state["tokens"] + step_tokens}
+        tokens_per_s = clock.tick(step_tokens)
+        record = {**state, "loss": engine.all_reduce_sum(loss.double()).item() / engine.world, "lr": lr,
+                  "grad_norm": grad_norm, "tokens_per_s": round(tokens_per_s)}
+        if peak and job.flops_per_token:
+            record["mfu"] = round(job.flops_per_token * tokens_per_s / peak, 4)
+        if state["step"] % job.eval_every == 0 or state["step"] == job.max_steps:
+            record.update(job.evaluate(engine))
+        metrics.write(record)
+        bar.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
+        bar.update()
+        if state["step"] % job.checkpoint_every == 0 and state["step"] < job.max_steps:
+            checkpoints.save(engine, state["step"], state)
+            clock = Throughput()  # the save's time is not training throughput
+    bar.close()
+
+
+def save_model(engine, tokenizer, out, prepare=None):
+    """The trained model (after `prepare`, e.g. merging LoRA) and its tokenizer as a Hugging Face directory."""
+    model, state = engine.unwrapped_state()
+    if engine.rank == 0:
+        if prepare is not None:
+            model, state = prepare(model, state)
+        with atomic_dir(out) as tmp:
+            model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+            tokenizer.save_pretrained(tmp, save_jinja_files=False)
+    engine.barrier()
+
+
+def finish(engine, metrics, outputs, summary, title):
+    """metrics.jsonl, the loss-curve PNG and summary.json for the rule's outputs (rank 0)."""
+    if engine.rank != 0:
+        return
+    records = metrics.records()
+    evals = [r for r in records if "val_loss" in r]
+    late = records[len(records) // 2:]
+    summary.update(engine=engine.name, processes=engine.world, steps=records[-1]["step"],
+                   tokens=records[-1]["tokens"], first_loss=records[0]["loss"], final_loss=records[-1]["loss"],
+                   **{k: v for k, v in evals[-1].items() if k.startswith("val_")},
+                   tokens_per_s=round(sum(r["tokens_per_s"] for r in late) / len(late)))
+    if "mfu" in records[-1]:
+        summary["mfu"] = sum(r["mfu"] for r in late) / len(late)
+        summary["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
+    with atomic_path(outputs["metrics"]) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    plot_curves(records, outputs["plot"], title)
+    write_json(outputs["summary"], summary)
+    log.info("%s", summary)
+
+
+def add_training_arguments(ap, **defaults):
+    """The options every training stage shares; `defaults` overrides the stage's own defaults."""
+    settings = {"max_steps": 100, "lr": 3e-3, "warmup_steps": 10, "weight_decay": 0.1, **defaults}
+    ap.add_argument("--engine", choices=("ddp", "deepspeed"), default="ddp")
+    ap.add_argument("--zero-stage", type=int, choices=(2, 3), default=2)
+    ap.add_argument("--max-steps", type=int, default=settings["max_steps"])
+    ap.add_argument("--lr", type=float, default=settings["lr"])
+    ap.add_argument("--min-lr-ratio", type=float, default=0.1)
+    ap.add_argument("--warmup-steps", type=int, default=settings["warmup_steps"])
+    ap.add_argument("--weight-decay", type=float, default=settings["weight_decay"])
+    ap.add_argument("--clip", type=float, default=1.0)
+    ap.add_argument("--eval-every", type=int, default=25)
+    ap.add_argument("--checkpoint-every", type=int, default=25)
+    ap.add_argument("--keep-checkpoints", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--checkpoint-root", type=Path, required=True, help="checkpoints go to a run directory here")
+    ap.add_argument("--out", type=Path, required=True, help="Hugging Face model directory")
+    ap.add_argument("--metrics", type=Path, required=True, help="metrics JSONL")
+    ap.add_argument("--plot", type=Path, required=True, help="loss-curve PNG")
+    ap.add_argument("--summary", type=Path, required=True, help="summary JSON")
+
+
+def run_training(args, model, shape, make_job, run_dir, tokenizer, summary, title, progress_stream, prepare=None):
+    """Optimizer, engine, resume, the loop, the saved model and the rule's metrics/plot/summary.
+
+    `args` carries the shared settings (lr, weight_decay, warmup_steps, max_steps, min_lr_ratio,
+    clip, engine, zero_stage, keep_checkpoints, out, metrics, plot, summary); `make_job(engine)`
+    gives the stage's Job; `title` is formatted with the engine's name and process count."""
+    optimizer = make_optimizer(model, args.lr, args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup_steps, args.max_steps,
+                                                                       args.min_lr_ratio))
+    engine = make_engine(args.engine, args.zero_stage, model, optimizer, scheduler, args.clip, shape)
+    job = make_job(engine)
+    checkpoints = Checkpoints(run_dir, args.keep_checkpoints)
+    state = resume(engine, checkpoints)
+    metrics = Metrics(checkpoints.root / "metrics.jsonl", engine.rank, state["step"])
+    engine.barrier()
+    train(engine, job, state, checkpoints, metrics, progress_stream)
+    save_model(engine, tokenizer, args.out, prepare)
+    finish(engine, metrics, vars(args), summary, title.format(engine=engine.name, world=engine.world))

@@ -1,0 +1,97 @@
+"""Chat with a model in the terminal, streaming its answers; or answer one prompt and exit.
+
+    python -m workflow_scripts.chat results/sft_model
+    python -m workflow_scripts.chat results/sft_model --prompt "北京是哪个国家的首都？" --temperature 0
+
+Multi-turn: the whole conversation goes through the model's chat template each turn. Commands:
+/reset starts over, /exit (or Ctrl-D) leaves. --temperature 0 decodes greedily; otherwise
+top-p sampling with --seed for repeatable answers.
+"""
+import sys
+import threading
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, TextIteratorStreamer
+
+from workflow_scripts.common import StageError, stage_cli
+
+
+def load(model_dir: Path):
+    if not (model_dir / "config.json").is_file():
+        raise StageError(f"{model_dir}: not a model directory (no config.json); train it with snakemake sft_model")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if not tokenizer.chat_template:
+        raise StageError(f"{model_dir}: the tokenizer has no chat template; use a chat (SFT) model")
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model.eval()
+    return model, tokenizer
+
+
+def generation_settings(args, tokenizer):
+    settings = {"max_new_tokens": args.max_new_tokens, "repetition_penalty": args.repetition_penalty,
+                "pad_token_id": tokenizer.pad_token_id}
+    if args.temperature > 0:
+        settings.update(do_sample=True, temperature=args.temperature, top_p=args.top_p)
+    else:
+        settings.update(do_sample=False)
+    return settings
+
+
+def answer(model, tokenizer, messages, settings, out):
+    """Stream the assistant's reply to `out` and return it."""
+    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                           return_dict=True)
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    worker = threading.Thread(target=lambda: model.generate(**inputs, streamer=streamer, **settings))
+    with torch.no_grad():
+        worker.start()
+        pieces = []
+        for piece in streamer:
+            out.write(piece)
+            out.flush()
+            pieces.append(piece)
+        worker.join()
+    out.write("\n")
+    return "".join(pieces)
+
+
+def add_arguments(ap):
+    ap.add_argument("model", type=Path, help="a Hugging Face chat model directory, e.g. results/sft_model")
+    ap.add_argument("--prompt", help="answer this once and exit")
+    ap.add_argument("--system", help="a system message for the conversation")
+    ap.add_argument("--temperature", type=float, default=0.7, help="0 decodes greedily")
+    ap.add_argument("--top-p", type=float, default=0.9)
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--repetition-penalty", type=float, default=1.1)
+    ap.add_argument("--seed", type=int, default=0)
+
+
+def run(args, progress_stream):
+    torch.manual_seed(args.seed)
+    model, tokenizer = load(args.model)
+    settings = generation_settings(args, tokenizer)
+    start = [{"role": "system", "content": args.system}] if args.system else []
+    if args.prompt is not None:
+        answer(model, tokenizer, start + [{"role": "user", "content": args.prompt}], settings, sys.stdout)
+        return
+    messages = list(start)
+    print("/reset starts over, /exit leaves", file=sys.stderr)
+    while True:
+        try:
+            line = input("你: ").strip()
+        except EOFError:
+            return
+        if line == "/exit":
+            return
+        if line == "/reset":
+            messages = list(start)
+            continue
+        if line:
+            messages.append({"role": "user", "content": line})
+            sys.stdout.write("助手: ")
+            messages.append({"role": "assistant", "content": answer(model, tokenizer, messages, settings, sys.stdout)})
+
+
+if __name__ == "__main__":
+    stage_cli("chat", __doc__, add_arguments, run)

@@ -1,0 +1,177 @@
+"""Chat fine-tuning (SFT) of a causal LM, loss on assistant tokens only; full or LoRA; resumable.
+
+    accelerate launch --num_processes 1 -m workflow_scripts.sft --model results/base_model \
+        --data demo/sft/demo_sft.jsonl:1.0 --out results/sft_model \
+        --checkpoint-root results/checkpoints/sft_model --metrics m.jsonl --plot loss.png --summary s.json
+
+--data takes PATH:WEIGHT pairs; the format of each file (Alpaca, ShareGPT, messages) is detected
+from its first record. A weight w takes each record floor(w) times plus a seeded share w - floor(w)
+of them once more, so 0.5 keeps half a file and 2 doubles it. Samples are rendered with the
+model's chat template and labelled on assistant tokens only (workflow_scripts.sft_data), then
+bucketed by length into micro-batches of at most --batch-tokens tokens (padding stays small
+without packing samples into one another's attention). A seeded share of samples is held out for
+validation. Training, checkpoints, resume and metrics are the pretraining machinery's
+(workflow_scripts.training); LoRA adapters (peft) are merged into the saved model.
+"""
+import argparse
+import hashlib
+import json
+import math
+import os
+import random
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from workflow_scripts.common import StageError, log, sha1_file, stage_cli
+from workflow_scripts.sft_data import IGNORE, ReadStats, encode, read_conversations
+from workflow_scripts.training import Job, RunShape, Sampler, evaluate, add_training_arguments, run_training, set_seed
+
+NOT_IN_RUN_ID = {"out", "checkpoint_root", "metrics", "plot", "summary", "log", "eval_every", "checkpoint_every",
+                 "keep_checkpoints"}
+
+
+def parse_data(spec):
+    path, _, weight = spec.rpartition(":")
+    if not path or not weight:
+        raise argparse.ArgumentTypeError(f"{spec!r} is not PATH:WEIGHT")
+    return Path(path), float(weight)
+
+
+def weighted(samples, weight, rng):
+    whole, share = int(weight), weight - int(weight)
+    extra = [s for s in samples if rng.random() < share]
+    return [s for _ in range(whole) for s in samples] + extra
+
+
+def load_samples(data, tokenizer, max_len, skip_bad, seed):
+    """Encoded (input_ids, labels) samples of every file, mixed by weight, with per-file counts."""
+    if not tokenizer.chat_template:
+        raise StageError("the starting model's tokenizer has no chat template; give sft.base a model whose "
+                         "tokenizer_config.json has one (this workflow's base_model does)")
+    rng = random.Random(seed)
+    samples, report = [], {}
+    for path, weight in data:
+        if not path.is_file():
+            raise StageError(f"{path}: no such file (sft.data in config.yaml)")
+        stats = ReadStats()
+        encoded = [encode(tokenizer, messages, max_len) for messages in read_conversations(path, skip_bad, stats)]
+        mixed = weighted(encoded, weight, rng)
+        samples += mixed
+        report[str(path)] = {"records": stats.records, "skipped_bad": stats.skipped,
+                             "trimmed_unanswered": stats.trimmed_unanswered, "weight": weight, "samples": len(mixed)}
+        for error in stats.errors[:5]:
+            log.warning("%s: skipped %s", path, error)
+    if not samples:
+        raise StageError("sft.data gave no samples; check the files and their weights")
+    return samples, report
+
+
+def length_buckets(samples, batch_tokens, seed):
+    """Micro-batches of similar-length samples, at most batch_tokens padded tokens each, in seeded order."""
+    order = sorted(range(len(samples)), key=lambda i: (len(samples[i][0]), i))
+    batches, current, longest = [], [], 0
+    for i in order:
+        length = len(samples[i][0])
+        if current and max(longest, length) * (len(current) + 1) > batch_tokens:
+            batches.append(current)
+            current, longest = [], 0
+        current.append(i)
+        longest = max(longest, length)
+    if current:
+        batches.append(current)
+    random.Random(seed).shuffle(batches)
+    return batches
+
+
+def collate(samples, indices, pad_id):
+    """(inputs, targets) padded on the right; targets are the labels shifted by one, -100 on padding."""
+    width = max(len(samples[i][0]) for i in indices)
+    ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(indices), width), IGNORE, dtype=torch.long)
+    for row, i in enumerate(indices):
+        ids[row, :len(samples[i][0])] = torch.tensor(samples[i][0])
+        labels[row, :len(samples[i][1])] = torch.tensor(samples[i][1])
+    return ids[:, :-1], labels[:, 1:]
+
+
+def split_validation(samples, fraction, seed):
+    held_out = set(random.Random(seed + 1).sample(range(len(samples)), math.ceil(len(samples) * fraction)))
+    return ([s for i, s in enumerate(samples) if i not in held_out], [s for i, s in enumerate(samples) if i in held_out])
+
+
+def with_lora(model, args):
+    from peft import LoraConfig, get_peft_model
+    config = LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                        target_modules=args.lora_targets, task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def merge_lora(model, _state):
+    merged = model.merge_and_unload()
+    return merged, merged.state_dict()
+
+
+def run_id(args, samples):
+    settings = {k: str(v) for k, v in sorted(vars(args).items()) if k not in NOT_IN_RUN_ID}
+    settings["model"] = sha1_file(args.model / "model.safetensors") if (args.model / "model.safetensors").exists() \
+        else str(args.model.resolve())
+    settings["samples"] = hashlib.sha1(json.dumps(samples).encode()).hexdigest()
+    settings["world"] = os.environ.get("WORLD_SIZE", "1")
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def add_arguments(ap):
+    add_training_arguments(ap, max_steps=60, lr=1e-3, warmup_steps=5, weight_decay=0.0)
+    ap.add_argument("--model", type=Path, required=True, help="starting Hugging Face causal-LM directory")
+    ap.add_argument("--data", type=parse_data, nargs="+", required=True, help="PATH:WEIGHT of each chat file")
+    ap.add_argument("--skip-bad-records", action=argparse.BooleanOptionalAction, default=False)
+    ap.add_argument("--max-len", type=int, default=512, help="tokens per sample after truncation")
+    ap.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per micro-batch")
+    ap.add_argument("--accumulation", type=int, default=1)
+    ap.add_argument("--validation-fraction", type=float, default=0.05)
+    ap.add_argument("--method", choices=("full", "lora"), default="full")
+    ap.add_argument("--lora-rank", type=int, default=16)
+    ap.add_argument("--lora-alpha", type=int, default=32)
+    ap.add_argument("--lora-dropout", type=float, default=0.0)
+    ap.add_argument("--lora-targets", nargs="+", default=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                          "up_proj", "down_proj"])
+
+
+def sft_job(args, samples, pad_id, rank, world):
+    train_samples, validation = split_validation(samples, args.validation_fraction, args.seed)
+    train_batches = length_buckets(train_samples, args.batch_tokens, args.seed)
+    sampler = Sampler(len(train_batches), args.seed, rank, world, 1)
+    mine = length_buckets(validation, args.batch_tokens, args.seed)[rank::world]
+    return Job(name="sft", micro_batch=lambda step: collate(train_samples, train_batches[sampler.indices(step)[0]], pad_id),
+               evaluate=lambda engine: evaluate(engine, (collate(validation, b, pad_id) for b in mine)),
+               max_steps=args.max_steps, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+               accumulation=args.accumulation)
+
+
+def run(args, progress_stream):
+    set_seed(args.seed)
+    if not (args.model / "config.json").is_file():
+        raise StageError(f"{args.model}: not a Hugging Face model directory (no config.json); set sft.base")
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    samples, data_report = load_samples(args.data, tokenizer, args.max_len, args.skip_bad_records, args.seed)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    # A chat model's turn ends at <|im_end|>: generation stops there (or at the end of text).
+    model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id]
+    if args.method == "lora":
+        model = with_lora(model, args)
+    shape = RunShape(micro_batch=1, seq_len=args.batch_tokens, world=int(os.environ.get("WORLD_SIZE", 1)),
+                     accumulation=args.accumulation)
+    summary = {"method": args.method, "trainable_parameters": sum(p.numel() for p in model.parameters()
+                                                                  if p.requires_grad),
+               "samples": len(samples), "data": data_report}
+    run_training(args, model, shape, lambda engine: sft_job(args, samples, tokenizer.pad_token_id, engine.rank,
+                                                            engine.world),
+                 args.checkpoint_root / run_id(args, samples), tokenizer, summary,
+                 f"SFT ({args.method}, {{engine}}, processes: {{world}})", progress_stream,
+                 merge_lora if args.method == "lora" else None)
+
+
+if __name__ == "__main__":
+    stage_cli("sft", __doc__, add_arguments, run)
