@@ -10,7 +10,7 @@ import yaml
 from conftest import REPO, run_ok
 
 STAGES = ["download", "extract", "convert", "clean", "minhash", "dedup", "split", "corpus_summary", "tokenizer",
-          "tokens", "tokens_index", "pretrain", "sft", "chat"]
+          "tokens", "tokens_index", "pretrain", "sft", "chat", "multiple_choice"]
 
 
 def schema_keys(schema, prefix=""):

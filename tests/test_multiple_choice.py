@@ -1,0 +1,104 @@
+"""Multiple-choice scoring: both CSV layouts, clear errors, and a model whose answer is known."""
+import csv
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from conftest import SHARED_DATA
+from workflow_scripts.common import StageError
+from workflow_scripts.multiple_choice import LETTERS, accuracy, load_set, prompt, read_questions
+
+
+def write_csv(path, header, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([header, *rows])
+    return path
+
+
+def cmmlu_set(root, answers, subject="地理"):
+    header = ["", "Question", "A", "B", "C", "D", "Answer"]
+    write_csv(root / "test" / f"{subject}.csv", header,
+              [[i, f"问题{i}", "甲", "乙", "丙", "丁", a] for i, a in enumerate(answers)])
+    write_csv(root / "dev" / f"{subject}.csv", header, [[i, f"例题{i}", "甲", "乙", "丙", "丁", "A"] for i in range(5)])
+    return root
+
+
+def ceval_set(root, answers, subject="high_school_physics"):
+    header = ["id", "question", "A", "B", "C", "D", "answer", "explanation"]
+    write_csv(root / "val" / f"{subject}_val.csv", header,
+              [[i, f"问题{i}", "甲", "乙", "丙", "丁", a, "因为"] for i, a in enumerate(answers)])
+    write_csv(root / "dev" / f"{subject}_dev.csv", header,
+              [[i, f"例题{i}", "甲", "乙", "丙", "丁", "B", "因为"] for i in range(5)])
+    return root
+
+
+@pytest.fixture(scope="module")
+def tokenizer(trained):
+    return AutoTokenizer.from_pretrained(trained[0])
+
+
+def always_answers(letter, tokenizer):
+    """A real Llama whose blocks add nothing and whose head sees every token as the same vector,
+    so its next-token logits favour `letter` whatever the prompt."""
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=False)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("o_proj.weight", "down_proj.weight", "lm_head.weight")):
+                param.zero_()
+        model.model.embed_tokens.weight.zero_()
+        model.model.embed_tokens.weight[:, 0] = 1.0
+        model.lm_head.weight[tokenizer.convert_tokens_to_ids(letter), 0] = 5.0
+    return model.eval()
+
+
+@pytest.mark.parametrize("make_set", [cmmlu_set, ceval_set], ids=["cmmlu", "ceval"])
+@pytest.mark.parametrize("shots", [0, 3])
+def test_accuracy_of_a_model_whose_answer_is_known(tmp_path, tokenizer, make_set, shots):
+    tests, devs = load_set(make_set(tmp_path, ["C", "C", "A", "C"]))
+    result = accuracy(always_answers("C", tokenizer), tokenizer, tests, devs, shots, max_len=512)
+    assert result["overall"] == 0.75 and result["questions"] == 4 and result["chance"] == 0.25
+    (subject,) = result["subjects"]
+    assert result["subjects"][subject]["correct"] == 3
+    wrong = accuracy(always_answers("B", tokenizer), tokenizer, tests, devs, shots, max_len=512)
+    assert wrong["overall"] == 0.0
+
+
+def test_k_shot_prompt_holds_answered_dev_questions(tmp_path):
+    tests, devs = load_set(ceval_set(tmp_path, ["D"]))
+    text = prompt("high_school_physics", tests["high_school_physics"][0], devs["high_school_physics"][:2])
+    assert text.startswith("以下是关于high school physics的单项选择题")
+    assert text.count("答案：B\n\n") == 2 and text.endswith("问题0\nA. 甲\nB. 乙\nC. 丙\nD. 丁\n答案：")
+
+
+def test_real_cmmlu_layout_is_read():
+    tests, devs = load_set(SHARED_DATA / "eval" / "cmmlu" / "data")
+    assert len(tests) == 67 and sum(map(len, tests.values())) == 11582
+    assert sum(map(len, devs.values())) == 335 and set(devs) == set(tests)
+    assert all(q.answer in LETTERS for qs in tests.values() for q in qs)
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([["", "Question", "A", "B", "Answer"]], r"header \['', 'Question', 'A', 'B', 'Answer'\] has no question, A-D"),
+    ([["", "Question", "A", "B", "C", "D", "Answer"], ["0", "问", "a", "b", "c", "d", "E"]],
+     "line 2: answer 'E' is not one of A, B, C, D"),
+    ([["", "Question", "A", "B", "C", "D", "Answer"], ["0", "问", "a"]], "line 2: has 3 columns, fewer than the header"),
+    ([], "empty file"),
+])
+def test_malformed_csv_is_a_clear_error(tmp_path, rows, message):
+    path = tmp_path / "bad.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(rows)
+    with pytest.raises(StageError, match=f"bad.csv: {message}"):
+        read_questions(path)
+
+
+def test_missing_set_and_short_dev_split(tmp_path, tokenizer):
+    with pytest.raises(StageError, match="no test/ or val/ folder"):
+        load_set(tmp_path / "nowhere")
+    tests, devs = load_set(cmmlu_set(tmp_path, ["A"]))
+    with pytest.raises(StageError, match="6-shot needs 6 dev questions, the dev split has 5"):
+        accuracy(always_answers("A", tokenizer), tokenizer, tests, devs, 6, max_len=512)
