@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from conftest import SHARED_DATA
+from conftest import REPO, SHARED_DATA
 from workflow_scripts.common import StageError
 from workflow_scripts.multiple_choice import LETTERS, accuracy, load_set, prompt, read_questions
 
@@ -72,6 +72,15 @@ def test_k_shot_prompt_holds_answered_dev_questions(tmp_path):
     text = prompt("high_school_physics", tests["high_school_physics"][0], devs["high_school_physics"][:2])
     assert text.startswith("以下是关于high school physics的单项选择题")
     assert text.count("答案：B\n\n") == 2 and text.endswith("问题0\nA. 甲\nB. 乙\nC. 丙\nD. 丁\n答案：")
+
+
+def test_bundled_demo_set_is_answerable_by_the_known_model(tokenizer):
+    tests, devs = load_set(REPO / "demo" / "eval")
+    assert {s: len(q) for s, q in tests.items()} == {"人物": 40, "地理": 40}
+    answers = [q.answer for qs in tests.values() for q in qs]
+    for letter in LETTERS:  # each letter's share, which a constant answer scores
+        result = accuracy(always_answers(letter, tokenizer), tokenizer, tests, devs, 0, max_len=512)
+        assert result["overall"] == answers.count(letter) / len(answers)
 
 
 def test_real_cmmlu_layout_is_read():

@@ -19,13 +19,14 @@ def schema_keys(schema, prefix=""):
         yield from schema_keys(sub, prefix + key + ".")
 
 
-@pytest.mark.parametrize("generator, folder", [("make_demo_dump", "zhwiki"), ("make_demo_sft", "sft")])
+@pytest.mark.parametrize("generator, folder", [("make_demo_dump", "zhwiki"), ("make_demo_sft", "sft"),
+                                               ("make_demo_eval", "eval")])
 def test_demo_data_is_reproduced_byte_for_byte(tmp_path, generator, folder):
     run_ok(generator, tmp_path)
-    committed = sorted((REPO / "demo" / folder).iterdir())
-    assert [p.name for p in sorted(tmp_path.iterdir())] == [p.name for p in committed]
+    committed = sorted(p.relative_to(REPO / "demo" / folder) for p in (REPO / "demo" / folder).rglob("*") if p.is_file())
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()) == committed
     for path in committed:
-        assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
+        assert (tmp_path / path).read_bytes() == (REPO / "demo" / folder / path).read_bytes(), path
 
 
 def test_every_config_key_is_documented_and_in_the_demo_config():

@@ -110,6 +110,16 @@ class World:
             p["teacher"] = rng.choice(self.people)["name"]
 
 
+def parse_world_args(description, stream):
+    """OUT and --seed for a generator of data about this world: (out, world, rng), where the world is
+    the demo dump's own (same seed) and rng is the generator's own stream, numbered `stream`."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--seed", type=int, default=20261101, help="the demo dump's seed, so the facts agree")
+    args = ap.parse_args()
+    return args.out, World(random.Random(args.seed)), random.Random(args.seed + stream)
+
+
 def city_article(rng, w, c):
     n = c["name"]
     lang, code = rng.choice(LANG_NAMES)

@@ -8,12 +8,9 @@ demo_chat.jsonl (messages format: single- and multi-turn, some with a system mes
 demo_alpaca.json (Alpaca format, some with an `input`). Every sentence is written here from
 templates; the output is byte-for-byte deterministic.
 """
-import argparse
 import json
-import random
-from pathlib import Path
 
-from workflow_scripts.make_demo_dump import World
+from workflow_scripts.make_demo_dump import parse_world_args
 
 SYSTEM = ["你是一个乐于助人的中文助手。", "你是一位熟悉地理和历史的助手，请简洁地回答。"]
 
@@ -75,20 +72,15 @@ def alpaca_records(rng, world, count):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--seed", type=int, default=20261101, help="the demo dump's seed, so the facts agree")
-    args = ap.parse_args()
-    world = World(random.Random(args.seed))
-    rng = random.Random(args.seed + 1)
-    args.out.mkdir(parents=True, exist_ok=True)
+    out, world, rng = parse_world_args(__doc__, stream=1)
+    out.mkdir(parents=True, exist_ok=True)
     chat = chat_records(rng, world, 400)
-    (args.out / "demo_chat.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chat),
+    (out / "demo_chat.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chat),
                                               encoding="utf-8")
     alpaca = alpaca_records(rng, world, 200)
-    (args.out / "demo_alpaca.json").write_text(json.dumps(alpaca, ensure_ascii=False, indent=1) + "\n",
+    (out / "demo_alpaca.json").write_text(json.dumps(alpaca, ensure_ascii=False, indent=1) + "\n",
                                                encoding="utf-8")
-    print(f"{len(chat)} chat records, {len(alpaca)} Alpaca records -> {args.out}")
+    print(f"{len(chat)} chat records, {len(alpaca)} Alpaca records -> {out}")
 
 
 if __name__ == "__main__":
