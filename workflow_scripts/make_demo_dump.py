@@ -122,7 +122,7 @@ def parse_world_args(description, stream):
 
 def city_article(rng, w, c):
     n = c["name"]
-    lang, code = rng.choice(LANG_NAMES)
+    _, code = rng.choice(LANG_NAMES)
     term_hans, term_hant = rng.choice(TERMS)
     pop = c["population"]
     paras = [

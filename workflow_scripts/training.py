@@ -49,7 +49,6 @@ class TokenWindows:
         index = read_json(tokens_dir / "index.json")
         if split not in index["splits"]:
             raise StageError(f"{tokens_dir / 'index.json'}: no {split!r} split; rerun the tokens rule")
-        self.vocab_size, self.eod_id = index["vocab_size"], index["eod_id"]
         self.shards = [np.memmap(tokens_dir / s["file"], dtype=index["dtype"], mode="r")
                        for s in index["splits"][split]["shards"] if s["tokens"]]
         self.starts = np.cumsum([0] + [len(s) for s in self.shards])
