@@ -11,7 +11,6 @@ latest checkpoint of the same settings and data; the output is a Hugging Face mo
 (safetensors, config, tokenizer) for `AutoModelForCausalLM.from_pretrained`.
 """
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -21,8 +20,9 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from workflow_scripts.common import read_json, stage_cli
-from workflow_scripts.training import (Job, RunShape, Sampler, TokenWindows, evaluate, model_flops_per_token,
-                                       add_training_arguments, run_training, set_seed, token_byte_lengths, window_batches)
+from workflow_scripts.training import (Job, RunShape, Sampler, TokenWindows, add_training_arguments, evaluate,
+                                       model_flops_per_token, run_id, run_training, set_seed, token_byte_lengths,
+                                       window_batches)
 
 # LLaMA shapes (RMSNorm, RoPE, SwiGLU). Sizes count the transformer blocks; embeddings come on top
 # (32,000 x hidden). `demo` trains in about a minute on 2 CPU cores.
@@ -37,9 +37,6 @@ PRESETS = {
                  intermediate_size=3456),
 }
 VOCAB_MULTIPLE = 64
-# Arguments that do not change what is trained; everything else names the checkpoint run directory.
-NOT_IN_RUN_ID = {"out", "checkpoint_root", "metrics", "plot", "summary", "log", "eval_every", "checkpoint_every",
-                 "keep_checkpoints", "tokenizer"}
 
 
 def build_model(preset, tokenizer, seq_len, tie_embeddings, attention):
@@ -50,11 +47,8 @@ def build_model(preset, tokenizer, seq_len, tie_embeddings, attention):
     return LlamaForCausalLM(config)
 
 
-def run_id(args, tokens_index):
-    settings = {k: str(v) for k, v in sorted(vars(args).items()) if k not in NOT_IN_RUN_ID}
-    settings["data"] = tokens_index["tokenizer_sha1"] + json.dumps(tokens_index["splits"], sort_keys=True)
-    settings["world"] = os.environ.get("WORLD_SIZE", "1")
-    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+def data_fingerprint(tokens_index):
+    return tokens_index["tokenizer_sha1"] + json.dumps(tokens_index["splits"], sort_keys=True)
 
 
 def add_arguments(ap):
@@ -98,7 +92,9 @@ def run(args, progress_stream):
         job.flops_per_token = flops_per_token
         return job
 
-    run_dir = args.checkpoint_root / run_id(args, read_json(args.tokens / "index.json"))
+    # The tokenizer path is left out: the data fingerprint already names the tokenizer by its hash.
+    run_dir = args.checkpoint_root / run_id(args, {"tokenizer"},
+                                            data=data_fingerprint(read_json(args.tokens / "index.json")))
     summary = {"preset": args.preset, "parameters": model.num_parameters(), "tokens_per_step": shape.tokens_per_step,
                "gradient_accumulation": shape.accumulation}
     run_training(args, model, shape, make_job, run_dir, tokenizer, summary,

@@ -26,11 +26,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from workflow_scripts.common import StageError, log, sha1_file, stage_cli
 from workflow_scripts.sft_data import IGNORE, ReadStats, encode, read_conversations
-from workflow_scripts.training import Job, RunShape, Sampler, evaluate, add_training_arguments, run_training, set_seed
-
-NOT_IN_RUN_ID = {"out", "checkpoint_root", "metrics", "plot", "summary", "log", "eval_every", "checkpoint_every",
-                 "keep_checkpoints"}
-
+from workflow_scripts.training import (Job, RunShape, Sampler, add_training_arguments, evaluate, run_id, run_training,
+                                       set_seed)
 
 def parse_data(spec):
     path, _, weight = spec.rpartition(":")
@@ -113,13 +110,9 @@ def merge_lora(model, _state):
     return merged, merged.state_dict()
 
 
-def run_id(args, samples):
-    settings = {k: str(v) for k, v in sorted(vars(args).items()) if k not in NOT_IN_RUN_ID}
-    settings["model"] = sha1_file(args.model / "model.safetensors") if (args.model / "model.safetensors").exists() \
-        else str(args.model.resolve())
-    settings["samples"] = hashlib.sha1(json.dumps(samples).encode()).hexdigest()
-    settings["world"] = os.environ.get("WORLD_SIZE", "1")
-    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+def model_fingerprint(model_dir: Path):
+    weights = model_dir / "model.safetensors"
+    return sha1_file(weights) if weights.exists() else str(model_dir.resolve())
 
 
 def add_arguments(ap):
@@ -168,7 +161,9 @@ def run(args, progress_stream):
                "samples": len(samples), "data": data_report}
     run_training(args, model, shape, lambda engine: sft_job(args, samples, tokenizer.pad_token_id, engine.rank,
                                                             engine.world),
-                 args.checkpoint_root / run_id(args, samples), tokenizer, summary,
+                 args.checkpoint_root / run_id(args, model=model_fingerprint(args.model),
+                                               samples=hashlib.sha1(json.dumps(samples).encode()).hexdigest()),
+                 tokenizer, summary,
                  f"SFT ({args.method}, {{engine}}, processes: {{world}})", progress_stream,
                  merge_lora if args.method == "lora" else None)
 

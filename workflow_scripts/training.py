@@ -11,6 +11,7 @@ the rule's outputs, so Snakemake never deletes them: each is written to `step-N.
 only once complete, so a kill mid-write leaves the previous one the latest good checkpoint.
 """
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -187,9 +188,6 @@ class AccelerateEngine:
         model = self.acc.unwrap_model(self.model)
         return model, model.state_dict()
 
-    def eval_context(self):
-        return torch.no_grad()
-
     @property
     def module(self):
         return self.acc.unwrap_model(self.model)
@@ -242,9 +240,6 @@ class DeepSpeedEngine:
         state = self.model._zero3_consolidated_16bit_state_dict() if self.zero_stage == 3 else \
             self.model.module.state_dict()
         return self.model.module, state
-
-    def eval_context(self):
-        return torch.no_grad()
 
     @property
     def module(self):
@@ -307,7 +302,7 @@ def evaluate(engine, batches, token_bytes=None):
     and bits per byte when token_bytes (UTF-8 bytes per token id) is given."""
     engine.model.eval()
     totals = torch.zeros(3, dtype=torch.float64)
-    with engine.eval_context():
+    with torch.no_grad():
         for inputs, targets in batches:
             nats = causal_lm_loss(engine.model, inputs.to(engine.device), targets.to(engine.device),
                                   reduction="none").cpu().double()
@@ -475,6 +470,18 @@ def finish(engine, metrics, outputs, summary, title):
     plot_curves(records, outputs["plot"], title)
     write_json(outputs["summary"], summary)
     log.info("%s", summary)
+
+
+# Arguments that do not change what is trained; the rest name a run's checkpoint directory.
+NOT_IN_RUN_ID = {"out", "checkpoint_root", "metrics", "plot", "summary", "log", "eval_every", "checkpoint_every",
+                 "keep_checkpoints"}
+
+
+def run_id(args, exclude=(), **fingerprints):
+    """A hash of the settings that shape the run, the stage's data/model fingerprints and the world size."""
+    settings = {k: str(v) for k, v in sorted(vars(args).items()) if k not in NOT_IN_RUN_ID | set(exclude)}
+    settings.update(fingerprints, world=os.environ.get("WORLD_SIZE", "1"))
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def add_training_arguments(ap, **defaults):
