@@ -5,6 +5,8 @@
 #   snakemake --cores all tokens        # both splits as token shards for pretraining
 #   snakemake --cores all base_model    # a LLaMA-style model pretrained from scratch (results/base_model)
 #   snakemake --cores all sft_model     # that model fine-tuned to chat (results/sft_model)
+#   snakemake --cores all eval          # both models evaluated; results/summary.md sums up the run
+#   snakemake --report results/report.html   # the run as one page (after a run)
 #
 # Settings: config.yaml (the bundled demo), validated against config/schema.yaml and described
 # in config/README.md. Outputs go to results/.
@@ -13,10 +15,14 @@
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/tokenizer.smk"
 include: "rules/model.smk"
+include: "rules/eval.smk"
 
 
 rule all:
@@ -26,6 +32,7 @@ rule all:
         rules.tokens_index.output,
         rules.base_model.output,
         rules.sft_model.output,
+        rules.run_summary.output,
 
 
 rule corpus:
@@ -39,3 +46,9 @@ rule tokens:
     input:
         index=rules.tokens_index.output.index,
         report=rules.tokenizer.output.report,
+
+
+rule eval:
+    input:
+        summary=rules.run_summary.output.markdown,
+        pages=rules.run_summary.output.summary,

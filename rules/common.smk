@@ -5,6 +5,7 @@ from pathlib import Path
 
 import jsonschema
 import yaml
+from snakemake.io import strip_wildcard_constraints
 
 
 def validate_config(cfg, schema_path):
@@ -14,10 +15,23 @@ def validate_config(cfg, schema_path):
     if errors:
         sys.exit(f"invalid config: {'; '.join(map(describe_error, errors))}")
     pretrain = cfg["pretrain"]
-    per_micro_step = pretrain["micro_batch"] * pretrain["seq_len"] * (pretrain["gpus"] or pretrain["processes"])
+    world = (pretrain["gpus"] or pretrain["processes"]) * pretrain["nodes"]
+    per_micro_step = pretrain["micro_batch"] * pretrain["seq_len"] * world
     if pretrain["global_batch_tokens"] % per_micro_step:
         sys.exit(f"invalid config: pretrain.global_batch_tokens: {pretrain['global_batch_tokens']} is not a "
-                 f"multiple of micro_batch x seq_len x processes (or gpus) = {per_micro_step}")
+                 f"multiple of micro_batch x seq_len x processes (or gpus) x nodes = {per_micro_step}")
+    check_multiple_choice_sets(cfg["eval"]["multiple_choice"])
+
+
+def check_multiple_choice_sets(sets):
+    names = [entry["name"] for entry in sets]
+    if len(set(names)) < len(names):
+        sys.exit(f"invalid config: eval.multiple_choice: names {names} repeat; give each set its own name")
+    for entry in sets:
+        folder = Path(entry["path"])
+        if not any((folder / split).is_dir() for split in ("test", "val")):
+            sys.exit(f"invalid config: eval.multiple_choice: {entry['name']}: {folder} has no test/ or val/ folder "
+                     "of subject CSVs (CMMLU or C-Eval layout)")
 
 
 def describe_error(error):
@@ -83,12 +97,31 @@ def threads_per_process(section):
     return lambda wildcards, threads: max(1, threads // (config[section]["gpus"] or config[section]["processes"]))
 
 
-def launcher(processes, gpus):
-    """accelerate launch with one process per GPU given to the rule, else the configured CPU processes."""
-    count = gpus or processes
-    mode = "--multi_gpu " if count > 1 else ""
-    return (f"accelerate launch {mode}--num_processes {count} --num_machines 1"
-            " --mixed_precision no --dynamo_backend no")
+def launcher(section):
+    """The training launcher (workflow_scripts/launch.py: accelerate launch, GPUs claimed per job);
+    across nodes, srun starts one launcher on each node of the job's allocation."""
+    settings = config[section]
+    nodes = settings.get("nodes", 1)
+    srun = f"srun --overlap --nodes={nodes} --ntasks-per-node=1 " if nodes > 1 else ""
+    return (f"{srun}python -m workflow_scripts.launch --gpus {settings['gpus']} --processes {settings['processes']}"
+            f" --nodes {nodes} --")
+
+
+def multiple_choice_files(wildcards):
+    """A multiple-choice set's CSVs, so editing or adding one reruns its evaluation."""
+    return sorted(str(p) for p in Path(MC_SETS[wildcards.set]).glob("*/*.csv"))
+
+
+def stage_benchmarks(wildcards):
+    """The benchmark TSV of every job run_summary depends on: its wall time per stage."""
+    paths = set()
+    for stage in workflow.rules:
+        if stage.benchmark is None or stage.name == "run_summary":
+            continue
+        shards = TOKEN_SHARDS if stage.name == "token_shard" else SHARDS
+        pattern = strip_wildcard_constraints(str(stage.benchmark))
+        paths.update(expand(pattern, shard=shards, split=SPLITS, model=MODELS, set=list(MC_SETS)))
+    return sorted(paths)
 
 
 validate_config(config, Path(workflow.basedir, "config", "schema.yaml"))
@@ -98,8 +131,12 @@ TOKEN_SHARDS = [f"{i:03d}" for i in range(config["tokens"]["shards"])]
 SPLITS = ["train", "validation"]
 DL = "results/download/zhwiki-pages-articles-multistream"
 SAMPLE_DIR = str(Path(workflow.basedir, "demo", "zhwiki"))
+MODELS = ["base_model", "sft_model"]
+MC_SETS = {entry["name"]: entry["path"] for entry in config["eval"]["multiple_choice"]}
 
 
 wildcard_constraints:
     shard=r"\d{3}",
     split="train|validation",
+    model="|".join(MODELS),
+    set="|".join(MC_SETS) or "(?!)",

@@ -189,6 +189,8 @@ rule corpus_summary:
     output:
         json="results/corpus/summary.json",
         markdown="results/corpus/summary.md",
+        plot=report("results/corpus/funnel.png", caption="../report/funnel.rst", category="2. Data",
+                    labels={"page": "funnel plot"}),
     params:
         code=code_version("corpus_summary"),
     log:
@@ -200,4 +202,4 @@ rule corpus_summary:
     shell:
         "python -m workflow_scripts.corpus_summary --extract {input.extract} --convert {input.convert}"
         " --clean {input.clean} --dedup {input.dedup} --split {input.split}"
-        " --json {output.json} --markdown {output.markdown} --log {log}"
+        " --json {output.json} --markdown {output.markdown} --plot {output.plot} --log {log}"

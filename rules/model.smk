@@ -8,11 +8,12 @@ rule base_model:
     output:
         model=directory("results/base_model"),
         metrics="results/pretrain/metrics.jsonl",
-        plot="results/pretrain/loss.png",
+        plot=report("results/pretrain/loss.png", caption="../report/loss.rst", category="4. Training",
+                    labels={"stage": "pretraining"}),
         summary="results/pretrain/summary.json",
     params:
-        launcher=launcher(config["pretrain"]["processes"], config["pretrain"]["gpus"]),
-        options=cli_options(config["pretrain"], skip=("processes", "gpus")),
+        launcher=launcher("pretrain"),
+        options=cli_options(config["pretrain"], skip=("processes", "gpus", "nodes")),
         threads_per_process=threads_per_process("pretrain"),
         # Checkpoints live outside the rule's outputs, where a failed job does not remove them.
         checkpoints="results/checkpoints/base_model",
@@ -25,7 +26,8 @@ rule base_model:
     # pin each job to one thread through OMP_NUM_THREADS).
     threads: workflow.cores
     resources:
-        gpus=config["pretrain"]["gpus"],
+        gpu=config["pretrain"]["gpus"],
+        nodes=config["pretrain"]["nodes"],
     conda:
         "../envs/training.yaml"
     shell:
@@ -42,10 +44,11 @@ rule sft_model:
     output:
         model=directory("results/sft_model"),
         metrics="results/sft/metrics.jsonl",
-        plot="results/sft/loss.png",
+        plot=report("results/sft/loss.png", caption="../report/loss.rst", category="4. Training",
+                    labels={"stage": "SFT"}),
         summary="results/sft/summary.json",
     params:
-        launcher=launcher(config["sft"]["processes"], config["sft"]["gpus"]),
+        launcher=launcher("sft"),
         data=sft_data_args(),
         options=cli_options(config["sft"], skip=("base", "data", "processes", "gpus")),
         threads_per_process=threads_per_process("sft"),
@@ -57,7 +60,7 @@ rule sft_model:
         "results/benchmarks/sft_model.tsv"
     threads: workflow.cores
     resources:
-        gpus=config["sft"]["gpus"],
+        gpu=config["sft"]["gpus"],
     conda:
         "../envs/training.yaml"
     shell:

@@ -7,7 +7,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from conftest import REPO, SHARED_DATA
 from workflow_scripts.common import StageError
-from workflow_scripts.multiple_choice import LETTERS, accuracy, load_set, prompt, read_questions
+from workflow_scripts.multiple_choice import LETTERS, ClozeScoring, Question, accuracy, load_set, prompt, read_questions
 
 
 def write_csv(path, header, rows):
@@ -65,6 +65,20 @@ def test_accuracy_of_a_model_whose_answer_is_known(tmp_path, tokenizer, make_set
     assert result["subjects"][subject]["correct"] == 3
     wrong = accuracy(always_answers("B", tokenizer), tokenizer, tests, devs, shots, max_len=512)
     assert wrong["overall"] == 0.0
+
+
+def test_cloze_scoring_picks_the_option_text_the_model_favours(tokenizer):
+    """Options spelt as the letters themselves: the model that always says C must pick the option
+    whose text is C, wherever that option stands."""
+    options = [("C", "A", "B", "D"), ("A", "C", "B", "D"), ("A", "B", "D", "C"), ("D", "B", "C", "A")]
+    answers = ["A", "B", "D", "A"]  # the option spelt C is right in the first three
+    tests = {"s": [Question(f"问题{i}", o, a) for i, (o, a) in enumerate(zip(options, answers))]}
+    devs = {"s": [Question("例题", ("B", "C", "D", "A"), "B")]}
+    for shots in (0, 1):
+        result = accuracy(always_answers("C", tokenizer), tokenizer, tests, devs, shots, 512, "cloze")
+        assert result["overall"] == 0.75 and result["scoring"] == "cloze"
+    text = prompt("s", tests["s"][0], devs["s"], ClozeScoring)
+    assert text == "以下是关于s的问题。\n\n例题\n答案：C\n\n问题0\n答案："
 
 
 def test_k_shot_prompt_holds_answered_dev_questions(tmp_path):

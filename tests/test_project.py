@@ -1,4 +1,5 @@
 """The project's own promises: reproducible demo data, documented config, pins kept in step, lint."""
+import ast
 import re
 import subprocess
 import sys
@@ -10,7 +11,8 @@ import yaml
 from conftest import REPO, run_ok
 
 STAGES = ["download", "extract", "convert", "clean", "minhash", "dedup", "split", "corpus_summary", "tokenizer",
-          "tokens", "tokens_index", "pretrain", "sft", "chat", "multiple_choice"]
+          "tokens", "tokens_index", "pretrain", "sft", "chat", "multiple_choice", "bits_per_byte", "samples",
+          "run_summary", "launch"]
 
 
 def schema_keys(schema, prefix=""):
@@ -56,6 +58,50 @@ def test_conda_envs_pin_what_pyproject_pins():
         assert env_pins, env_file
         for name, version in env_pins.items():
             assert project.get(name.lower()) == version, f"{env_file.name}: {name}=={version}"
+
+
+# Import names whose pip distribution is named differently.
+DISTRIBUTIONS = {"yaml": "pyyaml"}
+
+
+def rule_envs_and_modules():
+    """{env file: modules its rules run}, read from the rule files' conda: and shell: directives."""
+    uses = {}
+    for smk in (REPO / "rules").glob("*.smk"):
+        for block in re.split(r"\n(?=rule \w+:)", smk.read_text())[1:]:
+            env = re.search(r'conda:\s*"\.\./envs/(\w+\.yaml)"', block).group(1)
+            uses.setdefault(env, set()).update(re.findall(r"workflow_scripts\.(\w+)", block))
+    return uses
+
+
+def third_party_imports(module, seen=None):
+    """Top-level names of the non-stdlib modules a stage imports: anywhere in its own file, and at
+    module level in the workflow_scripts modules it imports (their function-level imports only
+    run when that function is used)."""
+    own = seen is None
+    seen = set() if seen is None else seen
+    if module in seen:
+        return set()
+    seen.add(module)
+    names = set()
+    tree = ast.parse((REPO / "workflow_scripts" / f"{module}.py").read_text())
+    for node in ast.walk(tree) if own else tree.body:
+        imported = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+        for name in imported:
+            if name.startswith("workflow_scripts."):
+                names |= third_party_imports(name.split(".")[1], seen)
+            elif name.split(".")[0] not in sys.stdlib_module_names:
+                names.add(name.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("env, modules", sorted(rule_envs_and_modules().items()))
+def test_each_conda_env_has_what_its_rules_import(env, modules):
+    spec = yaml.safe_load((REPO / "envs" / env).read_text())
+    installed = set(pins([line for d in spec["dependencies"] if isinstance(d, dict) for line in d["pip"]]))
+    needed = {DISTRIBUTIONS.get(name, name) for module in modules for name in third_party_imports(module)}
+    assert needed - {"workflow_scripts"} <= installed, f"{env} lacks {sorted(needed - installed)}"
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -11,6 +11,7 @@ from conftest import copy_workflow, snakemake
 
 pytestmark = pytest.mark.slow
 DATA_JOBS = {"extract", "convert", "clean", "minhash", "dedup", "split", "corpus_summary"}
+EVAL_JOBS = {"bits_per_byte": 2, "multiple_choice": 2, "samples": 2, "run_summary": 1}
 
 
 def planned_jobs(workdir, target="corpus"):
@@ -102,9 +103,9 @@ def test_base_model_is_trained(built):
     assert list((built / "results/checkpoints/base_model").glob("*/step-*"))
 
 
-def test_changing_the_learning_rate_reruns_pretraining_and_sft_only(built):
+def test_changing_the_learning_rate_reruns_training_and_evaluation_only(built):
     jobs = jobs_after_edit(built, "pretrain", "lr", 0.001, "all")
-    assert jobs == {"base_model": 1, "sft_model": 1, "all": 1}
+    assert jobs == {"base_model": 1, "sft_model": 1, **EVAL_JOBS, "all": 1}
 
 
 def test_sft_model_is_trained_on_both_demo_files(built):
@@ -124,8 +125,67 @@ def test_reordering_config_keys_reruns_nothing(built):
         path.write_text(original)
 
 
-def test_changing_sft_settings_reruns_sft_only(built):
-    assert jobs_after_edit(built, "sft", "method", "lora", "all") == {"sft_model": 1, "all": 1}
+def test_changing_sft_settings_reruns_sft_and_its_evaluation_only(built):
+    assert jobs_after_edit(built, "sft", "method", "lora", "all") == {
+        "sft_model": 1, **{rule: 1 for rule in EVAL_JOBS}, "all": 1}
+
+
+def test_changing_an_evaluation_setting_reruns_that_evaluation_only(built):
+    assert jobs_after_edit(built, "eval", "shots", [0], "all") == {"multiple_choice": 2, "run_summary": 1, "all": 1}
+    assert jobs_after_edit(built, "eval", "max_new_tokens", 8, "all") == {"samples": 2, "run_summary": 1, "all": 1}
+
+
+def test_editing_the_prompt_file_reruns_the_samples_only(built):
+    prompts = built / "demo/eval/prompts.txt"
+    original = prompts.read_text(encoding="utf-8")
+    prompts.write_text(original + "请介绍一下你自己。\n", encoding="utf-8")
+    try:
+        assert planned_jobs(built, "all") == {"samples": 2, "run_summary": 1, "all": 1}
+    finally:
+        prompts.write_text(original, encoding="utf-8")
+
+
+def test_both_models_are_evaluated(built):
+    bpb = {m: json.loads((built / f"results/eval/{m}/bpb.json").read_text()) for m in ("base_model", "sft_model")}
+    validation_bytes = sum(len(t.encode()) for t in pq.read_table(
+        built / "results/corpus/validation.parquet").column("text").to_pylist())
+    assert bpb["base_model"]["bytes"] == bpb["sft_model"]["bytes"] == validation_bytes
+    # Trained on this text's distribution, the base model is far below the untrained ~log2(4096)/4.4 = 2.7 bits.
+    assert bpb["base_model"]["bits_per_byte"] < 1.2
+    summary = json.loads((built / "results/pretrain/summary.json").read_text())
+    assert bpb["base_model"]["bits_per_byte"] == pytest.approx(summary["val_bpb"], rel=0.1)
+    for model in ("base_model", "sft_model"):
+        mc = json.loads((built / f"results/eval/{model}/mc-demo.json").read_text())
+        assert mc["name"] == "demo" and [(r["shots"], r["scoring"]) for r in mc["results"]] == [
+            (0, "letter"), (5, "letter"), (0, "cloze"), (5, "cloze")]
+        assert all(r["questions"] == 80 and r["chance"] == 0.25 for r in mc["results"])
+        samples = json.loads((built / f"results/eval/{model}/samples.json").read_text())
+        assert len(samples["samples"]) == 9
+    sft_samples = json.loads((built / "results/eval/sft_model/samples.json").read_text())
+    assert sft_samples["style"] == "chat" and sum(bool(s["answer"]) for s in sft_samples["samples"]) >= 5
+
+
+def test_run_summary_covers_every_stage(built):
+    rows = json.loads((built / "results/summary.json").read_text())
+    sections = {row["section"] for row in rows}
+    assert {"data", "tokenizer", "pretrain", "sft", "base_model", "sft_model", "wall time"} <= sections
+    timed = {row["measure"].split(" (")[0] for row in rows if row["section"] == "wall time"}
+    assert timed == {"download", "extract", "convert", "clean", "minhash", "dedup", "split", "corpus_summary",
+                     "tokenizer", "tokens", "tokens_index", "base_model", "sft_model", "bits_per_byte",
+                     "multiple_choice", "samples"}
+    measures = {(row["section"], row["measure"]) for row in rows}
+    assert ("base_model", "demo 5-shot cloze accuracy (80 questions, chance 25%)") in measures
+
+
+def test_the_report_shows_plots_and_tables(built):
+    snakemake(built, "--report", "results/report.html")
+    report = (built / "results/report.html").read_text(encoding="utf-8")
+    for name in ("funnel.png", "loss.png", "summary.html", "data.html", "tokenizer.html", "evaluation.html",
+                 "samples.html"):
+        assert name in report, name
+    for category in ("1. Run summary", "2. Data", "3. Tokenizer", "4. Training", "5. Evaluation"):
+        assert category in report, category
+    assert report.count("data:image/png") >= 3  # the funnel and both loss curves, embedded
 
 
 def test_changing_a_stage_code_reruns_that_stage(built):
@@ -165,7 +225,7 @@ def test_a_batch_that_does_not_divide_is_a_config_error(built, tmp_path):
                        check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == ("invalid config: pretrain.global_batch_tokens: 1000 is not a "
-                                                      "multiple of micro_batch x seq_len x processes (or gpus) = 2048")
+                                                      "multiple of micro_batch x seq_len x processes (or gpus) x nodes = 2048")
 
 
 def test_a_corpus_filtered_to_nothing_fails_and_keeps_earlier_results(built, tmp_path):

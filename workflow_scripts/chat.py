@@ -12,19 +12,16 @@ import threading
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, TextIteratorStreamer
+from transformers import TextIteratorStreamer
 
 from workflow_scripts.common import StageError, stage_cli
+from workflow_scripts.training import load_causal_lm
 
 
 def load(model_dir: Path):
-    if not (model_dir / "config.json").is_file():
-        raise StageError(f"{model_dir}: not a model directory (no config.json); train it with snakemake sft_model")
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model, tokenizer = load_causal_lm(model_dir)
     if not tokenizer.chat_template:
         raise StageError(f"{model_dir}: the tokenizer has no chat template; use a chat (SFT) model")
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    model.eval()
     return model, tokenizer
 
 

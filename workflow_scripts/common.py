@@ -101,9 +101,13 @@ def sha1_file(path):
     return digest.hexdigest()
 
 
-def write_json(path, obj):
+def write_text(path, text):
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path, obj):
+    write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
 
 
 def read_json(path):
@@ -152,6 +156,14 @@ def read_docs(paths):
             raise StageError(f"{path}: columns {pf.schema_arrow.names} are not {DOC_SCHEMA.names}")
         for group in range(pf.num_row_groups):
             yield from pf.read_row_group(group).to_pylist()
+
+
+def markdown_table(header, rows):
+    """A GitHub markdown table; columns after the first are right-aligned (they hold numbers)."""
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    lines += ["| " + " | ".join(str(cell).replace("|", "\\|").replace("\n", " ") for cell in row) + " |"
+              for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def count_docs(paths):

@@ -2,11 +2,12 @@
 
     python -m workflow_scripts.corpus_summary --extract extract/*.json --convert convert/*.json \
         --clean clean/*.json --dedup dedup/stats.json --split corpus/split.json \
-        --json corpus/summary.json --markdown corpus/summary.md
+        --json corpus/summary.json --markdown corpus/summary.md --plot corpus/funnel.png
 """
 from pathlib import Path
 
-from workflow_scripts.common import atomic_path, read_json, stage_cli, write_json
+from workflow_scripts.common import markdown_table, read_json, stage_cli, write_json, write_text
+from workflow_scripts.plots import plt, save_png
 
 
 def summed(paths, *keys):
@@ -47,11 +48,27 @@ def funnel(args):
 
 
 def markdown(rows):
-    lines = ["| step | documents | characters |", "|---|---:|---:|"]
-    for row in rows:
-        chars = "" if row["characters"] is None else f"{row['characters']:,}"
-        lines.append(f"| {row['step']} | {row['documents']:,} | {chars} |")
-    return "\n".join(lines) + "\n"
+    return markdown_table(["step", "documents", "characters"],
+                          [[r["step"], f"{r['documents']:,}", "" if r["characters"] is None else f"{r['characters']:,}"]
+                           for r in rows])
+
+
+def plot_funnel(rows, path: Path):
+    """Documents and characters after each stage (the rows that are not a filter's drop)."""
+    stages = [r for r in rows if ": drop " not in r["step"]][::-1]
+    labels = [r["step"] for r in stages]
+    fig, (docs_ax, chars_ax) = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for ax, key, title in ((docs_ax, "documents", "documents"), (chars_ax, "characters", "characters (millions)")):
+        scale = 1e6 if key == "characters" else 1
+        values = [(r[key] or 0) / scale for r in stages]
+        bars = ax.barh(labels, values, color="tab:blue")
+        ax.bar_label(bars, labels=[f"{v:,.0f}" if scale == 1 else (f"{v:.2f}" if v else "") for v in values],
+                     padding=2, fontsize=8)
+        ax.set_title(title)
+        ax.margins(x=0.2)
+    fig.suptitle("Data funnel")
+    fig.tight_layout()
+    save_png(fig, path)
 
 
 def add_arguments(ap):
@@ -61,13 +78,14 @@ def add_arguments(ap):
     ap.add_argument("--split", type=Path, required=True)
     ap.add_argument("--json", type=Path, required=True)
     ap.add_argument("--markdown", type=Path, required=True)
+    ap.add_argument("--plot", type=Path, required=True, help="funnel PNG")
 
 
 def run(args, progress_stream):
     rows = funnel(args)
     write_json(args.json, {"funnel": rows, "dedup": read_json(args.dedup)})
-    with atomic_path(args.markdown) as tmp:
-        tmp.write_text(markdown(rows), encoding="utf-8")
+    write_text(args.markdown, markdown(rows))
+    plot_funnel(rows, args.plot)
     print(markdown(rows), file=progress_stream)
 
 

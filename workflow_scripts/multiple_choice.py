@@ -1,15 +1,16 @@
 """Multiple-choice accuracy on CMMLU- and C-Eval-format sets, zero- and k-shot, by log-likelihood.
 
     python -m workflow_scripts.multiple_choice --model results/sft_model \
-        --data ../shared/data/eval/cmmlu/data --shots 0 5 --out mc.json --markdown mc.md
+        --data ../shared/data/eval/cmmlu/data --shots 0 5 --scoring letter cloze --out mc.json --markdown mc.md
 
 A set is a directory with a `test/` (or `val/`) folder of one CSV per subject and, for k-shot, a
 `dev/` folder with the same subjects. Both header layouts are read: CMMLU's `,Question,A,B,C,D,Answer`
 (an unnamed index first) and C-Eval's `id,question,A,B,C,D,answer[,explanation]`; C-Eval's
-`{subject}_{split}.csv` names are understood. Each question is scored by the log-likelihood the
-model gives to each option letter as the next token after the prompt (the first k dev questions
-of the subject, answered, come first); the prediction is the likeliest letter. Accuracy is
-reported per subject and overall (micro-averaged), beside the chance level 1/4.
+`{subject}_{split}.csv` names are understood. The first k dev questions of the subject, answered,
+come before each question. Two ways to score, both by log-likelihood: `letter` lists the options
+and takes the likeliest next letter A-D (CMMLU's protocol); `cloze` scores each option's text as
+the answer, per byte (what small models, which have not learnt the letter format, are measured
+by). Accuracy is reported per subject and overall (micro-averaged), beside the chance level 1/4.
 """
 import csv
 import json
@@ -17,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
-from workflow_scripts.common import StageError, atomic_path, log, stage_cli, write_json
+from workflow_scripts.common import StageError, log, markdown_table, stage_cli, write_json, write_text
+from workflow_scripts.training import load_causal_lm
 
 LETTERS = ("A", "B", "C", "D")
 SPLIT_SUFFIXES = ("_test", "_val", "_dev")
@@ -81,16 +84,6 @@ def load_set(directory: Path):
     return tests, {subject: read_questions(path) for subject, path in dev_files.items()}
 
 
-def format_question(question: Question, with_answer):
-    lines = [question.text] + [f"{letter}. {option}" for letter, option in zip(LETTERS, question.options)]
-    return "\n".join(lines) + "\n答案：" + (question.answer + "\n\n" if with_answer else "")
-
-
-def prompt(subject, question, shots):
-    head = f"以下是关于{subject.replace('_', ' ')}的单项选择题，请直接给出正确答案的选项。\n\n"
-    return head + "".join(format_question(q, True) for q in shots) + format_question(question, False)
-
-
 def letter_ids(tokenizer):
     ids = [tokenizer.encode(letter, add_special_tokens=False) for letter in LETTERS]
     if any(len(i) != 1 for i in ids):
@@ -98,62 +91,116 @@ def letter_ids(tokenizer):
     return [i[0] for i in ids]
 
 
-@torch.no_grad()
-def predict(model, tokenizer, text, letters, max_len):
-    ids = tokenizer.encode(text, add_special_tokens=False)[-max_len:]
-    logits = model(input_ids=torch.tensor([ids], device=model.device)).logits[0, -1].float()
-    return LETTERS[int(torch.argmax(logits[letters]))]
+class LetterScoring:
+    """CMMLU's own protocol: the options are listed under the question, and the answer is the
+    option letter the model finds likeliest as the next token."""
+    name = "letter"
+    head = "以下是关于{subject}的单项选择题，请直接给出正确答案的选项。\n\n"
+
+    def __init__(self, tokenizer):
+        self.letters = letter_ids(tokenizer)
+
+    @staticmethod
+    def format(question: Question, with_answer):
+        lines = [question.text] + [f"{letter}. {option}" for letter, option in zip(LETTERS, question.options)]
+        return "\n".join(lines) + "\n答案：" + (question.answer + "\n\n" if with_answer else "")
+
+    @torch.no_grad()
+    def predict(self, model, tokenizer, text, question, max_len):
+        ids = tokenizer.encode(text, add_special_tokens=False)[-max_len:]
+        logits = model(input_ids=torch.tensor([ids], device=model.device)).logits[0, -1].float()
+        return LETTERS[int(torch.argmax(logits[self.letters]))]
 
 
-def accuracy(model, tokenizer, tests, devs, shots, max_len):
-    letters = letter_ids(tokenizer)
+class ClozeScoring:
+    """Each option's own text scored as the answer after the question, in nats per UTF-8 byte (so
+    long options are not penalised for their length). No letters are involved, so a small model
+    that has not learnt the A-D format still shows what it knows."""
+    name = "cloze"
+    head = "以下是关于{subject}的问题。\n\n"
+
+    def __init__(self, tokenizer):
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    @staticmethod
+    def format(question: Question, with_answer):
+        answer = question.options[LETTERS.index(question.answer)]
+        return question.text + "\n答案：" + (answer + "\n\n" if with_answer else "")
+
+    @torch.no_grad()
+    def predict(self, model, tokenizer, text, question, max_len):
+        options = [tokenizer.encode(option, add_special_tokens=False) or [self.pad_id] for option in question.options]
+        longest = max(map(len, options))
+        context = tokenizer.encode(text, add_special_tokens=False)[-(max_len - longest):]
+        rows = torch.tensor([context + o + [self.pad_id] * (longest - len(o)) for o in options], device=model.device)
+        logprobs = torch.log_softmax(model(input_ids=rows[:, :-1]).logits.float(), -1)
+        first = len(context) - 1  # the position that predicts an option's first token
+        scores = [logprobs[n, first + torch.arange(len(o)), o].sum().item() / max(1, len(option.encode("utf-8")))
+                  for n, (o, option) in enumerate(zip(options, question.options))]
+        return LETTERS[max(range(len(LETTERS)), key=scores.__getitem__)]
+
+
+SCORINGS = {scoring.name: scoring for scoring in (LetterScoring, ClozeScoring)}
+
+
+def prompt(subject, question, shots, scoring=LetterScoring):
+    head = scoring.head.format(subject=subject.replace("_", " "))
+    return head + "".join(scoring.format(q, True) for q in shots) + scoring.format(question, False)
+
+
+def accuracy(model, tokenizer, tests, devs, shots, max_len, scoring="letter", progress=None):
+    scorer = SCORINGS[scoring](tokenizer)
     subjects = {}
     for subject, questions in tests.items():
         examples = devs.get(subject, [])[:shots]
         if len(examples) < shots:
             raise StageError(f"subject {subject}: {shots}-shot needs {shots} dev questions, the dev split has "
                              f"{len(examples)}")
-        correct = sum(predict(model, tokenizer, prompt(subject, q, examples), letters, max_len) == q.answer
+        correct = sum(scorer.predict(model, tokenizer, prompt(subject, q, examples, scorer), q, max_len) == q.answer
                       for q in questions)
         subjects[subject] = {"questions": len(questions), "correct": correct, "accuracy": correct / len(questions)}
+        if progress is not None:
+            progress.update(len(questions))
     total = sum(s["questions"] for s in subjects.values())
-    return {"shots": shots, "overall": sum(s["correct"] for s in subjects.values()) / total, "questions": total,
-            "chance": 1 / len(LETTERS), "subjects": subjects}
+    return {"shots": shots, "scoring": scoring, "overall": sum(s["correct"] for s in subjects.values()) / total,
+            "questions": total, "chance": 1 / len(LETTERS), "subjects": subjects}
 
 
 def markdown(results, name):
-    lines = [f"| {name} | questions | " + " | ".join(f"{r['shots']}-shot" for r in results) + " |",
-             "|---|---:|" + "---:|" * len(results)]
-    for subject in results[0]["subjects"]:
-        cells = " | ".join(f"{r['subjects'][subject]['accuracy']:.1%}" for r in results)
-        lines.append(f"| {subject} | {results[0]['subjects'][subject]['questions']} | {cells} |")
-    lines.append(f"| **overall** | {results[0]['questions']} | "
-                 + " | ".join(f"**{r['overall']:.1%}**" for r in results) + " |")
-    lines.append("| chance | | " + " | ".join(f"{r['chance']:.0%}" for r in results) + " |")
-    return "\n".join(lines) + "\n"
+    rows = [[subject, results[0]["subjects"][subject]["questions"],
+             *(f"{r['subjects'][subject]['accuracy']:.1%}" for r in results)] for subject in results[0]["subjects"]]
+    rows.append(["**overall**", results[0]["questions"], *(f"**{r['overall']:.1%}**" for r in results)])
+    rows.append(["chance", "", *(f"{r['chance']:.0%}" for r in results)])
+    return markdown_table([name, "questions", *(f"{r['shots']}-shot {r['scoring']}" for r in results)], rows)
 
 
 def add_arguments(ap):
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--data", type=Path, required=True, help="a CMMLU or C-Eval directory (test/ or val/, dev/)")
+    ap.add_argument("--name", help="the set's name in the results (default: the directory's name)")
     ap.add_argument("--shots", type=int, nargs="+", default=[0])
-    ap.add_argument("--max-len", type=int, default=2048, help="prompt tokens kept (the end of the prompt)")
+    ap.add_argument("--scoring", nargs="+", choices=sorted(SCORINGS), default=["letter"],
+                    help="letter: the likeliest option letter; cloze: the likeliest option text")
+    ap.add_argument("--max-len", type=int, default=0,
+                    help="prompt tokens kept (the end of the prompt); 0 = the model's context")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--markdown", type=Path, required=True)
 
 
 def run(args, progress_stream):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     tests, devs = load_set(args.data)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model)
-    model.eval()
-    results = [accuracy(model, tokenizer, tests, devs, shots, args.max_len) for shots in args.shots]
-    write_json(args.out, {"model": str(args.model), "data": str(args.data), "results": results})
-    with atomic_path(args.markdown) as tmp:
-        tmp.write_text(markdown(results, args.data.name), encoding="utf-8")
-    log.info("%s", {r["shots"]: round(r["overall"], 4) for r in results})
-    print(json.dumps({r["shots"]: r["overall"] for r in results}), file=progress_stream)
+    model, tokenizer = load_causal_lm(args.model)
+    runs = [(shots, scoring) for scoring in args.scoring for shots in args.shots]
+    questions = sum(map(len, tests.values())) * len(runs)
+    with tqdm(total=questions, desc="multiple choice", unit="question", file=progress_stream, mininterval=5) as bar:
+        max_len = args.max_len or model.config.max_position_embeddings
+        results = [accuracy(model, tokenizer, tests, devs, shots, max_len, scoring, bar) for shots, scoring in runs]
+    name = args.name or args.data.name
+    write_json(args.out, {"model": str(args.model), "name": name, "data": str(args.data), "results": results})
+    write_text(args.markdown, markdown(results, name))
+    overall = {f"{r['shots']}-shot {r['scoring']}": round(r["overall"], 4) for r in results}
+    log.info("%s", overall)
+    print(json.dumps(overall), file=progress_stream)
 
 
 if __name__ == "__main__":

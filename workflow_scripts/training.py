@@ -26,7 +26,8 @@ import torch
 
 from tqdm import tqdm
 
-from workflow_scripts.common import StageError, atomic_dir, atomic_path, log, read_json, write_json
+from workflow_scripts.common import StageError, atomic_dir, log, read_json, write_json, write_text
+from workflow_scripts.plots import plt, save_png
 
 DEEPSPEED_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "deepspeed"
 # Dense bf16 peak of the accelerators MFU is reported for (tensor cores, no sparsity).
@@ -41,6 +42,17 @@ def set_seed(seed):
     torch.manual_seed(seed)
     if not torch.cuda.is_available():
         torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def load_causal_lm(model_dir: Path):
+    """(model in eval mode, on the GPU when there is one; tokenizer) of a Hugging Face directory."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    if not (Path(model_dir) / "config.json").is_file():
+        raise StageError(f"{model_dir}: not a model directory (no config.json); build it with snakemake first")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).to("cuda" if torch.cuda.is_available() else "cpu")
+    model.eval()
+    return model, tokenizer
 
 
 class TokenWindows:
@@ -350,9 +362,6 @@ class Throughput:
 
 def plot_curves(records, path: Path, title):
     """Training and validation loss against tokens seen, and the learning rate, as a PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     tokens = [r["tokens"] for r in records]
     evals = [r for r in records if "val_loss" in r]
     fig, (loss_ax, lr_ax) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=[3, 1])
@@ -367,9 +376,7 @@ def plot_curves(records, path: Path, title):
     lr_ax.set_xlabel("tokens seen")
     lr_ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 @dataclass
@@ -465,8 +472,7 @@ def finish(engine, metrics, outputs, summary, title):
     if "mfu" in records[-1]:
         summary["mfu"] = sum(r["mfu"] for r in late) / len(late)
         summary["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
-    with atomic_path(outputs["metrics"]) as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_text(outputs["metrics"], "".join(json.dumps(r) + "\n" for r in records))
     plot_curves(records, outputs["plot"], title)
     write_json(outputs["summary"], summary)
     log.info("%s", summary)

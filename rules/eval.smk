@@ -1,0 +1,111 @@
+# Evaluation of the base and the SFT model, and the run summary the report is built from.
+
+
+rule bits_per_byte:
+    input:
+        model="results/{model}",
+        text=rules.split.output.validation,
+    output:
+        "results/eval/{model}/bpb.json",
+    params:
+        options=cli_options({key: config["eval"][key] for key in ("batch_size", "max_documents", "seq_len")}),
+        code=code_version("bits_per_byte", "training"),
+    log:
+        "results/logs/bits_per_byte/{model}.log",
+    benchmark:
+        "results/benchmarks/bits_per_byte/{model}.tsv"
+    threads: workflow.cores
+    conda:
+        "../envs/training.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} python -m workflow_scripts.bits_per_byte --model {input.model}"
+        " --text {input.text} {params.options} --out {output} --log {log}"
+
+
+rule multiple_choice:
+    input:
+        model="results/{model}",
+        data=multiple_choice_files,
+    output:
+        json="results/eval/{model}/mc-{set}.json",
+        markdown="results/eval/{model}/mc-{set}.md",
+    params:
+        data=lambda wildcards: MC_SETS[wildcards.set],
+        shots=" ".join(map(str, config["eval"]["shots"])),
+        scoring=" ".join(config["eval"]["scoring"]),
+        max_len=config["eval"]["max_prompt_tokens"],
+        code=code_version("multiple_choice"),
+    log:
+        "results/logs/multiple_choice/{model}-{set}.log",
+    benchmark:
+        "results/benchmarks/multiple_choice/{model}-{set}.tsv"
+    threads: workflow.cores
+    conda:
+        "../envs/training.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} python -m workflow_scripts.multiple_choice --model {input.model}"
+        " --data {params.data} --name {wildcards.set} --shots {params.shots} --scoring {params.scoring} --max-len {params.max_len}"
+        " --out {output.json} --markdown {output.markdown} --log {log}"
+
+
+rule samples:
+    input:
+        model="results/{model}",
+        prompts=config["eval"]["prompts"],
+    output:
+        json="results/eval/{model}/samples.json",
+        markdown="results/eval/{model}/samples.md",
+    params:
+        # A base model continues text; only the SFT model has learnt to answer chat turns.
+        style=lambda wildcards: "chat" if wildcards.model == "sft_model" else "completion",
+        max_new_tokens=config["eval"]["max_new_tokens"],
+        repetition_penalty=config["eval"]["repetition_penalty"],
+        code=code_version("samples"),
+    log:
+        "results/logs/samples/{model}.log",
+    benchmark:
+        "results/benchmarks/samples/{model}.tsv"
+    threads: workflow.cores
+    conda:
+        "../envs/training.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} python -m workflow_scripts.samples --model {input.model}"
+        " --prompts {input.prompts} --style {params.style} --max-new-tokens {params.max_new_tokens}"
+        " --repetition-penalty {params.repetition_penalty} --out {output.json} --markdown {output.markdown}"
+        " --log {log}"
+
+
+rule run_summary:
+    input:
+        corpus=rules.corpus_summary.output.json,
+        dedup_report=rules.dedup.output.report,
+        tokenizer=rules.tokenizer.output.report,
+        pretrain=rules.base_model.output.summary,
+        sft=rules.sft_model.output.summary,
+        bpb=expand(rules.bits_per_byte.output, model=MODELS),
+        multiple_choice=expand(rules.multiple_choice.output.json, model=MODELS, set=MC_SETS),
+        samples=expand(rules.samples.output.json, model=MODELS),
+        benchmarks=stage_benchmarks,
+    output:
+        json="results/summary.json",
+        markdown="results/summary.md",
+        summary=report("results/report/summary.html", category="1. Run summary", labels={"page": "summary"}),
+        data=report("results/report/data.html", category="2. Data", labels={"page": "funnel and dedup"}),
+        tokenizer=report("results/report/tokenizer.html", category="3. Tokenizer", labels={"page": "figures"}),
+        evaluation=report("results/report/evaluation.html", caption="../report/evaluation.rst",
+                          category="5. Evaluation", labels={"page": "bits per byte and accuracy"}),
+        samples=report("results/report/samples.html", caption="../report/evaluation.rst", category="5. Evaluation",
+                       labels={"page": "samples"}),
+    params:
+        code=code_version("run_summary"),
+    log:
+        "results/logs/run_summary.log",
+    benchmark:
+        "results/benchmarks/run_summary.tsv"
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python -m workflow_scripts.run_summary --corpus {input.corpus} --dedup-report {input.dedup_report}"
+        " --tokenizer {input.tokenizer} --pretrain {input.pretrain} --sft {input.sft} --bpb {input.bpb}"
+        " --multiple-choice {input.multiple_choice} --samples {input.samples} --benchmarks {input.benchmarks}"
+        " --json {output.json} --markdown {output.markdown} --pages $(dirname {output.summary}) --log {log}"

@@ -1,0 +1,120 @@
+"""Evaluation: bits per byte against a hand computation, the samples stage, the run summary."""
+import json
+import math
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from conftest import run_stage
+from workflow_scripts.bits_per_byte import metrics, score, windows
+from workflow_scripts.common import DocWriter, StageError
+from workflow_scripts.samples import read_prompts
+
+TEXTS = ["北京是中华人民共和国的首都，位于华北平原。", "Snakemake 把流程写成规则；每条规则只在输入改变时重跑。", "长江"]
+
+
+@pytest.fixture(scope="module")
+def tiny(trained, tmp_path_factory):
+    """A randomly initialised Llama small enough to score token by token, saved with the tokenizer."""
+    tokenizer = AutoTokenizer.from_pretrained(trained[0])
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    model = LlamaForCausalLM(config).eval()
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return model, tokenizer, out
+
+
+def hand_nats(model, ids, window):
+    """Sum of -log p(token | the tokens before it in its window), one forward pass per token."""
+    total = 0.0
+    with torch.no_grad():
+        for position in range(1, len(ids)):
+            start = (position - 1) // window * window
+            logits = model(input_ids=torch.tensor([ids[start:position]])).logits[0, -1].double()
+            total -= torch.log_softmax(logits, -1)[ids[position]].item()
+    return total
+
+
+@pytest.mark.parametrize("window", [128, 5])
+def test_bits_per_byte_matches_a_hand_computation(tiny, window):
+    model, tokenizer, _ = tiny
+    eos = tokenizer.eos_token_id
+    documents = [[eos, *tokenizer.encode(t, add_special_tokens=False), eos] for t in TEXTS]
+    nats = sum(hand_nats(model, ids, window) for ids in documents)
+    nbytes = sum(len(t.encode("utf-8")) for t in TEXTS)
+    result = metrics(score(model, tokenizer, TEXTS, window, batch_size=2))
+    assert result["bytes"] == nbytes and result["tokens"] == sum(len(d) - 1 for d in documents)
+    assert result["bits_per_byte"] == pytest.approx(nats / math.log(2) / nbytes, rel=1e-5)
+    assert result["perplexity"] == pytest.approx(math.exp(nats / result["tokens"]), rel=1e-5)
+
+
+def test_windows_predict_every_token_after_the_first_once():
+    ids = list(range(23))
+    pairs = list(windows(ids, 5))
+    assert [t for _, t in pairs] == [ids[1:6], ids[6:11], ids[11:16], ids[16:21], ids[21:23]]
+    assert all(inputs == ids[ids.index(t[0]) - 1:ids.index(t[-1])] for inputs, t in pairs)
+
+
+def test_an_untrained_model_costs_about_log2_vocab_bits_per_token(tiny):
+    """Units: an untrained model is near uniform, so bits per byte is near log2(vocab) / bytes per token
+    (in nats, or per token, it would be far off)."""
+    model, tokenizer, _ = tiny
+    result = metrics(score(model, tokenizer, TEXTS, 128, 4))
+    assert result["bits_per_byte"] == pytest.approx(math.log2(len(tokenizer)) / result["bytes_per_token"], rel=0.05)
+
+
+def test_bits_per_byte_cli(tiny, tmp_path):
+    _, _, model_dir = tiny
+    with DocWriter(tmp_path / "validation.parquet") as writer:
+        for n, text in enumerate(TEXTS):
+            writer.write({"id": n, "title": str(n), "url": "", "text": text})
+    out = tmp_path / "bpb.json"
+    result = run_stage("bits_per_byte", "--model", model_dir, "--text", tmp_path / "validation.parquet",
+                       "--max-documents", 2, "--out", out)
+    assert result.returncode == 0, result.stderr
+    scored = json.loads(out.read_text())
+    assert scored["documents"] == 2 and scored["seq_len"] == 128
+    assert scored["bytes"] == sum(len(t.encode("utf-8")) for t in TEXTS[:2])
+    assert scored["bits_per_byte"] == pytest.approx(scored["nats"] / math.log(2) / scored["bytes"])
+
+
+def test_bits_per_byte_of_a_missing_model_is_one_line(tmp_path):
+    result = run_stage("bits_per_byte", "--model", tmp_path / "nothing", "--text", tmp_path / "v.parquet",
+                       "--out", tmp_path / "bpb.json")
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.endswith(f"bits_per_byte error: {tmp_path / 'nothing'}: not a model directory (no config.json); "
+                         "build it with snakemake first")
+
+
+def test_prompt_file_comments_and_blank_lines(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("# a comment\n\n 北京在哪里？ \n  # indented comment\n写一首诗。\n", encoding="utf-8")
+    assert read_prompts(path) == ["北京在哪里？", "写一首诗。"]
+    path.write_text("# only comments\n\n")
+    with pytest.raises(StageError, match="no prompts"):
+        read_prompts(path)
+
+
+def test_samples_are_greedy_and_repeatable(tiny, tmp_path):
+    _, _, model_dir = tiny
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("北京在哪里？\n请介绍一下长江。\n", encoding="utf-8")
+    runs = []
+    for n, style in enumerate(("chat", "chat", "completion")):
+        out, markdown = tmp_path / f"s{n}.json", tmp_path / f"s{n}.md"
+        result = run_stage("samples", "--model", model_dir, "--prompts", prompts, "--style", style,
+                           "--max-new-tokens", 8, "--out", out, "--markdown", markdown)
+        assert result.returncode == 0, result.stderr
+        runs.append(json.loads(out.read_text()))
+        assert "请介绍一下长江。" in markdown.read_text(encoding="utf-8")
+    assert [s["prompt"] for s in runs[0]["samples"]] == ["北京在哪里？", "请介绍一下长江。"]
+    assert runs[0]["samples"] == runs[1]["samples"]
+    assert runs[0]["decoding"] == {"greedy": True, "max_new_tokens": 8, "repetition_penalty": 1.1}
+    assert runs[2]["style"] == "completion"

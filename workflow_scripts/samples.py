@@ -1,0 +1,84 @@
+"""A model's answers to a fixed, editable prompt set, decoded greedily so reruns give the same text.
+
+    python -m workflow_scripts.samples --model results/sft_model --prompts demo/eval/prompts.txt \
+        --style chat --max-new-tokens 64 --out samples.json --markdown samples.md
+
+The prompt file holds one prompt per line; blank lines and lines starting with # are skipped.
+--style chat sends each prompt as a user turn through the model's chat template (for SFT
+models); --style completion continues the prompt as plain text after an end-of-text token, the
+way a base model saw documents start in pretraining.
+"""
+import time
+from pathlib import Path
+
+import torch
+
+from workflow_scripts.common import StageError, log, stage_cli, write_json, write_text
+from workflow_scripts.training import load_causal_lm
+
+
+def read_prompts(path: Path):
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise StageError(f"{path}: cannot read the prompt file ({err})") from None
+    prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not prompts:
+        raise StageError(f"{path}: no prompts (one per line; # starts a comment)")
+    return prompts
+
+
+def prompt_ids(tokenizer, prompt, style):
+    if style == "chat":
+        if not tokenizer.chat_template:
+            raise StageError(f"{tokenizer.name_or_path}: no chat template; use --style completion for a base model")
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                             tokenize=True, return_dict=True)["input_ids"]
+    return [tokenizer.eos_token_id, *tokenizer.encode(prompt, add_special_tokens=False)]
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompt, style, settings):
+    ids = torch.tensor([prompt_ids(tokenizer, prompt, style)], device=model.device)
+    output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **settings)
+    return tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+
+def describe(style, settings):
+    return (f"{style} prompts, greedy decoding, at most {settings['max_new_tokens']} new tokens, "
+            f"repetition penalty {settings['repetition_penalty']}")
+
+
+def markdown(model_name, style, answers, settings):
+    lines = [f"# Samples from {model_name}", "", describe(style, settings) + ".", ""]
+    for item in answers:
+        lines += [f"**{item['prompt']}**", "", "> " + (item["answer"] or "(empty)").replace("\n", "\n> "), ""]
+    return "\n".join(lines)
+
+
+def add_arguments(ap):
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--prompts", type=Path, required=True, help="one prompt per line")
+    ap.add_argument("--style", choices=("chat", "completion"), required=True)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--repetition-penalty", type=float, default=1.1)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--markdown", type=Path, required=True)
+
+
+def run(args, progress_stream):
+    started = time.perf_counter()
+    prompts = read_prompts(args.prompts)
+    model, tokenizer = load_causal_lm(args.model)
+    settings = {"max_new_tokens": args.max_new_tokens, "repetition_penalty": args.repetition_penalty}
+    answers = [{"prompt": p, "answer": generate(model, tokenizer, p, args.style, settings)} for p in prompts]
+    write_json(args.out, {"model": str(args.model), "style": args.style, "decoding": {"greedy": True, **settings},
+                          "description": describe(args.style, settings), "samples": answers,
+                          "seconds": round(time.perf_counter() - started, 2)})
+    write_text(args.markdown, markdown(args.model.name, args.style, answers, settings))
+    log.info("%d samples from %s", len(answers), args.model)
+
+
+if __name__ == "__main__":
+    stage_cli("samples", __doc__, add_arguments, run)
