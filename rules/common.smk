@@ -103,7 +103,7 @@ def launcher(section):
     settings = config[section]
     nodes = settings.get("nodes", 1)
     srun = f"srun --overlap --nodes={nodes} --ntasks-per-node=1 " if nodes > 1 else ""
-    return (f"{srun}python -m workflow_scripts.launch --gpus {settings['gpus']} --processes {settings['processes']}"
+    return (f"{srun}python -m workflow_scripts.launch --gpus {settings['gpus']} --processes {settings.get('processes', 1)}"
             f" --nodes {nodes} --")
 
 
@@ -115,8 +115,9 @@ def multiple_choice_files(wildcards):
 def stage_benchmarks(wildcards):
     """The benchmark TSV of every job run_summary depends on: its wall time per stage."""
     paths = set()
+    not_in_run = {"run_summary"} | ({"dpo_model"} if "dpo_model" not in MODELS else set())
     for stage in workflow.rules:
-        if stage.benchmark is None or stage.name == "run_summary":
+        if stage.benchmark is None or stage.name in not_in_run:
             continue
         shards = TOKEN_SHARDS if stage.name == "token_shard" else SHARDS
         pattern = strip_wildcard_constraints(str(stage.benchmark))
@@ -131,12 +132,12 @@ TOKEN_SHARDS = [f"{i:03d}" for i in range(config["tokens"]["shards"])]
 SPLITS = ["train", "validation"]
 DL = "results/download/zhwiki-pages-articles-multistream"
 SAMPLE_DIR = str(Path(workflow.basedir, "demo", "zhwiki"))
-MODELS = ["base_model", "sft_model"]
+MODELS = ["base_model", "sft_model"] + (["dpo_model"] if config["dpo"]["enabled"] else [])
 MC_SETS = {entry["name"]: entry["path"] for entry in config["eval"]["multiple_choice"]}
 
 
 wildcard_constraints:
     shard=r"\d{3}",
     split="train|validation",
-    model="|".join(MODELS),
+    model="base_model|sft_model|dpo_model",
     set="|".join(MC_SETS) or "(?!)",

@@ -56,8 +56,8 @@ rule samples:
         json="results/eval/{model}/samples.json",
         markdown="results/eval/{model}/samples.md",
     params:
-        # A base model continues text; only the SFT model has learnt to answer chat turns.
-        style=lambda wildcards: "chat" if wildcards.model == "sft_model" else "completion",
+        # A base model continues text; the SFT and DPO models have learnt to answer chat turns.
+        style=lambda wildcards: "completion" if wildcards.model == "base_model" else "chat",
         max_new_tokens=config["eval"]["max_new_tokens"],
         repetition_penalty=config["eval"]["repetition_penalty"],
         code=code_version("samples"),
@@ -82,6 +82,7 @@ rule run_summary:
         tokenizer=rules.tokenizer.output.report,
         pretrain=rules.base_model.output.summary,
         sft=rules.sft_model.output.summary,
+        dpo=[rules.dpo_model.output.summary] if "dpo_model" in MODELS else [],
         bpb=expand(rules.bits_per_byte.output, model=MODELS),
         multiple_choice=expand(rules.multiple_choice.output.json, model=MODELS, set=MC_SETS),
         samples=expand(rules.samples.output.json, model=MODELS),
@@ -106,6 +107,7 @@ rule run_summary:
         "../envs/data.yaml"
     shell:
         "python -m workflow_scripts.run_summary --corpus {input.corpus} --dedup-report {input.dedup_report}"
-        " --tokenizer {input.tokenizer} --pretrain {input.pretrain} --sft {input.sft} --bpb {input.bpb}"
+        " --tokenizer {input.tokenizer} --pretrain {input.pretrain} --sft {input.sft} --dpo {input.dpo}"
+        " --bpb {input.bpb}"
         " --multiple-choice {input.multiple_choice} --samples {input.samples} --benchmarks {input.benchmarks}"
         " --json {output.json} --markdown {output.markdown} --pages $(dirname {output.summary}) --log {log}"

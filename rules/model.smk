@@ -68,3 +68,32 @@ rule sft_model:
         " --model {input.model} --data {params.data} {params.options} --checkpoint-root {params.checkpoints}"
         " --out {output.model} --metrics {output.metrics} --plot {output.plot} --summary {output.summary}"
         " --log {log}"
+
+
+rule dpo_model:
+    input:
+        model=rules.sft_model.output.model,
+        data=config["dpo"]["data"],
+    output:
+        model=directory("results/dpo_model"),
+        metrics="results/dpo/metrics.jsonl",
+        plot=report("results/dpo/loss.png", category="4. Training", labels={"stage": "DPO"}),
+        summary="results/dpo/summary.json",
+    params:
+        launcher=launcher("dpo"),
+        options=cli_options(config["dpo"], skip=("enabled", "data", "gpus")),
+        checkpoints="results/checkpoints/dpo_model",
+        code=code_version("dpo", "sft_data", "training"),
+    log:
+        "results/logs/dpo_model.log",
+    benchmark:
+        "results/benchmarks/dpo_model.tsv"
+    threads: workflow.cores
+    resources:
+        gpu=config["dpo"]["gpus"],
+    conda:
+        "../envs/training.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} {params.launcher} -m workflow_scripts.dpo --model {input.model}"
+        " --data {input.data} {params.options} --checkpoint-root {params.checkpoints} --out {output.model}"
+        " --metrics {output.metrics} --plot {output.plot} --summary {output.summary} --log {log}"

@@ -39,12 +39,23 @@ def options(argv):
     return parsed, rest
 
 
+def new_job_id():
+    """The next free id, claimed by creating its record file exclusively (the plugin submits from
+    several threads at once)."""
+    JOBS.mkdir(parents=True, exist_ok=True)
+    job_id = 1000 + len(list(JOBS.glob("*.json")))
+    while True:
+        try:
+            os.close(os.open(JOBS / f"{job_id}.json", os.O_CREAT | os.O_EXCL))
+            return str(job_id)
+        except FileExistsError:
+            job_id += 1
+
+
 def sbatch(argv):
     parsed, _ = options(argv)
-    JOBS.mkdir(parents=True, exist_ok=True)
-    job_id = str(len(list(JOBS.glob("*.json"))) + 1000)
-    record = {"id": job_id, "argv": argv, "options": parsed}
-    (JOBS / f"{job_id}.json").write_text(json.dumps(record))
+    job_id = new_job_id()
+    (JOBS / f"{job_id}.json").write_text(json.dumps({"id": job_id, "argv": argv, "options": parsed}))
     env = {**os.environ, "SLURM_JOB_ID": job_id, "SLURM_JOB_NAME": str(parsed.get("job-name", "")),
            "SLURM_JOB_NODELIST": "localhost", "SLURM_NODEID": "0", "SLURM_NNODES": str(parsed.get("nodes", 1))}
     if "gpus" in parsed:  # SLURM shows a job only its own devices

@@ -39,7 +39,7 @@ def slurm_run(fake_slurm, tmp_path_factory):
     (workdir / "quick.yaml").write_text(yaml.safe_dump(QUICK))
     result = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "--configfile",
                              "config.yaml", "quick.yaml", "--slurm-init-seconds-before-status-checks", "1", "all"],
-                            cwd=workdir, env=fake_slurm, capture_output=True, text=True, timeout=1500)
+                            cwd=workdir, env=fake_slurm, capture_output=True, text=True, timeout=900)
     jobs = [json.loads(p.read_text()) for p in sorted(Path(fake_slurm["FAKE_SLURM_DIR"], "jobs").glob("*.json"))]
     return workdir, result, jobs
 
@@ -56,6 +56,7 @@ def submitted(jobs):
 def test_the_slurm_profile_runs_the_demo(slurm_run):
     workdir, result, jobs = slurm_run
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert len({job["id"] for job in jobs}) == len(jobs) == 28
     by_rule = submitted(jobs)
     assert {rule: len(options) for rule, options in by_rule.items()} == {
         "download": 1, "extract": 2, "convert": 2, "clean": 2, "minhash": 2, "dedup": 1, "split": 1,

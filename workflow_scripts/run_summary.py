@@ -68,7 +68,8 @@ def summary_rows(corpus, tokenizer, training, bpb, mc_results, times):
              ("tokenizer", "bytes / token (validation)", fmt(validation["bytes_per_token"], 3))]
     for stage, summary in training.items():
         rows += [(stage, key.replace("_", " "), fmt(summary[key])) for key in
-                 ("parameters", "steps", "tokens", "first_loss", "final_loss", "val_loss", "val_bpb", "tokens_per_s")
+                 ("parameters", "pairs", "steps", "tokens", "first_loss", "final_loss", "val_loss", "val_bpb",
+                  "first_margin", "final_margin", "final_reward_accuracy", "tokens_per_s")
                  if key in summary]
     for result in bpb:
         rows += [(model_name(result), "bits per byte (validation)", fmt(result["bits_per_byte"])),
@@ -147,6 +148,7 @@ def add_arguments(ap):
     ap.add_argument("--tokenizer", type=Path, required=True, help="tokenizer report JSON")
     ap.add_argument("--pretrain", type=Path, required=True, help="pretraining summary JSON")
     ap.add_argument("--sft", type=Path, required=True, help="SFT summary JSON")
+    ap.add_argument("--dpo", type=Path, nargs="?", help="DPO summary JSON, when DPO ran")
     ap.add_argument("--bpb", type=Path, nargs="+", required=True)
     ap.add_argument("--multiple-choice", type=Path, nargs="*", default=[])
     ap.add_argument("--samples", type=Path, nargs="+", required=True)
@@ -161,6 +163,8 @@ def add_arguments(ap):
 def run(args, progress_stream):
     corpus, tokenizer = read_json(args.corpus), read_json(args.tokenizer)
     training = {"pretrain": read_json(args.pretrain), "sft": read_json(args.sft)}
+    if args.dpo:
+        training["dpo"] = read_json(args.dpo)
     bpb, mc_results = [read_json(p) for p in args.bpb], [read_json(p) for p in args.multiple_choice]
     samples = [read_json(p) for p in args.samples]
     times = stage_times(args.benchmarks, args.benchmarks_root)

@@ -1,0 +1,44 @@
+"""Preference data for DPO: both layouts of the real sets, and clear errors for bad records."""
+import json
+
+import pytest
+
+from conftest import REPO, SHARED_DATA
+from workflow_scripts.common import StageError
+from workflow_scripts.dpo import read_pairs
+
+DPO_DATA = SHARED_DATA / "dpo"
+
+
+def test_real_sets_in_both_layouts_are_read():
+    pairs, counts = read_pairs([DPO_DATA / "dpo_zh_500.jsonl", DPO_DATA / "dpo_zh_demo.json"], skip_bad=False)
+    assert [c["pairs"] for c in counts.values()] == [500, 300] and len(pairs) == 800
+    first = json.loads((DPO_DATA / "dpo_zh_500.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert pairs[0]["prompt"] == [{"role": "user", "content": first["conversations"][0]["value"]}]
+    assert pairs[0]["chosen"] == [{"role": "assistant", "content": first["chosen"]}]
+    second_layout = json.loads((DPO_DATA / "dpo_zh_demo.json").read_text(encoding="utf-8"))[0]
+    assert pairs[500]["rejected"][0]["content"] == second_layout["rejected"]["value"]
+    assert all(p["prompt"][-1]["role"] == "user" for p in pairs)
+
+
+def test_bundled_demo_pairs_differ():
+    pairs, _ = read_pairs([REPO / "demo/dpo/demo_pairs.jsonl"], skip_bad=False)
+    assert len(pairs) > 250 and all(p["chosen"] != p["rejected"] for p in pairs)
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"conversations": [{"from": "human", "value": "问"}], "chosen": "好"}, "line 2: field 'rejected' must be"),
+    ({"conversations": [{"from": "human", "value": "问"}, {"from": "gpt", "value": "答"}], "chosen": "a",
+      "rejected": "b"}, "line 2: field 'conversations' must end with the user's turn"),
+    ({"chosen": "a", "rejected": "b"}, "line 2: has no 'conversations' list"),
+    ({"conversations": [{"from": "robot", "value": "问"}], "chosen": "a", "rejected": "b"},
+     r"line 2: field conversations\[0\].from must be one of"),
+])
+def test_bad_record_is_one_line_naming_file_line_and_field(tmp_path, record, message):
+    good = {"conversations": [{"from": "human", "value": "问"}], "chosen": "对", "rejected": "错"}
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(record) + "\n", encoding="utf-8")
+    with pytest.raises(StageError, match=f"pairs.jsonl: {message}"):
+        read_pairs([path], skip_bad=False)
+    pairs, counts = read_pairs([path], skip_bad=True)
+    assert len(pairs) == 1 and counts[str(path)] == {"pairs": 1, "skipped_bad": 1}

@@ -1,0 +1,148 @@
+"""Preference tuning (DPO, with trl) of the SFT model on chosen/rejected answer pairs.
+
+    python -m workflow_scripts.dpo --model results/sft_model --data demo/dpo/demo_pairs.jsonl \
+        --checkpoint-root results/checkpoints/dpo_model --out results/dpo_model \
+        --metrics dpo/metrics.jsonl --plot dpo/loss.png --summary dpo/summary.json
+
+Pairs are JSON arrays or JSONL of {conversations: [{from, value}], chosen, rejected}, chosen and
+rejected each a string or a {from, value} turn (the layouts of ../shared/data/dpo/); the
+conversation must end on the user's turn. A malformed record stops the stage with its file,
+line and field, unless --skip-bad-records. The frozen reference is the starting model itself
+(trl's default). Checkpoints go to a run directory named by the settings, outside the rule's
+outputs; rerunning resumes from the last one.
+"""
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from workflow_scripts.common import StageError, atomic_dir, log, sha1_file, stage_cli, write_json, write_text
+from workflow_scripts.plots import plt, save_png
+from workflow_scripts.sft_data import SHAREGPT_ROLES, BadRecord, from_turns, raw_records
+from workflow_scripts.training import run_id
+
+
+def answer_text(record, key):
+    value = record.get(key)
+    if isinstance(value, dict):
+        value = value.get("value")
+    if not isinstance(value, str) or not value.strip():
+        raise BadRecord(f"field {key!r} must be a non-empty string or a {{from, value}} turn")
+    return value
+
+
+def to_pair(record):
+    if not isinstance(record, dict) or "conversations" not in record:
+        raise BadRecord("has no 'conversations' list")
+    prompt = from_turns(record["conversations"], "conversations", "from", "value", SHAREGPT_ROLES)
+    if prompt[-1]["role"] != "user":
+        raise BadRecord("field 'conversations' must end with the user's turn that chosen and rejected answer")
+    return {"prompt": prompt, "chosen": [{"role": "assistant", "content": answer_text(record, "chosen")}],
+            "rejected": [{"role": "assistant", "content": answer_text(record, "rejected")}]}
+
+
+def read_pairs(paths, skip_bad):
+    """(pairs in trl's conversational preference format, {path: {pairs, skipped_bad}})."""
+    pairs, counts = [], {}
+    for path in paths:
+        kept = skipped = 0
+        for where, record in raw_records(Path(path)):
+            try:
+                if isinstance(record, BadRecord):
+                    raise record
+                pairs.append(to_pair(record))
+                kept += 1
+            except BadRecord as err:
+                if not skip_bad:
+                    raise StageError(f"{path}: {where}: {err}; fix the record or set dpo.skip_bad_records") from None
+                skipped += 1
+        counts[str(path)] = {"pairs": kept, "skipped_bad": skipped}
+    if not pairs:
+        raise StageError(f"no preference pairs in {', '.join(map(str, paths))}")
+    return pairs, counts
+
+
+def plot(records, path):
+    steps = [r["step"] for r in records if "rewards/margins" in r]
+    fig, (loss_ax, margin_ax) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    loss_ax.plot(steps, [r["loss"] for r in records if "rewards/margins" in r])
+    loss_ax.set_ylabel("DPO loss")
+    loss_ax.set_title("DPO")
+    margin_ax.plot(steps, [r["rewards/margins"] for r in records if "rewards/margins" in r], color="tab:green")
+    margin_ax.set_ylabel("reward margin (chosen - rejected)")
+    margin_ax.set_xlabel("step")
+    for ax in (loss_ax, margin_ax):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_png(fig, path)
+
+
+def summarise(records, counts, args):
+    logged = [r for r in records if "rewards/margins" in r]
+    window = max(1, len(logged) // 10)  # margins of 8 pairs are noisy: average a tenth of the run
+    head, tail = logged[:window], logged[-window:]
+    mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
+    return {"pairs": sum(c["pairs"] for c in counts.values()), "data": counts, "steps": logged[-1]["step"],
+            "beta": args.beta, "first_loss": logged[0]["loss"], "final_loss": mean(tail, "loss"),
+            "first_margin": mean(head, "rewards/margins"), "final_margin": mean(tail, "rewards/margins"),
+            "final_reward_accuracy": mean(tail, "rewards/accuracies")}
+
+
+def add_arguments(ap):
+    ap.add_argument("--model", type=Path, required=True, help="the SFT model directory")
+    ap.add_argument("--data", type=Path, nargs="+", required=True, help="preference files")
+    ap.add_argument("--skip-bad-records", action=argparse.BooleanOptionalAction, default=False)
+    ap.add_argument("--beta", type=float, default=0.1, help="strength of the pull towards the reference model")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--max-steps", type=int, default=120)
+    ap.add_argument("--batch-size", type=int, default=8, help="pairs per step")
+    ap.add_argument("--max-len", type=int, default=512, help="tokens per prompt + answer")
+    ap.add_argument("--warmup-steps", type=int, default=3)
+    ap.add_argument("--checkpoint-every", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--checkpoint-root", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--metrics", type=Path, required=True)
+    ap.add_argument("--plot", type=Path, required=True)
+    ap.add_argument("--summary", type=Path, required=True)
+
+
+def trainer(args, pairs, run_dir):
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    config = DPOConfig(output_dir=str(run_dir), max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
+                       learning_rate=args.lr, lr_scheduler_type="cosine", warmup_steps=args.warmup_steps,
+                       beta=args.beta, max_length=args.max_len, logging_steps=1, save_steps=args.checkpoint_every,
+                       save_total_limit=2, report_to=[], seed=args.seed, data_seed=args.seed,
+                       bf16=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available())
+    model = AutoModelForCausalLM.from_pretrained(args.model)
+    return DPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer)
+
+
+def run(args, progress_stream):
+    pairs, counts = read_pairs(args.data, args.skip_bad_records)
+    data_hash = "".join(sha1_file(p) for p in args.data)
+    run_dir = args.checkpoint_root / run_id(args, model=sha1_file(args.model / "model.safetensors"), data=data_hash)
+    dpo = trainer(args, pairs, run_dir)
+    resume = any(run_dir.glob("checkpoint-*"))
+    if resume:
+        log.info("resuming from the last checkpoint in %s", run_dir)
+    dpo.train(resume_from_checkpoint=resume or None)
+    with atomic_dir(args.out) as tmp:
+        dpo.save_model(str(tmp))
+        dpo.processing_class.save_pretrained(tmp, save_jinja_files=False)
+        if (args.model / "generation_config.json").exists():  # stop at <|im_end|>, as the SFT model does
+            shutil.copy(args.model / "generation_config.json", tmp / "generation_config.json")
+    records = [r for r in dpo.state.log_history if "loss" in r]
+    write_text(args.metrics, "".join(json.dumps(r) + "\n" for r in records))
+    plot(records, args.plot)
+    summary = summarise(records, counts, args)
+    write_json(args.summary, summary)
+    log.info("%s", summary)
+
+
+if __name__ == "__main__":
+    stage_cli("dpo", __doc__, add_arguments, run)
