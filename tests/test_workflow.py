@@ -199,6 +199,23 @@ def test_changing_a_stage_code_reruns_that_stage(built):
     assert set(jobs) == {"split", "corpus_summary", "corpus"}
 
 
+# After the tests that expect nothing to rerun (it adds a DPO model to `built`), and before the one that
+# breaks the corpus.
+def test_dpo_preset_tunes_and_evaluates_a_third_model_and_reruns_nothing_else(built):
+    preset = ("--configfile", "config.yaml", "config/presets/dpo.yaml")
+    assert planned_jobs(built, "all", *preset) == {"dpo_model": 1, "bits_per_byte": 1, "multiple_choice": 1,
+                                                   "samples": 1, "run_summary": 1, "all": 1}
+    snakemake(built, "all", *preset)
+    summary = json.loads((built / "results/dpo/summary.json").read_text())
+    assert summary["pairs"] == 291 and summary["steps"] == 120
+    # Measured: margin 0.013 -> 0.51 and reward accuracy 0.77 over the last tenth of the steps.
+    assert summary["final_margin"] > summary["first_margin"] + 0.2 and summary["final_reward_accuracy"] > 0.6
+    assert json.loads((built / "results/eval/dpo_model/samples.json").read_text())["style"] == "chat"
+    rows = json.loads((built / "results/summary.json").read_text())
+    assert ("dpo", "final margin") in {(r["section"], r["measure"]) for r in rows}
+    assert planned_jobs(built, "all", *preset) == {}
+
+
 def test_config_typo_fails_with_one_line_naming_the_key(built, tmp_path):
     result = snakemake(built, "-n", "corpus", *with_override(tmp_path, "dedup:\n  treshold: 0.7\n"), check=False)
     assert result.returncode == 1
@@ -238,18 +255,3 @@ def test_a_corpus_filtered_to_nothing_fails_and_keeps_earlier_results(built, tmp
     assert (built / "results/corpus/train.parquet").exists()
     assert planned_jobs(built)["clean"] == 2  # the default settings rebuild what the failed run replaced
 
-
-# Last in this module: it adds the DPO model to `built`, which the tests above do not expect.
-def test_dpo_preset_tunes_and_evaluates_a_third_model_and_reruns_nothing_else(built):
-    preset = ("--configfile", "config.yaml", "config/presets/dpo.yaml")
-    assert planned_jobs(built, "all", *preset) == {"dpo_model": 1, "bits_per_byte": 1, "multiple_choice": 1,
-                                                   "samples": 1, "run_summary": 1, "all": 1}
-    snakemake(built, "all", *preset)
-    summary = json.loads((built / "results/dpo/summary.json").read_text())
-    assert summary["pairs"] == 291 and summary["steps"] == 120
-    # Measured: margin 0.013 -> 0.51 and reward accuracy 0.77 over the last tenth of the steps.
-    assert summary["final_margin"] > summary["first_margin"] + 0.2 and summary["final_reward_accuracy"] > 0.6
-    assert json.loads((built / "results/eval/dpo_model/samples.json").read_text())["style"] == "chat"
-    rows = json.loads((built / "results/summary.json").read_text())
-    assert ("dpo", "final margin") in {(r["section"], r["measure"]) for r in rows}
-    assert planned_jobs(built, "all", *preset) == {}
