@@ -103,7 +103,8 @@ def launcher(section):
     settings = config[section]
     nodes = settings.get("nodes", 1)
     srun = f"srun --overlap --nodes={nodes} --ntasks-per-node=1 " if nodes > 1 else ""
-    return (f"{srun}python -m workflow_scripts.launch --gpus {settings['gpus']} --processes {settings.get('processes', 1)}"
+    processes = settings.get("processes", 1)
+    return (f"{srun}python -m workflow_scripts.launch --gpus {settings['gpus']} --processes {processes}"
             f" --nodes {nodes} --")
 
 

@@ -241,8 +241,9 @@ def test_a_batch_that_does_not_divide_is_a_config_error(built, tmp_path):
     result = snakemake(built, "-n", "base_model", *with_override(tmp_path, "pretrain:\n  global_batch_tokens: 1000\n"),
                        check=False)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == ("invalid config: pretrain.global_batch_tokens: 1000 is not a "
-                                                      "multiple of micro_batch x seq_len x processes (or gpus) x nodes = 2048")
+    assert result.stderr.strip().splitlines()[-1] == (
+        "invalid config: pretrain.global_batch_tokens: 1000 is not a multiple of micro_batch x seq_len x processes "
+        "(or gpus) x nodes = 2048")
 
 
 def test_a_corpus_filtered_to_nothing_fails_and_keeps_earlier_results(built, tmp_path):

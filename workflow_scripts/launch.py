@@ -7,8 +7,10 @@ one machine or across the nodes of a SLURM allocation.
 GPUs on a workstation: Snakemake counts GPUs (`--resources gpu=N`) but does not say which ones a
 job gets, so two training jobs would both start on GPU 0. Each job here claims free devices by
 holding an exclusive lock per device (`--gpu-locks`), from the devices CUDA_VISIBLE_DEVICES
-lists (all of them when it is unset; SLURM sets it to the job's own), and runs with
-CUDA_VISIBLE_DEVICES set to the claimed ones; the locks go when the job ends, however it ends.
+lists (all of them when it is unset), and runs with CUDA_VISIBLE_DEVICES set to the claimed ones;
+the locks go when the job ends, however it ends. Under SLURM (SLURM_JOB_ID set) nothing is
+claimed: SLURM already gave the job its own devices, which its cgroup may number from 0 in every
+job on a node, so locks on a shared filesystem would only make jobs wait for each other.
 
 Across nodes (`--nodes N`, one launcher per node started by srun): machine rank from
 SLURM_NODEID, rendezvous on the first host of SLURM_JOB_NODELIST (`scontrol show hostnames`).
@@ -95,12 +97,12 @@ def main():
     try:
         command = accelerate_command(args.gpus, args.processes, args.nodes, os.environ, slurm_hostnames) + script
         env = dict(os.environ)
-        if args.gpus:
+        if args.gpus and "SLURM_JOB_ID" not in os.environ:
             devices, _locks = claim_gpus(args.gpus, args.gpu_locks, visible_devices(), args.gpu_wait)
             env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
     except StageError as err:
         sys.exit(f"launch: error: {err}")
-    print(f"launch: {' '.join(command)}" + (f" on GPUs {env['CUDA_VISIBLE_DEVICES']}" if args.gpus else ""),
+    print(f"launch: {' '.join(command)}" + (f" on GPUs {env.get('CUDA_VISIBLE_DEVICES')}" if args.gpus else ""),
           file=sys.stderr)
     sys.exit(subprocess.run(command, env=env).returncode)
 

@@ -4,9 +4,10 @@ with the right answer (chosen) and an answer that states another city's or perso
 
     python -m workflow_scripts.make_demo_dpo demo/dpo
 
-300 questions (291 pairs: those whose two answers happen to agree are dropped) in the layout of
-../shared/data/dpo/dpo_zh_500.jsonl ({conversations, chosen, rejected} with string answers), written from the same templates as the demo SFT answers, so
-DPO pushes the SFT model towards the facts it read in pretraining. Byte-for-byte deterministic.
+300 questions (291 pairs: those whose two answers happen to agree are dropped) in the layout
+of ../shared/data/dpo/dpo_zh_500.jsonl ({conversations, chosen, rejected} with string answers),
+written from the same templates as the demo SFT answers, so DPO pushes the SFT model towards
+the facts it read in pretraining. Byte-for-byte deterministic.
 """
 import json
 

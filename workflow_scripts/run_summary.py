@@ -75,17 +75,22 @@ def summary_rows(corpus, tokenizer, training, bpb, mc_results, times):
         rows += [(model_name(result), "bits per byte (validation)", fmt(result["bits_per_byte"])),
                  (model_name(result), "perplexity (validation)", fmt(result["perplexity"], 2))]
     rows += [(model, f"{name} {shots}-shot {scoring} accuracy ({questions} questions, chance {chance:.0%})",
-              f"{accuracy:.1%}") for model, name, shots, scoring, accuracy, questions, chance in accuracy_rows(mc_results)]
+              f"{accuracy:.1%}")
+             for model, name, shots, scoring, accuracy, questions, chance in accuracy_rows(mc_results)]
     rows += [("wall time", f"{stage} ({jobs} job{'s' * (jobs > 1)})", f"{seconds:,.1f} s")
              for stage, (jobs, seconds) in times.items()]
     return rows
 
 
+def html_cell(value):
+    if isinstance(value, (int, float)):
+        return f'<td class="n">{html.escape(fmt(value))}</td>'
+    return f"<td>{html.escape(str(value))}</td>"
+
+
 def html_table(header, rows):
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(
-        f'<td class="n">{html.escape(fmt(c))}</td>' if isinstance(c, (int, float)) else f"<td>{html.escape(str(c))}</td>"
-        for c in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(map(html_cell, row)) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -126,8 +131,9 @@ def evaluation_page(bpb, mc_results):
         [(model, name, shots, scoring, f"{accuracy:.1%}", questions, f"{chance:.1%}")
          for model, name, shots, scoring, accuracy, questions, chance in accuracy_rows(mc_results)])))
     for result in mc_results:
+        subjects = result["results"][0]["subjects"]
         rows = [(subject, *(f"{s['subjects'][subject]['accuracy']:.1%}" for s in result["results"]),
-                 result["results"][0]["subjects"][subject]["questions"]) for subject in result["results"][0]["subjects"]]
+                 subjects[subject]["questions"]) for subject in subjects]
         sections.append((f"{model_name(result)} on {result['name']}, per subject", html_table(
             ["subject", *(f"{s['shots']}-shot {s['scoring']}" for s in result["results"]), "questions"], rows)))
     return html_page("Evaluation", sections)
