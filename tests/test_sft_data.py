@@ -5,8 +5,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from conftest import SHARED_DATA
-from workflow_scripts.common import StageError
-from workflow_scripts.sft_data import IGNORE, ReadStats, encode, read_conversations
+from workflow_scripts.common import IGNORE_INDEX, StageError
+from workflow_scripts.sft_data import ReadStats, encode, read_conversations
 
 SFT = SHARED_DATA / "sft"
 TURNS = [("user", "北京是哪个国家的首都？"), ("assistant", "北京是中国的首都。"),
@@ -44,7 +44,7 @@ def expected_labels(tokenizer, messages):
                               (f"{message['content']}<|im_end|>", message["role"] == "assistant"), ("\n", False)):
             piece = tokenizer.encode(text, add_special_tokens=False)
             ids += piece
-            labels += piece if trained else [IGNORE] * len(piece)
+            labels += piece if trained else [IGNORE_INDEX] * len(piece)
     return ids, labels
 
 
@@ -60,7 +60,7 @@ def test_labels_are_exactly_the_assistant_tokens(tmp_path, tokenizer, fmt, n_tur
     ids, labels = encode(tokenizer, messages, max_len=4096)
     want_ids, want_labels = expected_labels(tokenizer, messages)
     assert ids == want_ids and labels == want_labels
-    trained = [i for i, label in zip(ids, labels) if label != IGNORE]
+    trained = [i for i, label in zip(ids, labels) if label != IGNORE_INDEX]
     answers = "".join(f"{c}<|im_end|>" for r, c in turns if r == "assistant")
     assert tokenizer.decode(trained) == answers
 
@@ -124,5 +124,5 @@ def test_truncation_drops_old_exchanges_then_cuts_but_keeps_an_answer(tokenizer)
     assert ids == last_only and tokenizer.decode(ids).startswith("<|im_start|>system\n系统")
     for max_len in (40, 12, 3):
         ids, labels = encode(tokenizer, long_turns[:2], max_len=max_len)
-        assert len(ids) == max_len and any(label != IGNORE for label in labels)
-        assert labels[-1] != IGNORE
+        assert len(ids) == max_len and any(label != IGNORE_INDEX for label in labels)
+        assert labels[-1] != IGNORE_INDEX

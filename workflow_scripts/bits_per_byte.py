@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from workflow_scripts.common import StageError, count_docs, log, read_docs, stage_cli, write_json
-from workflow_scripts.training import IGNORE_INDEX, causal_lm_loss, load_causal_lm
+from workflow_scripts.common import IGNORE_INDEX, StageError, count_docs, log, read_docs, stage_cli, write_json
+from workflow_scripts.training import causal_lm_loss, load_causal_lm
 
 
 def document_ids(tokenizer, text):

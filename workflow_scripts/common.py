@@ -28,6 +28,10 @@ UMASK = os.umask(0)
 os.umask(UMASK)
 
 
+# Label of a token that is not trained on (PyTorch cross-entropy's ignore_index).
+IGNORE_INDEX = -100
+
+
 class StageError(Exception):
     """A problem with the user's input or config: reported as one line, never as a traceback."""
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from workflow_scripts.common import StageError, atomic_dir, log, sha1_file, stage_cli, write_json, write_text
 from workflow_scripts.plots import plt, save_png
-from workflow_scripts.sft_data import SHAREGPT_ROLES, BadRecord, from_turns, raw_records
+from workflow_scripts.sft_data import SHAREGPT_ROLES, BadRecord, ReadStats, converted_records, from_turns
 from workflow_scripts.training import run_id
 
 
@@ -45,30 +45,22 @@ def read_pairs(paths, skip_bad):
     """(pairs in trl's conversational preference format, {path: {pairs, skipped_bad}})."""
     pairs, counts = [], {}
     for path in paths:
-        kept = skipped = 0
-        for where, record in raw_records(Path(path)):
-            try:
-                if isinstance(record, BadRecord):
-                    raise record
-                pairs.append(to_pair(record))
-                kept += 1
-            except BadRecord as err:
-                if not skip_bad:
-                    raise StageError(f"{path}: {where}: {err}; fix the record or set dpo.skip_bad_records") from None
-                skipped += 1
-        counts[str(path)] = {"pairs": kept, "skipped_bad": skipped}
+        stats = ReadStats()
+        pairs += converted_records(Path(path), to_pair, skip_bad, stats, setting="dpo.skip_bad_records")
+        counts[str(path)] = {"pairs": stats.records, "skipped_bad": stats.skipped}
     if not pairs:
         raise StageError(f"no preference pairs in {', '.join(map(str, paths))}")
     return pairs, counts
 
 
 def plot(records, path):
-    steps = [r["step"] for r in records if "rewards/margins" in r]
+    logged = [r for r in records if "rewards/margins" in r]
+    steps = [r["step"] for r in logged]
     fig, (loss_ax, margin_ax) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
-    loss_ax.plot(steps, [r["loss"] for r in records if "rewards/margins" in r])
+    loss_ax.plot(steps, [r["loss"] for r in logged])
     loss_ax.set_ylabel("DPO loss")
     loss_ax.set_title("DPO")
-    margin_ax.plot(steps, [r["rewards/margins"] for r in records if "rewards/margins" in r], color="tab:green")
+    margin_ax.plot(steps, [r["rewards/margins"] for r in logged], color="tab:green")
     margin_ax.set_ylabel("reward margin (chosen - rejected)")
     margin_ax.set_xlabel("step")
     for ax in (loss_ax, margin_ax):

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from workflow_scripts.common import StageError, log, sha1_file, stage_cli
-from workflow_scripts.sft_data import IGNORE, ReadStats, encode, read_conversations
+from workflow_scripts.common import IGNORE_INDEX, StageError, log, sha1_file, stage_cli
+from workflow_scripts.sft_data import ReadStats, encode, read_conversations
 from workflow_scripts.training import (Job, RunShape, Sampler, add_training_arguments, evaluate, run_id, run_training,
                                        set_seed)
 
@@ -86,7 +86,7 @@ def collate(samples, indices, pad_id):
     """(inputs, targets) padded on the right; targets are the labels shifted by one, -100 on padding."""
     width = max(len(samples[i][0]) for i in indices)
     ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(indices), width), IGNORE, dtype=torch.long)
+    labels = torch.full((len(indices), width), IGNORE_INDEX, dtype=torch.long)
     for row, i in enumerate(indices):
         ids[row, :len(samples[i][0])] = torch.tensor(samples[i][0])
         labels[row, :len(samples[i][1])] = torch.tensor(samples[i][1])

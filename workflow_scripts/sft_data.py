@@ -18,9 +18,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workflow_scripts.common import StageError
+from workflow_scripts.common import IGNORE_INDEX, StageError
 
-IGNORE = -100
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "chatgpt": "assistant", "system": "system"}
 
@@ -123,25 +122,37 @@ CONVERTERS = {
 }
 
 
-def read_conversations(path: Path, skip_bad=False, stats=None):
-    """Yield each record of a chat file as a list of {role, content} messages."""
-    stats = stats if stats is not None else ReadStats()
-    file_format = None
+def converted_records(path: Path, convert, skip_bad, stats, setting="skip_bad_records"):
+    """Yield convert(record) for each record of a JSON or JSONL file. A bad record stops with one
+    line naming the file, the record and the field, or with skip_bad is counted in `stats`."""
     for where, record in raw_records(path):
         try:
             if isinstance(record, BadRecord):
                 raise record
-            file_format = file_format or detect_format(record)
-            messages, list_key = CONVERTERS[file_format](record)
-            messages, trimmed = without_unanswered_question(messages)
-            check_turn_order(messages, list_key)
+            value = convert(record)
         except (BadRecord, KeyError, AttributeError, TypeError) as err:
             if not skip_bad:
-                raise StageError(f"{path}: {where}: {err}; fix the record or set skip_bad_records") from None
+                raise StageError(f"{path}: {where}: {err}; fix the record or set {setting}") from None
             stats.skipped += 1
             stats.errors.append(f"{where}: {err}")
             continue
         stats.records += 1
+        yield value
+
+
+def read_conversations(path: Path, skip_bad=False, stats=None):
+    """Yield each record of a chat file as a list of {role, content} messages."""
+    stats = stats if stats is not None else ReadStats()
+    file_format = []  # detected from the first good record
+
+    def convert(record):
+        if not file_format:
+            file_format.append(detect_format(record))
+        messages, list_key = CONVERTERS[file_format[0]](record)
+        messages, trimmed = without_unanswered_question(messages)
+        return check_turn_order(messages, list_key), trimmed
+
+    for messages, trimmed in converted_records(path, convert, skip_bad, stats):
         stats.trimmed_unanswered += trimmed
         yield messages
 
@@ -157,7 +168,7 @@ def encode(tokenizer, messages, max_len):
         messages = messages[:exchanges_start] + messages[exchanges_start + 2:]
     if len(ids) > max_len:
         ids, mask = cut_single_exchange(ids, mask, max_len)
-    return ids, [token if trained else IGNORE for token, trained in zip(ids, mask)]
+    return ids, [token if trained else IGNORE_INDEX for token, trained in zip(ids, mask)]
 
 
 def cut_single_exchange(ids, mask, max_len):

@@ -26,7 +26,7 @@ import torch
 
 from tqdm import tqdm
 
-from workflow_scripts.common import StageError, atomic_dir, log, read_json, write_json, write_text
+from workflow_scripts.common import IGNORE_INDEX, StageError, atomic_dir, log, read_json, write_json, write_text
 from workflow_scripts.plots import plt, save_png
 
 DEEPSPEED_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "deepspeed"
@@ -123,9 +123,6 @@ def token_byte_lengths(tokenizer):
     for token, token_id in tokenizer.get_vocab().items():
         lengths[token_id] = 0 if token_id in special else len(token)
     return torch.from_numpy(lengths)
-
-
-IGNORE_INDEX = -100
 
 
 def causal_lm_loss(model, inputs, targets, reduction="mean"):
