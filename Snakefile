@@ -5,6 +5,7 @@
 #   snakemake --cores all tokens        # both splits as token shards for pretraining
 #   snakemake --cores all base_model    # a LLaMA-style model pretrained from scratch (results/base_model)
 #   snakemake --cores all sft_model     # that model fine-tuned to chat (results/sft_model)
+#   snakemake --cores all continued_model  # an existing model with more Chinese tokens, pretrained further
 #   snakemake --cores all eval          # both models evaluated; results/summary.md sums up the run
 #   snakemake --report results/report.html   # the run as one page (after a run)
 #
@@ -22,6 +23,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/tokenizer.smk"
 include: "rules/model.smk"
+include: "rules/continued.smk"
 include: "rules/eval.smk"
 
 
@@ -29,7 +31,7 @@ rule all:
     default_target: True
     input:
         rules.corpus_summary.output,
-        rules.tokens_index.output,
+        rules.tokens_index.output.index.format(tokens="tokens"),
         rules.base_model.output,
         rules.sft_model.output,
         rules.run_summary.output,
@@ -44,7 +46,7 @@ rule corpus:
 
 rule tokens:
     input:
-        index=rules.tokens_index.output.index,
+        index=rules.tokens_index.output.index.format(tokens="tokens"),
         report=rules.tokenizer.output.report,
 
 

@@ -1,4 +1,6 @@
 # The data stages: dump -> extract -> convert -> clean -> minhash -> dedup -> split (the corpus).
+# Extra local corpora (config corpora.extra) enter through ingest and share every stage after it;
+# a {part} is one shard of one corpus: zhwiki-000, textbook-000, ...
 
 
 rule download:
@@ -63,19 +65,43 @@ rule extract:
         " --out {output.docs} --stats {output.stats} --log {log}"
 
 
+rule ingest:
+    input:
+        files=extra_corpus_files,
+    output:
+        docs="results/ingest/{part}.parquet",
+        stats="results/ingest/{part}.json",
+    params:
+        name=lambda wildcards: part_corpus(wildcards)["name"],
+        shard=lambda wildcards: int(wildcards.part[-3:]),
+        options=ingest_options,
+        code=code_version("ingest"),
+    log:
+        "results/logs/ingest/{part}.log",
+    benchmark:
+        "results/benchmarks/ingest/{part}.tsv"
+    wildcard_constraints:
+        part=EXTRA_PART_PATTERN,
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python -m workflow_scripts.ingest --name {params.name} --files {input.files} {params.options}"
+        " --shard {params.shard} --out {output.docs} --stats {output.stats} --log {log}"
+
+
 rule convert:
     input:
-        docs=rules.extract.output.docs,
+        docs=convert_input,
     output:
-        docs="results/convert/shard-{shard}.parquet",
-        stats="results/convert/shard-{shard}.json",
+        docs="results/convert/{part}.parquet",
+        stats="results/convert/{part}.json",
     params:
-        opencc_config=config["convert"]["opencc_config"],
+        opencc_config=lambda wildcards: part_corpus(wildcards)["opencc_config"],
         code=code_version("convert"),
     log:
-        "results/logs/convert/shard-{shard}.log",
+        "results/logs/convert/{part}.log",
     benchmark:
-        "results/benchmarks/convert/shard-{shard}.tsv"
+        "results/benchmarks/convert/{part}.tsv"
     conda:
         "../envs/data.yaml"
     shell:
@@ -87,27 +113,19 @@ rule clean:
     input:
         docs=rules.convert.output.docs,
     output:
-        docs="results/clean/shard-{shard}.parquet",
-        stats="results/clean/shard-{shard}.json",
+        docs="results/clean/{part}.parquet",
+        stats="results/clean/{part}.json",
     params:
-        min_chars=config["clean"]["min_chars"],
-        min_han_fraction=config["clean"]["min_han_fraction"],
-        max_duplicate_line_fraction=config["clean"]["max_duplicate_line_fraction"],
-        repetition_ngram=config["clean"]["repetition_ngram"],
-        max_repeated_ngram_fraction=config["clean"]["max_repeated_ngram_fraction"],
+        options=lambda wildcards: cli_options(part_corpus(wildcards)["clean"]),
         code=code_version("clean"),
     log:
-        "results/logs/clean/shard-{shard}.log",
+        "results/logs/clean/{part}.log",
     benchmark:
-        "results/benchmarks/clean/shard-{shard}.tsv"
+        "results/benchmarks/clean/{part}.tsv"
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.clean --input {input.docs} --min-chars {params.min_chars}"
-        " --min-han-fraction {params.min_han_fraction}"
-        " --max-duplicate-line-fraction {params.max_duplicate_line_fraction}"
-        " --repetition-ngram {params.repetition_ngram}"
-        " --max-repeated-ngram-fraction {params.max_repeated_ngram_fraction}"
+        "python -m workflow_scripts.clean --input {input.docs} {params.options}"
         " --out {output.docs} --stats {output.stats} --log {log}"
 
 
@@ -115,16 +133,16 @@ rule minhash:
     input:
         docs=rules.clean.output.docs,
     output:
-        signatures="results/minhash/shard-{shard}.npz",
+        signatures="results/minhash/{part}.npz",
     params:
         ngram=config["dedup"]["ngram"],
         num_perm=config["dedup"]["num_perm"],
         seed=config["dedup"]["seed"],
         code=code_version("minhash"),
     log:
-        "results/logs/minhash/shard-{shard}.log",
+        "results/logs/minhash/{part}.log",
     benchmark:
-        "results/benchmarks/minhash/shard-{shard}.tsv"
+        "results/benchmarks/minhash/{part}.tsv"
     conda:
         "../envs/data.yaml"
     shell:
@@ -134,7 +152,7 @@ rule minhash:
 
 rule dedup:
     input:
-        signatures=expand(rules.minhash.output.signatures, shard=SHARDS),
+        signatures=expand(rules.minhash.output.signatures, part=PARTS),
     output:
         report="results/dedup/removed.parquet",
         stats="results/dedup/stats.json",
@@ -142,6 +160,7 @@ rule dedup:
         threshold=config["dedup"]["threshold"],
         num_perm=config["dedup"]["num_perm"],
         seed=config["dedup"]["seed"],
+        corpus_order=" ".join(corpus_weights()),
         code=code_version("dedup", "minhash"),
     log:
         "results/logs/dedup.log",
@@ -151,13 +170,13 @@ rule dedup:
         "../envs/data.yaml"
     shell:
         "python -m workflow_scripts.dedup --signatures {input.signatures} --threshold {params.threshold}"
-        " --num-perm {params.num_perm} --seed {params.seed}"
+        " --num-perm {params.num_perm} --seed {params.seed} --corpus-order {params.corpus_order}"
         " --report {output.report} --stats {output.stats} --log {log}"
 
 
 rule split:
     input:
-        docs=expand(rules.clean.output.docs, shard=SHARDS),
+        docs=expand(rules.clean.output.docs, part=PARTS),
         removed=rules.dedup.output.report,
     output:
         train="results/corpus/train.parquet",
@@ -166,6 +185,7 @@ rule split:
     params:
         validation_fraction=config["split"]["validation_fraction"],
         seed=config["split"]["seed"],
+        weights=" ".join(f"{name}={weight}" for name, weight in corpus_weights().items()),
         code=code_version("split"),
     log:
         "results/logs/split.log",
@@ -175,15 +195,16 @@ rule split:
         "../envs/data.yaml"
     shell:
         "python -m workflow_scripts.split --inputs {input.docs} --removed {input.removed}"
-        " --validation-fraction {params.validation_fraction} --seed {params.seed}"
+        " --validation-fraction {params.validation_fraction} --seed {params.seed} --weights {params.weights}"
         " --train {output.train} --validation {output.validation} --stats {output.stats} --log {log}"
 
 
 rule corpus_summary:
     input:
         extract=expand(rules.extract.output.stats, shard=SHARDS),
-        convert=expand(rules.convert.output.stats, shard=SHARDS),
-        clean=expand(rules.clean.output.stats, shard=SHARDS),
+        ingest=expand(rules.ingest.output.stats, part=EXTRA_PARTS),
+        convert=expand(rules.convert.output.stats, part=PARTS),
+        clean=expand(rules.clean.output.stats, part=PARTS),
         dedup=rules.dedup.output.stats,
         split=rules.split.output.stats,
     output:
@@ -200,6 +221,7 @@ rule corpus_summary:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.corpus_summary --extract {input.extract} --convert {input.convert}"
+        "python -m workflow_scripts.corpus_summary --extract {input.extract} --ingest {input.ingest}"
+        " --convert {input.convert}"
         " --clean {input.clean} --dedup {input.dedup} --split {input.split}"
         " --json {output.json} --markdown {output.markdown} --plot {output.plot} --log {log}"

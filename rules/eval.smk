@@ -58,7 +58,7 @@ rule samples:
         markdown="results/eval/{model}/samples.md",
     params:
         # A base model continues text; the SFT and DPO models have learnt to answer chat turns.
-        style=lambda wildcards: "completion" if wildcards.model == "base_model" else "chat",
+        style=lambda wildcards: "completion" if wildcards.model in ("base_model", "continued_model") else "chat",
         max_new_tokens=config["eval"]["max_new_tokens"],
         repetition_penalty=config["eval"]["repetition_penalty"],
         code=code_version("samples"),
@@ -84,6 +84,8 @@ rule run_summary:
         pretrain=rules.base_model.output.summary,
         sft=rules.sft_model.output.summary,
         dpo=[rules.dpo_model.output.summary] if "dpo_model" in MODELS else [],
+        continued=[rules.continued_model.output.summary] if CONTINUED else [],
+        expansion=[rules.expand_vocab.output.report] if CONTINUED else [],
         bpb=expand(rules.bits_per_byte.output, model=MODELS),
         multiple_choice=expand(rules.multiple_choice.output.json, model=MODELS, set=MC_SETS),
         samples=expand(rules.samples.output.json, model=MODELS),
@@ -99,7 +101,7 @@ rule run_summary:
         samples=report("results/report/samples.html", caption="../report/evaluation.rst", category="5. Evaluation",
                        labels={"page": "samples"}),
     params:
-        code=code_version("run_summary"),
+        code=code_version("run_summary", "corpus_summary"),
     log:
         "results/logs/run_summary.log",
     benchmark:
@@ -109,6 +111,7 @@ rule run_summary:
     shell:
         "python -m workflow_scripts.run_summary --corpus {input.corpus} --dedup-report {input.dedup_report}"
         " --tokenizer {input.tokenizer} --pretrain {input.pretrain} --sft {input.sft} --dpo {input.dpo}"
+        " --continued {input.continued} --expansion {input.expansion}"
         " --bpb {input.bpb}"
         " --multiple-choice {input.multiple_choice} --samples {input.samples} --benchmarks {input.benchmarks}"
         " --json {output.json} --markdown {output.markdown} --pages $(dirname {output.summary}) --log {log}"

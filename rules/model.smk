@@ -3,7 +3,7 @@
 
 rule base_model:
     input:
-        tokens=rules.tokens_index.output.index,
+        tokens=rules.tokens_index.output.index.format(tokens="tokens"),
         tokenizer=rules.tokenizer.output.tokenizer,
     output:
         model=directory("results/base_model"),

@@ -1,4 +1,5 @@
-# The tokenizer and the token shards that pretraining reads.
+# The tokenizer and the token shards that pretraining reads. {tokens} is `tokens` (this workflow's
+# tokenizer) or `expanded_tokens` (the expanded vocabulary of rules/continued.smk).
 
 
 rule tokenizer:
@@ -34,18 +35,18 @@ rule tokenizer:
 
 rule token_shard:
     input:
-        tokenizer=rules.tokenizer.output.tokenizer,
+        tokenizer=lambda wildcards: TOKENIZERS[wildcards.tokens],
         docs="results/corpus/{split}.parquet",
     output:
-        tokens="results/tokens/{split}-{shard}.bin",
-        index="results/tokens/{split}-{shard}.json",
+        tokens="results/{tokens}/{split}-{shard}.bin",
+        index="results/{tokens}/{split}-{shard}.json",
     params:
         shards=len(TOKEN_SHARDS),
         code=code_version("tokens", "tokenizer"),
     log:
-        "results/logs/tokens/{split}-{shard}.log",
+        "results/logs/{tokens}/{split}-{shard}.log",
     benchmark:
-        "results/benchmarks/tokens/{split}-{shard}.tsv"
+        "results/benchmarks/{tokens}/{split}-{shard}.tsv"
     conda:
         "../envs/tokenizer.yaml"
     shell:
@@ -56,15 +57,16 @@ rule token_shard:
 
 rule tokens_index:
     input:
-        shards=expand(rules.token_shard.output.index, split=SPLITS, shard=TOKEN_SHARDS),
+        shards=lambda wildcards: expand(rules.token_shard.output.index, tokens=wildcards.tokens, split=SPLITS,
+                                        shard=TOKEN_SHARDS),
     output:
-        index="results/tokens/index.json",
+        index="results/{tokens}/index.json",
     params:
         code=code_version("tokens_index"),
     log:
-        "results/logs/tokens_index.log",
+        "results/logs/{tokens}_index.log",
     benchmark:
-        "results/benchmarks/tokens_index.tsv"
+        "results/benchmarks/{tokens}_index.tsv"
     conda:
         "../envs/tokenizer.yaml"
     shell:

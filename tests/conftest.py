@@ -1,8 +1,10 @@
 """Shared fixtures: paths to the real data beside the repo, a stage runner, a workflow copy."""
 import json
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,17 @@ def run_ok(stage, *args):
     result = run_stage(stage, *args)
     assert result.returncode == 0, result.stderr
     return result
+
+
+def run_fails(stage, pattern, *args):
+    """The stage exits 1 with exactly one line on stderr (its log goes to a file, as in a rule),
+    and the line matches the regex `pattern`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run_stage(stage, *args, "--log", Path(tmp, "log"))
+    assert result.returncode == 1, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert re.search(pattern, line), line
+    return line
 
 
 def copy_workflow(parent):

@@ -12,7 +12,7 @@ from conftest import REPO, run_ok
 
 STAGES = ["download", "extract", "convert", "clean", "minhash", "dedup", "split", "corpus_summary", "tokenizer",
           "tokens", "tokens_index", "pretrain", "sft", "chat", "multiple_choice", "bits_per_byte", "samples",
-          "run_summary", "launch", "dpo"]
+          "run_summary", "launch", "dpo", "ingest"]
 
 
 def schema_keys(schema, prefix=""):
@@ -22,7 +22,8 @@ def schema_keys(schema, prefix=""):
 
 
 @pytest.mark.parametrize("generator, folder", [("make_demo_dump", "zhwiki"), ("make_demo_sft", "sft"),
-                                               ("make_demo_eval", "eval"), ("make_demo_dpo", "dpo")])
+                                               ("make_demo_eval", "eval"), ("make_demo_dpo", "dpo"),
+                                               ("make_demo_corpora", "corpora")])
 def test_demo_data_is_reproduced_byte_for_byte(tmp_path, generator, folder):
     run_ok(generator, tmp_path)
     committed = sorted(p.relative_to(REPO / "demo" / folder) for p in (REPO / "demo" / folder).rglob("*") if p.is_file())

@@ -1,6 +1,7 @@
 """The DAG end to end on the demo, and the rerun promise: only what a change touches runs again."""
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -53,7 +54,7 @@ def test_corpus_is_built(built):
     steps = {row["step"]: row for row in summary["funnel"]}
     train = pq.read_table(built / "results/corpus/train.parquet")
     validation = pq.read_table(built / "results/corpus/validation.parquet")
-    assert train.schema.names == ["id", "title", "url", "text"]
+    assert train.schema.names == ["id", "title", "url", "text", "source"]
     assert steps["split: train"]["documents"] == train.num_rows > 1000
     assert steps["split: validation"]["documents"] == validation.num_rows > 20
     assert steps["dedup"]["documents"] == train.num_rows + validation.num_rows
@@ -216,6 +217,28 @@ def test_dpo_preset_tunes_and_evaluates_a_third_model_and_reruns_nothing_else(bu
     assert planned_jobs(built, "all", *preset) == {}
 
 
+def test_continued_preset_expands_the_vocabulary_and_pretrains_further(built):
+    """The demo's "existing model" is its own base model (4,096 tokens), copied aside."""
+    shutil.copytree(built / "results/base_model", built / "existing_base")
+    preset = ("--configfile", "config.yaml", "config/presets/continued.yaml")
+    assert planned_jobs(built, "all", *preset) == {
+        "expand_vocab": 1, "token_shard": 4, "tokens_index": 1, "continued_model": 1, "bits_per_byte": 1,
+        "multiple_choice": 1, "samples": 1, "run_summary": 1, "all": 1}
+    snakemake(built, "all", *preset)
+    report = json.loads((built / "results/expand/report.json").read_text())
+    assert report["base_vocab"] == 4096 and report["added_tokens"] > 1000
+    validation = report["validation"]
+    assert validation["tokens_per_char_after"] < 0.95 * validation["tokens_per_char_before"]  # measured: -8%
+    summary = json.loads((built / "results/continued/summary.json").read_text())
+    assert summary["method"] == "lora" and summary["final_loss"] < summary["first_loss"]
+    bpb = {m: json.loads((built / f"results/eval/{m}/bpb.json").read_text())["bits_per_byte"]
+           for m in ("base_model", "continued_model")}
+    assert bpb["continued_model"] < 1.1 * bpb["base_model"]
+    rows = json.loads((built / "results/summary.json").read_text())
+    assert {"vocabulary expansion", "continued pretraining"} <= {r["section"] for r in rows}
+    assert planned_jobs(built, "all", *preset) == {}
+
+
 def test_config_typo_fails_with_one_line_naming_the_key(built, tmp_path):
     result = snakemake(built, "-n", "corpus", *with_override(tmp_path, "dedup:\n  treshold: 0.7\n"), check=False)
     assert result.returncode == 1
@@ -256,3 +279,38 @@ def test_a_corpus_filtered_to_nothing_fails_and_keeps_earlier_results(built, tmp
     assert (built / "results/corpus/train.parquet").exists()
     assert planned_jobs(built)["clean"] == 2  # the default settings rebuild what the failed run replaced
 
+
+
+# Last: it adds extra corpora to `built`, so every later stage is out of date.
+def test_corpora_preset_mixes_three_formats_with_zhwiki(built, tmp_path):
+    preset = ("--configfile", "config.yaml", "config/presets/corpora.yaml")
+    jobs = planned_jobs(built, "corpus", *preset)
+    assert jobs["ingest"] == 3 and jobs["convert"] == 3 and jobs["minhash"] == 5  # zhwiki is not converted again
+    snakemake(built, "corpus", *preset)
+    summary = json.loads((built / "results/corpus/summary.json").read_text())
+    rows = {row["source"]: row for row in summary["sources"]}
+    assert list(rows) == ["zhwiki", "gazetteer", "textbook", "forum"]
+    assert [rows[s]["read"] for s in ("gazetteer", "textbook", "forum")] == [310, 12, 408]
+    # forum's own clean.min_chars (40) keeps its ~52-character questions and drops the 40 one-line replies.
+    assert rows["forum"]["after_clean"] == 368
+    gazetteer = rows["gazetteer"]
+    assert gazetteer["train_documents"] == 2 * (gazetteer["after_dedup"] - gazetteer["validation_documents"])
+    removed = pq.read_table(built / "results/dedup/removed.parquet").to_pylist()
+    quotes = [r for r in removed if (r["source"], r["duplicate_of_source"]) == ("forum", "gazetteer")]
+    assert len(quotes) == 8  # the posts quoting the gazetteer go; the corpus listed first keeps its copy
+    train = pq.read_table(built / "results/corpus/train.parquet").to_pylist()
+    forum = [d["text"] for d in train if d["source"] == "forum"]
+    assert forum and all("请问" in t for t in forum if "请" in t) and not any("請問" in t for t in forum)
+
+    mirror = tmp_path / "mirror.jsonl"
+    copies = [d for d in train if d["source"] == "zhwiki"][:5]
+    mirror.write_text("".join(json.dumps({"text": d["text"]}, ensure_ascii=False) + "\n" for d in copies))
+    extra = yaml.safe_load((built / "config/presets/corpora.yaml").read_text())
+    extra["corpora"]["extra"].append({"name": "mirror", "path": str(mirror)})
+    (tmp_path / "mirror.yaml").write_text(yaml.safe_dump(extra, allow_unicode=True))
+    with_mirror = ("--configfile", "config.yaml", str(tmp_path / "mirror.yaml"))
+    assert planned_jobs(built, "corpus", *with_mirror) == {
+        "ingest": 1, "convert": 1, "clean": 1, "minhash": 1, "dedup": 1, "split": 1, "corpus_summary": 1, "corpus": 1}
+    snakemake(built, "corpus", *with_mirror)
+    removed = pq.read_table(built / "results/dedup/removed.parquet").to_pylist()
+    assert sorted(r["duplicate_of"] for r in removed if r["source"] == "mirror") == sorted(d["id"] for d in copies)

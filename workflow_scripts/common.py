@@ -9,6 +9,7 @@ import resource
 import shutil
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,9 +20,16 @@ DOC_SCHEMA = pa.schema([
     ("title", pa.string()),
     ("url", pa.string()),
     ("text", pa.string()),
+    ("source", pa.string()),  # zhwiki, or the name of an extra corpus (config corpora.extra)
 ])
 # Row groups of this many documents keep a shard streamable: readers hold one group at a time.
 ROW_GROUP_DOCS = 2048
+
+# Extra-corpus ids sit above every zhwiki page id (< 2^31): 2^62 + a 24-bit hash of the source's
+# name x 2^38 + the record's number in the source. They depend on neither the sharding nor the
+# order in which config lists the corpora, so a document keeps its side of the split.
+EXTRA_ID_BASE = 1 << 62
+EXTRA_ID_RECORD_BITS = 38
 
 log = logging.getLogger("zhwiki_llm")
 UMASK = os.umask(0)
@@ -168,6 +176,12 @@ def markdown_table(header, rows):
     lines += ["| " + " | ".join(str(cell).replace("|", "\\|").replace("\n", " ") for cell in row) + " |"
               for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def extra_doc_id(source, record):
+    if record >= 1 << EXTRA_ID_RECORD_BITS:
+        raise StageError(f"corpus {source}: more than 2^{EXTRA_ID_RECORD_BITS} records; split it into several sources")
+    return EXTRA_ID_BASE + ((zlib.crc32(source.encode()) & 0xFFFFFF) << EXTRA_ID_RECORD_BITS) + record
 
 
 def count_docs(paths):

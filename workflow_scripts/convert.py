@@ -4,7 +4,8 @@
         --out convert/shard-000.parquet --stats convert/shard-000.json
 
 --config names an OpenCC configuration: t2s (traditional to simplified), tw2sp (Taiwan usage
-to mainland usage, phrases included) or hk2s (Hong Kong to simplified).
+to mainland usage, phrases included), hk2s (Hong Kong to simplified) or none (an extra corpus that
+is already simplified: copied unchanged).
 """
 from pathlib import Path
 
@@ -13,7 +14,12 @@ from tqdm import tqdm
 
 from workflow_scripts.common import DocWriter, count_docs, log, read_docs, stage_cli, write_json
 
-OPENCC_CONFIGS = ("t2s", "tw2sp", "hk2s")
+OPENCC_CONFIGS = ("t2s", "tw2sp", "hk2s", "none")
+
+
+class Unchanged:
+    def convert(self, text):
+        return text
 
 
 def add_arguments(ap):
@@ -24,7 +30,7 @@ def add_arguments(ap):
 
 
 def run(args, progress_stream):
-    converter = opencc.OpenCC(args.config)
+    converter = Unchanged() if args.config == "none" else opencc.OpenCC(args.config)
     changed = 0
     with DocWriter(args.out) as writer:
         docs = read_docs([args.input])

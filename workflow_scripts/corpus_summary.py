@@ -1,7 +1,8 @@
-"""Summarise the data funnel: documents and characters after each stage and each filter.
+"""Summarise the data funnel: documents and characters after each stage and each filter, in all
+and for each corpus (zhwiki and the extra ones).
 
-    python -m workflow_scripts.corpus_summary --extract extract/*.json --convert convert/*.json \
-        --clean clean/*.json --dedup dedup/stats.json --split corpus/split.json \
+    python -m workflow_scripts.corpus_summary --extract extract/*.json --ingest ingest/*.json \
+        --convert convert/*.json --clean clean/*.json --dedup dedup/stats.json --split corpus/split.json \
         --json corpus/summary.json --markdown corpus/summary.md --plot corpus/funnel.png
 """
 from pathlib import Path
@@ -24,14 +25,14 @@ def summed(paths, *keys):
 def funnel(args):
     split = read_json(args.split)
     dedup = read_json(args.dedup)
-    corpus_docs = split["train"]["documents"] + split["validation"]["documents"]
-    corpus_chars = split["train"]["characters"] + split["validation"]["characters"]
     rows = [{"step": "dump pages", "documents": summed(args.extract, "pages"), "characters": None}]
     for reason in ("other_namespace", "redirect", "disambiguation", "empty"):
         rows.append({"step": f"extract: drop {reason}", "documents": -summed(args.extract, "dropped", reason),
                      "characters": None})
     rows.append({"step": "extract", "documents": summed(args.extract, "documents"),
                  "characters": summed(args.extract, "characters")})
+    for source, stats in ingested(args.ingest).items():
+        rows.append({"step": f"ingest: {source}", "documents": stats["documents"], "characters": stats["characters"]})
     rows.append({"step": "convert", "documents": summed(args.convert, "documents"),
                  "characters": summed(args.convert, "characters")})
     for reason in read_json(args.clean[0])["removed"]:
@@ -41,16 +42,48 @@ def funnel(args):
                  "characters": summed(args.clean, "characters")})
     rows.append({"step": "dedup: drop exact", "documents": -dedup["exact_duplicates"], "characters": None})
     rows.append({"step": "dedup: drop near", "documents": -dedup["near_duplicates"], "characters": None})
-    rows.append({"step": "dedup", "documents": corpus_docs, "characters": corpus_chars})
+    rows.append({"step": "dedup", **split["kept"]})
     for side in ("train", "validation"):
         rows.append({"step": f"split: {side}", **split[side]})
     return rows
 
 
-def markdown(rows):
-    return markdown_table(["step", "documents", "characters"],
-                          [[r["step"], f"{r['documents']:,}", "" if r["characters"] is None else f"{r['characters']:,}"]
-                           for r in rows])
+def ingested(paths):
+    """Documents and characters read from each extra corpus, summed over its shards."""
+    totals = {}
+    for path in paths:
+        stats = read_json(path)
+        entry = totals.setdefault(stats["source"], {"documents": 0, "characters": 0})
+        entry["documents"] += stats["documents"]
+        entry["characters"] += stats["characters"]
+    return totals
+
+
+def sources(args):
+    """One row per corpus: documents read, left by clean and by dedup, and its share of each split."""
+    read = {"zhwiki": summed(args.extract, "documents"), **{s: v["documents"] for s, v in ingested(args.ingest).items()}}
+    dedup, split = read_json(args.dedup)["by_source"], read_json(args.split)["by_source"]
+    return [{"source": source, "weight": split.get(source, {}).get("weight", 1.0), "read": count,
+             "after_clean": dedup.get(source, {}).get("documents_in", 0),
+             "after_dedup": dedup.get(source, {}).get("documents_out", 0),
+             **{key: split.get(source, {}).get(key, 0) for key in
+                ("train_documents", "train_characters", "validation_documents", "validation_characters")}}
+            for source, count in read.items()]
+
+
+SOURCE_KEYS = ["source", "weight", "read", "after_clean", "after_dedup", "train_documents", "train_characters",
+               "validation_documents"]
+SOURCE_COLUMNS = ["corpus", "weight", "read", "after clean", "after dedup", "train documents (weighted)",
+                  "train characters (weighted)", "validation documents"]
+
+
+def markdown(rows, by_source):
+    funnel = markdown_table(["step", "documents", "characters"],
+                            [[r["step"], f"{r['documents']:,}", "" if r["characters"] is None else f"{r['characters']:,}"]
+                             for r in rows])
+    table = markdown_table(SOURCE_COLUMNS, [[f"{r[key]:,}" if isinstance(r[key], int) else r[key] for key in SOURCE_KEYS]
+                                            for r in by_source])
+    return f"{funnel}\nBy corpus:\n\n{table}"
 
 
 def plot_funnel(rows, path: Path):
@@ -74,6 +107,7 @@ def plot_funnel(rows, path: Path):
 def add_arguments(ap):
     for stage in ("extract", "convert", "clean"):
         ap.add_argument(f"--{stage}", type=Path, nargs="+", required=True, help=f"per-shard {stage} stats")
+    ap.add_argument("--ingest", type=Path, nargs="*", default=[], help="per-shard stats of the extra corpora")
     ap.add_argument("--dedup", type=Path, required=True)
     ap.add_argument("--split", type=Path, required=True)
     ap.add_argument("--json", type=Path, required=True)
@@ -82,11 +116,11 @@ def add_arguments(ap):
 
 
 def run(args, progress_stream):
-    rows = funnel(args)
-    write_json(args.json, {"funnel": rows, "dedup": read_json(args.dedup)})
-    write_text(args.markdown, markdown(rows))
+    rows, by_source = funnel(args), sources(args)
+    write_json(args.json, {"funnel": rows, "sources": by_source, "dedup": read_json(args.dedup)})
+    write_text(args.markdown, markdown(rows, by_source))
     plot_funnel(rows, args.plot)
-    print(markdown(rows), file=progress_stream)
+    print(markdown(rows, by_source), file=progress_stream)
 
 
 if __name__ == "__main__":

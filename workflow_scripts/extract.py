@@ -236,7 +236,8 @@ def extract_shard(reader, out, keep_disambiguation, keep_headings, progress_stre
                     counts["empty"] += 1
                     continue
                 writer.write({"id": int(page["id"]), "title": resolve_conversion(page["title"]),
-                              "url": f"{reader.urlbase}?curid={page['id']}", "text": "\n".join(paragraphs)})
+                              "url": f"{reader.urlbase}?curid={page['id']}", "text": "\n".join(paragraphs),
+                              "source": "zhwiki"})
     return {"pages": counts["pages"], "dropped": {k: counts[k] for k in
                                                   ("other_namespace", "redirect", "disambiguation", "empty")},
             "documents": writer.docs, "characters": writer.chars}

@@ -43,19 +43,21 @@ def add_arguments(ap):
     ap.add_argument("--ngram", type=int, default=5)
     ap.add_argument("--num-perm", type=int, default=128)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--out", type=Path, required=True, help=".npz with ids, titles, exact keys, signatures")
+    ap.add_argument("--out", type=Path, required=True, help=".npz with ids, titles, sources, exact keys, signatures")
 
 
 def run(args, progress_stream):
-    ids, titles, keys, signatures = [], [], [], []
+    ids, titles, sources, keys, signatures = [], [], [], [], []
     for doc in tqdm(read_docs([args.input]), total=count_docs([args.input]), file=progress_stream,
                     desc="minhash", mininterval=5):
         ids.append(doc["id"])
         titles.append(doc["title"])
+        sources.append(doc["source"] or "")
         keys.append(exact_key(doc["text"]))
         signatures.append(signature(doc["text"], args.ngram, args.num_perm, args.seed))
     with atomic_path(args.out) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, ids=np.array(ids, dtype=np.int64), titles=np.array(titles, dtype=str),
+                 sources=np.array(sources, dtype=str),
                  exact=np.array(keys, dtype="S20"),
                  signatures=np.array(signatures, dtype=np.uint32).reshape(len(ids), args.num_perm))
 

@@ -52,11 +52,16 @@ def data_fingerprint(tokens_index):
 
 
 def add_arguments(ap):
-    add_training_arguments(ap)
-    ap.add_argument("--tokens", type=Path, required=True, help="directory with index.json and the token shards")
+    add_token_training_arguments(ap)
     ap.add_argument("--tokenizer", type=Path, required=True)
     ap.add_argument("--preset", choices=PRESETS, default="demo")
     ap.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, default=True)
+
+
+def add_token_training_arguments(ap):
+    """Options of every stage that trains on the token shards (this one and continued_pretrain)."""
+    add_training_arguments(ap)
+    ap.add_argument("--tokens", type=Path, required=True, help="directory with index.json and the token shards")
     ap.add_argument("--attention", choices=("sdpa", "eager", "flash_attention_2"), default="sdpa")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile the model")
     ap.add_argument("--seq-len", type=int, default=256)
@@ -77,10 +82,8 @@ def pretraining_job(args, shape, rank, world, tokenizer):
                accumulation=shape.accumulation)
 
 
-def run(args, progress_stream):
-    set_seed(args.seed)
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    model = build_model(args.preset, tokenizer, args.seq_len, args.tie_embeddings, args.attention)
+def train_on_tokens(args, model, tokenizer, summary, title, progress_stream, prepare=None, **fingerprints):
+    """Train `model` on the token shards in args.tokens (pretraining from scratch or continued)."""
     flops_per_token = model_flops_per_token(model.config, args.seq_len)
     if args.compile:
         model = torch.compile(model)
@@ -92,13 +95,20 @@ def run(args, progress_stream):
         job.flops_per_token = flops_per_token
         return job
 
-    # The tokenizer path is left out: the data fingerprint already names the tokenizer by its hash.
-    run_dir = args.checkpoint_root / run_id(args, {"tokenizer"},
+    # Paths are left out: the data fingerprint already names the tokenizer by its hash.
+    run_dir = args.checkpoint_root / run_id(args, {"tokenizer", "model"}, **fingerprints,
                                             data=data_fingerprint(read_json(args.tokens / "index.json")))
-    summary = {"preset": args.preset, "parameters": model.num_parameters(), "tokens_per_step": shape.tokens_per_step,
-               "gradient_accumulation": shape.accumulation}
-    run_training(args, model, shape, make_job, run_dir, tokenizer, summary,
-                 f"pretraining ({args.preset}, {{engine}}, processes: {{world}})", progress_stream)
+    summary.update(parameters=model.num_parameters(), tokens_per_step=shape.tokens_per_step,
+                   gradient_accumulation=shape.accumulation)
+    run_training(args, model, shape, make_job, run_dir, tokenizer, summary, title, progress_stream, prepare)
+
+
+def run(args, progress_stream):
+    set_seed(args.seed)
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    model = build_model(args.preset, tokenizer, args.seq_len, args.tie_embeddings, args.attention)
+    train_on_tokens(args, model, tokenizer, {"preset": args.preset},
+                    f"pretraining ({args.preset}, {{engine}}, processes: {{world}})", progress_stream)
 
 
 if __name__ == "__main__":

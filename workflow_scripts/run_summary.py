@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from workflow_scripts.common import markdown_table, read_json, stage_cli, write_json, write_text
+from workflow_scripts.corpus_summary import SOURCE_COLUMNS, SOURCE_KEYS
 
 STYLE = """body{font-family:system-ui,"Noto Sans CJK SC",sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:.3em .7em;vertical-align:top}
@@ -56,7 +57,17 @@ def accuracy_rows(mc_results):
             for r in mc_results for s in r["results"]]
 
 
-def summary_rows(corpus, tokenizer, training, bpb, mc_results, times):
+def expansion_rows(expansion):
+    if expansion is None:
+        return []
+    validation = expansion["validation"]
+    return [("vocabulary expansion", "tokens added to the base's", f"{expansion['added_tokens']:,} "
+             f"({expansion['base_vocab']:,} -> {expansion['expanded_vocab']:,})"),
+            ("vocabulary expansion", "tokens / character (validation), base -> expanded",
+             f"{validation['tokens_per_char_before']:.3f} -> {validation['tokens_per_char_after']:.3f}")]
+
+
+def summary_rows(corpus, tokenizer, expansion, training, bpb, mc_results, times):
     """(section, measure, value) rows of the run summary."""
     funnel = {row["step"]: row for row in corpus["funnel"]}
     rows = [("data", f"{step}: documents / characters",
@@ -66,6 +77,7 @@ def summary_rows(corpus, tokenizer, training, bpb, mc_results, times):
     rows += [("tokenizer", "vocabulary", fmt(tokenizer["vocab_size"])),
              ("tokenizer", "characters / token (validation)", fmt(validation["characters_per_token"], 3)),
              ("tokenizer", "bytes / token (validation)", fmt(validation["bytes_per_token"], 3))]
+    rows += expansion_rows(expansion)
     for stage, summary in training.items():
         rows += [(stage, key.replace("_", " "), fmt(summary[key])) for key in
                  ("parameters", "pairs", "steps", "tokens", "first_loss", "final_loss", "val_loss", "val_bpb",
@@ -103,15 +115,17 @@ def html_page(title, sections):
 
 def data_page(corpus, dedup_report):
     funnel = [(r["step"], r["documents"], "" if r["characters"] is None else r["characters"]) for r in corpus["funnel"]]
-    dedup = corpus["dedup"]
+    dedup = {k: v for k, v in corpus["dedup"].items() if k != "by_source"}
     examples = pq.read_table(dedup_report).slice(0, DEDUP_EXAMPLES).to_pylist()
     return html_page("Data", [
         ("Funnel: documents and characters after each stage and filter",
          html_table(["step", "documents", "characters"], funnel)),
+        ("By corpus", html_table(SOURCE_COLUMNS, [[row[key] for key in SOURCE_KEYS] for row in corpus["sources"]])),
         ("Deduplication", html_table(["measure", "value"], [(k.replace("_", " "), v) for k, v in dedup.items()])),
         (f"Removed duplicates (first {DEDUP_EXAMPLES})",
-         html_table(["removed", "kind", "duplicate of", "estimated Jaccard"],
-                    [(r["title"], r["kind"], r["duplicate_of_title"], r["similarity"]) for r in examples]))])
+         html_table(["removed", "corpus", "kind", "duplicate of", "its corpus", "estimated Jaccard"],
+                    [(r["title"], r["source"], r["kind"], r["duplicate_of_title"], r["duplicate_of_source"],
+                      r["similarity"]) for r in examples]))])
 
 
 def tokenizer_page(tokenizer):
@@ -155,6 +169,8 @@ def add_arguments(ap):
     ap.add_argument("--pretrain", type=Path, required=True, help="pretraining summary JSON")
     ap.add_argument("--sft", type=Path, required=True, help="SFT summary JSON")
     ap.add_argument("--dpo", type=Path, nargs="?", help="DPO summary JSON, when DPO ran")
+    ap.add_argument("--continued", type=Path, nargs="?", help="continued pretraining's summary JSON, when it ran")
+    ap.add_argument("--expansion", type=Path, nargs="?", help="expand_vocab's report, when it ran")
     ap.add_argument("--bpb", type=Path, nargs="+", required=True)
     ap.add_argument("--multiple-choice", type=Path, nargs="*", default=[])
     ap.add_argument("--samples", type=Path, nargs="+", required=True)
@@ -171,10 +187,13 @@ def run(args, progress_stream):
     training = {"pretrain": read_json(args.pretrain), "sft": read_json(args.sft)}
     if args.dpo:
         training["dpo"] = read_json(args.dpo)
+    if args.continued:
+        training["continued pretraining"] = read_json(args.continued)
+    expansion = read_json(args.expansion) if args.expansion else None
     bpb, mc_results = [read_json(p) for p in args.bpb], [read_json(p) for p in args.multiple_choice]
     samples = [read_json(p) for p in args.samples]
     times = stage_times(args.benchmarks, args.benchmarks_root)
-    rows = summary_rows(corpus, tokenizer, training, bpb, mc_results, times)
+    rows = summary_rows(corpus, tokenizer, expansion, training, bpb, mc_results, times)
     write_json(args.json, [{"section": s, "measure": m, "value": v} for s, m, v in rows])
     write_text(args.markdown, "# Run summary\n\n" + markdown_table(["section", "measure", "value"], rows))
     pages = {"summary": html_page("Run summary", [("", html_table(["section", "measure", "value"], rows))]),

@@ -24,10 +24,12 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from workflow_scripts.common import IGNORE_INDEX, StageError, log, sha1_file, stage_cli
+from workflow_scripts.common import IGNORE_INDEX, StageError, log, stage_cli
 from workflow_scripts.sft_data import ReadStats, encode, read_conversations
-from workflow_scripts.training import (Job, RunShape, Sampler, add_training_arguments, evaluate, run_id, run_training,
-                                       set_seed)
+from workflow_scripts.training import (Job, RunShape, Sampler, add_method_arguments, add_training_arguments, evaluate,
+                                       merge_lora, model_fingerprint, run_id, run_training, set_seed,
+                                       with_lora)
+
 
 def parse_data(spec):
     path, _, weight = spec.rpartition(":")
@@ -98,23 +100,6 @@ def split_validation(samples, fraction, seed):
     return ([s for i, s in enumerate(samples) if i not in held_out], [s for i, s in enumerate(samples) if i in held_out])
 
 
-def with_lora(model, args):
-    from peft import LoraConfig, get_peft_model
-    config = LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                        target_modules=args.lora_targets, task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
-
-
-def merge_lora(model, _state):
-    merged = model.merge_and_unload()
-    return merged, merged.state_dict()
-
-
-def model_fingerprint(model_dir: Path):
-    weights = model_dir / "model.safetensors"
-    return sha1_file(weights) if weights.exists() else str(model_dir.resolve())
-
-
 def add_arguments(ap):
     add_training_arguments(ap, max_steps=60, lr=1e-3, warmup_steps=5, weight_decay=0.0)
     ap.add_argument("--model", type=Path, required=True, help="starting Hugging Face causal-LM directory")
@@ -124,12 +109,7 @@ def add_arguments(ap):
     ap.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per micro-batch")
     ap.add_argument("--accumulation", type=int, default=1)
     ap.add_argument("--validation-fraction", type=float, default=0.05)
-    ap.add_argument("--method", choices=("full", "lora"), default="full")
-    ap.add_argument("--lora-rank", type=int, default=16)
-    ap.add_argument("--lora-alpha", type=int, default=32)
-    ap.add_argument("--lora-dropout", type=float, default=0.0)
-    ap.add_argument("--lora-targets", nargs="+", default=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                                          "up_proj", "down_proj"])
+    add_method_arguments(ap)
 
 
 def sft_job(args, samples, pad_id, rank, world):

@@ -26,7 +26,8 @@ import torch
 
 from tqdm import tqdm
 
-from workflow_scripts.common import IGNORE_INDEX, StageError, atomic_dir, log, read_json, write_json, write_text
+from workflow_scripts.common import (IGNORE_INDEX, StageError, atomic_dir, log, read_json, sha1_file, write_json,
+                                     write_text)
 from workflow_scripts.plots import plt, save_png
 
 DEEPSPEED_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "deepspeed"
@@ -507,6 +508,35 @@ def add_training_arguments(ap, **defaults):
     ap.add_argument("--metrics", type=Path, required=True, help="metrics JSONL")
     ap.add_argument("--plot", type=Path, required=True, help="loss-curve PNG")
     ap.add_argument("--summary", type=Path, required=True, help="summary JSON")
+
+
+def model_fingerprint(model_dir: Path):
+    """What names a starting model in a run id: its weights' hash."""
+    weights = model_dir / "model.safetensors"
+    return sha1_file(weights) if weights.exists() else str(model_dir.resolve())
+
+
+def add_method_arguments(ap):
+    """Full fine-tuning or LoRA (peft), for the stages that start from an existing model."""
+    ap.add_argument("--method", choices=("full", "lora"), default="full")
+    ap.add_argument("--lora-rank", type=int, default=16)
+    ap.add_argument("--lora-alpha", type=int, default=32)
+    ap.add_argument("--lora-dropout", type=float, default=0.0)
+    ap.add_argument("--lora-targets", nargs="+", default=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                          "up_proj", "down_proj"])
+
+
+def with_lora(model, args, **config):
+    """The model with LoRA adapters on --lora-targets; `config` goes to peft's LoraConfig as well."""
+    from peft import LoraConfig, get_peft_model
+    return get_peft_model(model, LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                                            target_modules=args.lora_targets, task_type="CAUSAL_LM", **config))
+
+
+def merge_lora(model, _state):
+    """save_model's `prepare` for LoRA: the adapters folded into the weights, saved as a plain model."""
+    merged = model.merge_and_unload()
+    return merged, merged.state_dict()
 
 
 def run_training(args, model, shape, make_job, run_dir, tokenizer, summary, title, progress_stream, prepare=None):

@@ -1,0 +1,63 @@
+# Continued pretraining of an existing model with an expanded Chinese vocabulary (the
+# Chinese-LLaMA-Alpaca recipe; config continued_pretrain, preset config/presets/continued.yaml).
+
+
+rule expand_vocab:
+    input:
+        base=config["continued_pretrain"]["base"] or [],
+        train=rules.split.output.train,
+        validation=rules.split.output.validation,
+    output:
+        model=directory("results/expanded_base"),
+        report=report("results/expand/report.json", category="3. Tokenizer",
+                      labels={"page": "vocabulary expansion"}),
+    params:
+        vocab_size=config["continued_pretrain"]["vocab_size"],
+        max_chars=config["continued_pretrain"]["max_chars"],
+        init=config["continued_pretrain"]["init"],
+        code=code_version("expand_vocab", "tokenizer"),
+    log:
+        "results/logs/expand_vocab.log",
+    benchmark:
+        "results/benchmarks/expand_vocab.tsv"
+    threads: workflow.cores
+    conda:
+        "../envs/training.yaml"
+    shell:
+        "RAYON_NUM_THREADS={threads} python -m workflow_scripts.expand_vocab --base {input.base}"
+        " --train {input.train} --validation {input.validation} --vocab-size {params.vocab_size}"
+        " --max-chars {params.max_chars} --init {params.init} --out {output.model} --report {output.report}"
+        " --log {log}"
+
+
+rule continued_model:
+    input:
+        model=rules.expand_vocab.output.model,
+        expansion=rules.expand_vocab.output.report,
+        tokens=rules.tokens_index.output.index.format(tokens="expanded_tokens"),
+    output:
+        model=directory("results/continued_model"),
+        metrics="results/continued/metrics.jsonl",
+        plot=report("results/continued/loss.png", caption="../report/loss.rst", category="4. Training",
+                    labels={"stage": "continued pretraining"}),
+        summary="results/continued/summary.json",
+    params:
+        launcher=launcher("continued_pretrain"),
+        options=cli_options(config["continued_pretrain"], skip=CONTINUED_EXPANSION_KEYS),
+        threads_per_process=threads_per_process("continued_pretrain"),
+        checkpoints="results/checkpoints/continued_model",
+        code=code_version("continued_pretrain", "pretrain", "training"),
+    log:
+        "results/logs/continued_model.log",
+    benchmark:
+        "results/benchmarks/continued_model.tsv"
+    threads: workflow.cores
+    resources:
+        gpu=config["continued_pretrain"]["gpus"],
+    conda:
+        "../envs/training.yaml"
+    shell:
+        "OMP_NUM_THREADS={params.threads_per_process} {params.launcher} -m workflow_scripts.continued_pretrain"
+        " --model {input.model} --expansion {input.expansion} --tokens $(dirname {input.tokens}) {params.options}"
+        " --checkpoint-root {params.checkpoints} --out {output.model} --metrics {output.metrics}"
+        " --plot {output.plot} --summary {output.summary} --log {log}"

@@ -1,0 +1,142 @@
+"""Expand an existing model's vocabulary with Chinese tokens learned on the corpus (the
+Chinese-LLaMA-Alpaca recipe), ready for continued pretraining.
+
+    python -m workflow_scripts.expand_vocab --base /models/my-llama --train corpus/train.parquet \
+        --validation corpus/validation.parquet --vocab-size 20000 --init subtoken_mean \
+        --out expanded_base/ --report expand/report.json
+
+1. A Chinese tokenizer is trained on the train split with the base tokenizer's own pipeline
+   (transformers' train_new_from_iterator: same normaliser, pre-tokeniser and byte handling),
+   so its tokens are spelled the way the base spells them.
+2. Its tokens that the base lacks are appended to the base vocabulary (ids after every existing
+   id, so each old token keeps its id) with the merges that build them, ranked after every base
+   merge. BPE applies merges lowest rank first, so the merged tokenizer segments any text exactly
+   as the base did and then joins base tokens into new ones: text that no new merge touches
+   (English, code, anything outside the corpus's vocabulary) encodes to the same ids as before.
+3. The embedding matrix (and an untied output layer) grows to the new size, padded to a multiple
+   of 64. A new row starts as the mean of the base embeddings of the pieces the base tokenizer
+   cuts that token into (subtoken_mean; the output layer likewise), or as the mean of all old
+   rows (mean).
+The report has tokens per character on the validation split before and after.
+"""
+import json
+import math
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+from workflow_scripts.common import StageError, atomic_dir, log, read_docs, stage_cli, write_json
+from workflow_scripts.tokenizer import capped_texts
+
+EMBEDDING_MULTIPLE = 64
+
+
+def load_base(base: Path):
+    if not (base / "config.json").is_file():
+        raise StageError(f"{base}: not a Hugging Face model directory (no config.json); set continued_pretrain.base")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if not isinstance(tokenizer, PreTrainedTokenizerFast):
+        raise StageError(f"{base}: the tokenizer has no tokenizer.json (a slow tokenizer); convert it to a fast one")
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    if spec["model"]["type"] != "BPE":
+        raise StageError(f"{base}: the tokenizer is {spec['model']['type']}, not BPE; only BPE vocabularies merge")
+    return tokenizer, spec
+
+
+def as_pairs(merges):
+    """tokenizer.json merges as (left, right): older files write "left right", newer ones a list."""
+    return [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in merges]
+
+
+def merge_spec(base_spec, chinese_spec):
+    """The base tokenizer.json with the Chinese tokens it lacks and the merges that build them
+    appended; merges that would build a token the base already has are left out, since they
+    would change how the base's own text is cut."""
+    base_vocab, base_merges = base_spec["model"]["vocab"], base_spec["model"]["merges"]
+    vocab = dict(base_vocab)
+    next_id = 1 + max([*vocab.values(), *(t["id"] for t in base_spec["added_tokens"])])
+    specials = {t["content"] for t in chinese_spec["added_tokens"]}
+    for token, _ in sorted(chinese_spec["model"]["vocab"].items(), key=lambda item: item[1]):
+        if token not in vocab and token not in specials:
+            vocab[token] = next_id
+            next_id += 1
+    new_merges = [pair for pair in as_pairs(chinese_spec["model"]["merges"]) if "".join(pair) not in base_vocab]
+    written = [" ".join(pair) if base_merges and isinstance(base_merges[0], str) else list(pair) for pair in new_merges]
+    merged = json.loads(json.dumps(base_spec))
+    merged["model"]["vocab"], merged["model"]["merges"] = vocab, base_merges + written
+    return merged, len(vocab) - len(base_vocab), len(new_merges)
+
+
+def tokens_per_char(tokenizer, docs):
+    chars = tokens = 0
+    for doc in docs:
+        chars += len(doc["text"])
+        tokens += len(tokenizer(doc["text"], add_special_tokens=False)["input_ids"])
+    return tokens / max(1, chars), chars, tokens
+
+
+def subtoken_ids(base_tokenizer, token):
+    """The base tokenizer's pieces of one (new) token, as the base BPE model cuts its spelling."""
+    return [piece.id for piece in base_tokenizer.backend_tokenizer.model.tokenize(token)]
+
+
+@torch.no_grad()
+def grow_embeddings(model, base_tokenizer, new_tokens, init):
+    """Resize to the new vocabulary (padded) and initialise the new rows; returns the new row count."""
+    old_rows = len(base_tokenizer)
+    size = math.ceil((max(new_tokens.values(), default=old_rows - 1) + 1) / EMBEDDING_MULTIPLE) * EMBEDDING_MULTIPLE
+    size = max(size, model.get_input_embeddings().weight.shape[0])
+    model.resize_token_embeddings(size, mean_resizing=False)
+    matrices = [model.get_input_embeddings().weight]
+    if not model.config.tie_word_embeddings:
+        matrices.append(model.get_output_embeddings().weight)
+    for weight in matrices:
+        mean = weight[:old_rows].mean(dim=0)
+        weight[old_rows:] = mean
+        if init == "subtoken_mean":
+            for token, token_id in new_tokens.items():
+                weight[token_id] = weight[subtoken_ids(base_tokenizer, token)].mean(dim=0)
+    return size
+
+
+def add_arguments(ap):
+    ap.add_argument("--base", type=Path, required=True, help="the existing Hugging Face causal-LM directory")
+    ap.add_argument("--train", type=Path, required=True)
+    ap.add_argument("--validation", type=Path, required=True)
+    ap.add_argument("--vocab-size", type=int, default=20000, help="size of the Chinese tokenizer trained on --train")
+    ap.add_argument("--max-chars", type=int, default=0, help="train it on at most this many characters (0: all)")
+    ap.add_argument("--init", choices=("subtoken_mean", "mean"), default="subtoken_mean")
+    ap.add_argument("--out", type=Path, required=True, help="the expanded model and tokenizer")
+    ap.add_argument("--report", type=Path, required=True)
+
+
+def run(args, progress_stream):
+    base_tokenizer, base_spec = load_base(args.base)
+    chinese = base_tokenizer.train_new_from_iterator(capped_texts(args.train, args.max_chars), args.vocab_size)
+    merged_spec, added, merges = merge_spec(base_spec, json.loads(chinese.backend_tokenizer.to_str()))
+    new_tokens = {t: i for t, i in merged_spec["model"]["vocab"].items() if t not in base_spec["model"]["vocab"]}
+    model = AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float32)
+    with atomic_dir(args.out) as tmp:
+        base_tokenizer.save_pretrained(tmp, save_jinja_files=False)
+        Tokenizer.from_str(json.dumps(merged_spec)).save(str(tmp / "tokenizer.json"))
+        expanded = AutoTokenizer.from_pretrained(tmp)
+        rows = grow_embeddings(model, base_tokenizer, new_tokens, args.init)
+        model.save_pretrained(tmp, safe_serialization=True)
+        docs = list(read_docs([args.validation]))
+        before, chars, tokens_before = tokens_per_char(base_tokenizer, docs)
+        after, _, tokens_after = tokens_per_char(expanded, docs)
+        if any(expanded.decode(expanded(d["text"], add_special_tokens=False)["input_ids"]) != d["text"] for d in docs):
+            raise StageError("the expanded tokenizer does not decode the validation split back to itself")
+    report = {"base": str(args.base), "base_vocab": len(base_tokenizer), "chinese_vocab": len(chinese),
+              "added_tokens": added, "added_merges": merges, "expanded_vocab": len(expanded),
+              "embedding_rows": rows, "init": args.init,
+              "validation": {"characters": chars, "tokens_before": tokens_before, "tokens_after": tokens_after,
+                             "tokens_per_char_before": round(before, 4), "tokens_per_char_after": round(after, 4)}}
+    write_json(args.report, report)
+    log.info("%s", report)
+
+
+if __name__ == "__main__":
+    stage_cli("expand_vocab", __doc__, add_arguments, run)
