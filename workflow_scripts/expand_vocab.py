@@ -69,12 +69,18 @@ def merge_spec(base_spec, chinese_spec):
     return merged, len(vocab) - len(base_vocab), len(new_merges)
 
 
-def tokens_per_char(tokenizer, docs):
-    chars = tokens = 0
+def compare_on(docs, base_tokenizer, expanded):
+    """Characters and tokens before and after on the documents, each checked to round-trip."""
+    chars = before = after = 0
     for doc in docs:
-        chars += len(doc["text"])
-        tokens += len(tokenizer(doc["text"], add_special_tokens=False)["input_ids"])
-    return tokens / max(1, chars), chars, tokens
+        ids = expanded(doc["text"], add_special_tokens=False)["input_ids"]
+        if expanded.decode(ids) != doc["text"]:
+            raise StageError(f"the expanded tokenizer does not decode document id={doc['id']} back to itself")
+        chars, after = chars + len(doc["text"]), after + len(ids)
+        before += len(base_tokenizer(doc["text"], add_special_tokens=False)["input_ids"])
+    return {"characters": chars, "tokens_before": before, "tokens_after": after,
+            "tokens_per_char_before": round(before / max(1, chars), 4),
+            "tokens_per_char_after": round(after / max(1, chars), 4)}
 
 
 def subtoken_ids(base_tokenizer, token):
@@ -124,16 +130,10 @@ def run(args, progress_stream):
         expanded = AutoTokenizer.from_pretrained(tmp)
         rows = grow_embeddings(model, base_tokenizer, new_tokens, args.init)
         model.save_pretrained(tmp, safe_serialization=True)
-        docs = list(read_docs([args.validation]))
-        before, chars, tokens_before = tokens_per_char(base_tokenizer, docs)
-        after, _, tokens_after = tokens_per_char(expanded, docs)
-        if any(expanded.decode(expanded(d["text"], add_special_tokens=False)["input_ids"]) != d["text"] for d in docs):
-            raise StageError("the expanded tokenizer does not decode the validation split back to itself")
+        validation = compare_on(read_docs([args.validation]), base_tokenizer, expanded)
     report = {"base": str(args.base), "base_vocab": len(base_tokenizer), "chinese_vocab": len(chinese),
               "added_tokens": added, "added_merges": merges, "expanded_vocab": len(expanded),
-              "embedding_rows": rows, "init": args.init,
-              "validation": {"characters": chars, "tokens_before": tokens_before, "tokens_after": tokens_after,
-                             "tokens_per_char_before": round(before, 4), "tokens_per_char_after": round(after, 4)}}
+              "embedding_rows": rows, "init": args.init, "validation": validation}
     write_json(args.report, report)
     log.info("%s", report)
 
