@@ -62,8 +62,10 @@ def ingested(paths):
 def sources(args):
     """One row per corpus: documents read, left by clean and by dedup, and its share of each split."""
     read = {"zhwiki": summed(args.extract, "documents"), **{s: v["documents"] for s, v in ingested(args.ingest).items()}}
-    dedup, split = read_json(args.dedup)["by_source"], read_json(args.split)["by_source"]
-    return [{"source": source, "weight": split.get(source, {}).get("weight", 1.0), "read": count,
+    dedup, split_stats = read_json(args.dedup)["by_source"], read_json(args.split)
+    split = split_stats["by_source"]
+    # A corpus that dedup emptied has no by_source entry, but its weight is still the configured one.
+    return [{"source": source, "weight": split_stats["weights"].get(source, 1.0), "read": count,
              "after_clean": dedup.get(source, {}).get("documents_in", 0),
              "after_dedup": dedup.get(source, {}).get("documents_out", 0),
              **{key: split.get(source, {}).get(key, 0) for key in

@@ -89,7 +89,7 @@ def run(args, progress_stream):
             "characters": sum(c["characters"] for c in by_source.values())}
     write_json(args.stats, {"kept": kept, "train": {"documents": train.docs, "characters": train.chars},
                             "validation": {"documents": validation.docs, "characters": validation.chars},
-                            "by_source": by_source})
+                            "weights": weights, "by_source": by_source})
 
 
 if __name__ == "__main__":
