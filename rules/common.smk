@@ -6,6 +6,7 @@ from pathlib import Path
 
 import jsonschema
 import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.io import strip_wildcard_constraints
 
 
@@ -75,6 +76,15 @@ def code_version(*modules):
     for module in ("common", *modules):
         digest.update(Path(workflow.basedir, "workflow_scripts", f"{module}.py").read_bytes())
     return digest.hexdigest()[:16]
+
+
+def all_cores():
+    """Every core the run was given (--cores): the threads of training and tokenizer jobs. Commands
+    that run no job, such as `snakemake --report`, give no --cores; for them the value is unused."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 1
 
 
 def sample_files(wildcards):
@@ -194,6 +204,7 @@ def stage_benchmarks(wildcards):
 
 validate_config(config, Path(workflow.basedir, "config", "schema.yaml"))
 
+ALL_CORES = all_cores()
 SHARDS = [f"{i:03d}" for i in range(config["extract"]["shards"])]
 TOKEN_SHARDS = [f"{i:03d}" for i in range(config["tokens"]["shards"])]
 EXTRA_CORPORA = extra_corpora()

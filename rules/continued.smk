@@ -20,7 +20,7 @@ rule expand_vocab:
         "results/logs/expand_vocab.log",
     benchmark:
         "results/benchmarks/expand_vocab.tsv"
-    threads: workflow.cores
+    threads: ALL_CORES
     conda:
         "../envs/training.yaml"
     shell:
@@ -51,7 +51,7 @@ rule continued_model:
         "results/logs/continued_model.log",
     benchmark:
         "results/benchmarks/continued_model.tsv"
-    threads: workflow.cores
+    threads: ALL_CORES
     resources:
         gpu=config["continued_pretrain"]["gpus"],
     conda:

@@ -14,7 +14,7 @@ rule bits_per_byte:
         "results/logs/bits_per_byte/{model}.log",
     benchmark:
         "results/benchmarks/bits_per_byte/{model}.tsv"
-    threads: workflow.cores
+    threads: ALL_CORES
     conda:
         "../envs/training.yaml"
     shell:
@@ -39,7 +39,7 @@ rule multiple_choice:
         "results/logs/multiple_choice/{model}-{set}.log",
     benchmark:
         "results/benchmarks/multiple_choice/{model}-{set}.tsv"
-    threads: workflow.cores
+    threads: ALL_CORES
     conda:
         "../envs/training.yaml"
     shell:
@@ -66,7 +66,7 @@ rule samples:
         "results/logs/samples/{model}.log",
     benchmark:
         "results/benchmarks/samples/{model}.tsv"
-    threads: workflow.cores
+    threads: ALL_CORES
     conda:
         "../envs/training.yaml"
     shell:

@@ -24,7 +24,7 @@ rule base_model:
         "results/benchmarks/base_model.tsv"
     # CPU training uses every core it is given, split among the processes (Snakemake would otherwise
     # pin each job to one thread through OMP_NUM_THREADS).
-    threads: workflow.cores
+    threads: ALL_CORES
     resources:
         gpu=config["pretrain"]["gpus"],
         nodes=config["pretrain"]["nodes"],
@@ -58,7 +58,7 @@ rule sft_model:
         "results/logs/sft_model.log",
     benchmark:
         "results/benchmarks/sft_model.tsv"
-    threads: workflow.cores
+    threads: ALL_CORES
     resources:
         gpu=config["sft"]["gpus"],
     conda:
@@ -88,7 +88,7 @@ rule dpo_model:
         "results/logs/dpo_model.log",
     benchmark:
         "results/benchmarks/dpo_model.tsv"
-    threads: workflow.cores
+    threads: ALL_CORES
     resources:
         gpu=config["dpo"]["gpus"],
     conda:

@@ -21,7 +21,7 @@ rule tokenizer:
         "results/logs/tokenizer.log",
     benchmark:
         "results/benchmarks/tokenizer.tsv"
-    threads: workflow.cores
+    threads: ALL_CORES
     conda:
         "../envs/tokenizer.yaml"
     shell:

@@ -2,6 +2,8 @@
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -179,7 +181,10 @@ def test_run_summary_covers_every_stage(built):
 
 
 def test_the_report_shows_plots_and_tables(built):
-    snakemake(built, "--report", "results/report.html")
+    # Exactly the README's command: no --cores (threads sized by workflow.cores must not need it).
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--report", "results/report.html"], cwd=built,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
     report = (built / "results/report.html").read_text(encoding="utf-8")
     for name in ("funnel.png", "loss.png", "summary.html", "data.html", "tokenizer.html", "evaluation.html",
                  "samples.html"):
