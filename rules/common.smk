@@ -25,7 +25,7 @@ def validate_config(cfg, schema_path):
                      f"multiple of micro_batch x seq_len x processes (or gpus) x nodes = {per_micro_step}")
     check_multiple_choice_sets(cfg["eval"]["multiple_choice"])
     continued = cfg["continued_pretrain"]
-    if continued["enabled"] and not Path(continued["base"] or ".", "config.json").is_file():
+    if continued["enabled"] and not (continued["base"] and Path(continued["base"], "config.json").is_file()):
         sys.exit(f"invalid config: continued_pretrain.base: {continued['base']!r} is not a Hugging Face model "
                  "directory (no config.json); point it at the model to expand")
     check_extra_corpora(cfg["corpora"]["extra"])

@@ -18,7 +18,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from workflow_scripts.common import StageError, read_json, stage_cli
 from workflow_scripts.pretrain import add_token_training_arguments, train_on_tokens
-from workflow_scripts.training import add_method_arguments, merge_lora, model_fingerprint, set_seed, with_lora
+from workflow_scripts.training import (add_method_arguments, merge_lora, model_fingerprint, require_model_dir, set_seed,
+                                       with_lora)
 
 
 def add_arguments(ap):
@@ -30,8 +31,7 @@ def add_arguments(ap):
 
 def run(args, progress_stream):
     set_seed(args.seed)
-    if not (args.model / "config.json").is_file():
-        raise StageError(f"{args.model}: not a model directory (no config.json); build it with snakemake first")
+    require_model_dir(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, attn_implementation=args.attention)
     if args.seq_len > model.config.max_position_embeddings:
         raise StageError(f"continued_pretrain.seq_len {args.seq_len} is longer than {args.model}'s context of "

@@ -29,13 +29,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from workflow_scripts.common import StageError, atomic_dir, log, read_docs, stage_cli, write_json
 from workflow_scripts.tokenizer import capped_texts
+from workflow_scripts.training import require_model_dir
 
 EMBEDDING_MULTIPLE = 64
 
 
 def load_base(base: Path):
-    if not (base / "config.json").is_file():
-        raise StageError(f"{base}: not a Hugging Face model directory (no config.json); set continued_pretrain.base")
+    require_model_dir(base, "set continued_pretrain.base")
     tokenizer = AutoTokenizer.from_pretrained(base)
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
         raise StageError(f"{base}: the tokenizer has no tokenizer.json (a slow tokenizer); convert it to a fast one")

@@ -23,9 +23,6 @@ from tqdm import tqdm
 
 from workflow_scripts.common import DocWriter, StageError, extra_doc_id, log, stage_cli, write_json
 
-SUFFIXES = (".txt", ".jsonl", ".parquet")
-
-
 def txt_records(path: Path, unit, fields):
     text = path.read_text(encoding="utf-8")
     if unit == "file":
@@ -77,7 +74,7 @@ def records(files, unit, fields):
     """(title, text, origin) for every record of the files, in order."""
     for path in files:
         if path.suffix not in READERS:
-            raise StageError(f"{path}: unknown format; corpora take {', '.join(SUFFIXES)} files")
+            raise StageError(f"{path}: unknown format; corpora take {', '.join(READERS)} files")
         try:
             yield from READERS[path.suffix](path, unit, fields)
         except UnicodeDecodeError as err:

@@ -27,8 +27,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from workflow_scripts.common import IGNORE_INDEX, StageError, log, stage_cli
 from workflow_scripts.sft_data import ReadStats, encode, read_conversations
 from workflow_scripts.training import (Job, RunShape, Sampler, add_method_arguments, add_training_arguments, evaluate,
-                                       merge_lora, model_fingerprint, run_id, run_training, set_seed,
-                                       with_lora)
+                                       merge_lora, model_fingerprint, require_model_dir, run_id, run_training,
+                                       set_seed, with_lora)
 
 
 def parse_data(spec):
@@ -125,8 +125,7 @@ def sft_job(args, samples, pad_id, rank, world):
 
 def run(args, progress_stream):
     set_seed(args.seed)
-    if not (args.model / "config.json").is_file():
-        raise StageError(f"{args.model}: not a Hugging Face model directory (no config.json); set sft.base")
+    require_model_dir(args.model, "set sft.base")
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     samples, data_report = load_samples(args.data, tokenizer, args.max_len, args.skip_bad_records, args.seed)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)

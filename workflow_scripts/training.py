@@ -45,11 +45,16 @@ def set_seed(seed):
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def require_model_dir(model_dir: Path, remedy="build it with snakemake first"):
+    """A one-line error, ending with `remedy`, unless model_dir is a Hugging Face model directory."""
+    if not (Path(model_dir) / "config.json").is_file():
+        raise StageError(f"{model_dir}: not a model directory (no config.json); {remedy}")
+
+
 def load_causal_lm(model_dir: Path):
     """(model in eval mode, on the GPU when there is one; tokenizer) of a Hugging Face directory."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    if not (Path(model_dir) / "config.json").is_file():
-        raise StageError(f"{model_dir}: not a model directory (no config.json); build it with snakemake first")
+    require_model_dir(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).to("cuda" if torch.cuda.is_available() else "cpu")
     model.eval()
