@@ -3,9 +3,11 @@ fewer tokens per character, embeddings initialised as documented; continued pret
 trains the new rows and saves a loadable model."""
 import json
 
+import pyarrow.parquet as pq
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaTokenizerFast
 
 from conftest import run_fails, run_ok
 from workflow_scripts.pretrain import build_model
@@ -24,6 +26,33 @@ def base(trained, tmp_path_factory):
     model = build_model("demo", tokenizer, seq_len=64, tie_embeddings=False, attention="sdpa")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def llama_style_base(demo_docs, tmp_path_factory):
+    """A base laid out like LLaMA-2's (the Chinese-LLaMA-Alpaca case): SentencePiece-style BPE with
+    "▁" for spaces, byte fallback through <0x00>..<0xFF> vocabulary tokens at ids 3-258, merges
+    written as "left right" strings on disk, few Han characters. Random weights."""
+    out = tmp_path_factory.mktemp("llama_base") / "model"
+    bpe = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
+    bpe.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    bpe.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
+    chinese = [doc["text"] for doc in pq.read_table(demo_docs, columns=["text"]).to_pylist()[:10]]
+    bpe.train_from_iterator([*UNTOUCHED, "the quick brown fox jumps over the lazy dog"] * 50 + chinese,
+                            trainers.BpeTrainer(vocab_size=700, special_tokens=["<unk>", "<s>", "</s>", *byte_tokens],
+                                                limit_alphabet=150))
+    spec = json.loads(bpe.to_str())
+    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] not in byte_tokens]
+    LlamaTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)), bos_token="<s>", eos_token="</s>",
+                       unk_token="<unk>", legacy=False).save_pretrained(out)
+    spec["model"]["merges"] = [" ".join(pair) for pair in spec["model"]["merges"]]
+    (out / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False))
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    torch.manual_seed(0)
+    build_model("demo", tokenizer, seq_len=64, tie_embeddings=True, attention="sdpa").save_pretrained(out)
     return out
 
 
@@ -48,6 +77,21 @@ def test_old_tokens_keep_their_ids_and_text_without_new_tokens_encodes_the_same(
         assert new(text)["input_ids"] == old(text)["input_ids"], text
     assert new.apply_chat_template([{"role": "user", "content": "你好"}], tokenize=False) == \
         old.apply_chat_template([{"role": "user", "content": "你好"}], tokenize=False)
+
+
+def test_a_llama_style_byte_fallback_base_expands_the_same_way(llama_style_base, demo_docs, tmp_path):
+    out, report = expand(tmp_path, llama_style_base, demo_docs, "subtoken_mean")
+    old, new = AutoTokenizer.from_pretrained(llama_style_base), AutoTokenizer.from_pretrained(out)
+    assert all(new.get_vocab()[token] == token_id for token, token_id in old.get_vocab().items())
+    assert new.convert_ids_to_tokens(3) == "<0x00>" and report["added_tokens"] > 500
+    for text in UNTOUCHED:
+        assert new(text)["input_ids"] == old(text)["input_ids"], text
+    text = pq.read_table(demo_docs, columns=["text"]).column("text")[0].as_py()[:200]
+    assert len(new(text)["input_ids"]) < len(old(text)["input_ids"]) / 2
+    assert new.decode(new(text)["input_ids"], skip_special_tokens=True) == text
+    assert report["validation"]["tokens_per_char_after"] < 0.5 * report["validation"]["tokens_per_char_before"]
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.get_input_embeddings().weight.shape[0] == report["embedding_rows"] >= len(new)
 
 
 def test_chinese_text_takes_fewer_tokens_and_round_trips(base, expanded, demo_docs):

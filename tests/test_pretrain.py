@@ -116,6 +116,23 @@ def test_sampler_gives_ranks_disjoint_windows():
     assert Sampler(600, 1, 0, 1, 4).indices(7) != Sampler(600, 2, 0, 1, 4).indices(7)
 
 
+@pytest.mark.parametrize("preset", ["demo", "0.5b"])  # 0.5b: grouped-query attention
+def test_flops_per_token_counts_every_matmul_weight_and_attention(preset):
+    """MFU's numerator: 6 FLOPs per weight of every matmul (the output layer too, the input
+    embedding, a lookup, not) and 12 per layer, width and position for attention scores."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from workflow_scripts.pretrain import PRESETS
+    from workflow_scripts.training import model_flops_per_token
+
+    config = LlamaConfig(**PRESETS[preset], vocab_size=8192, tie_word_embeddings=False)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    matmul_weights = sum(p.numel() for name, p in model.named_parameters() if p.dim() == 2 and "embed" not in name)
+    attention = 12 * config.num_hidden_layers * config.hidden_size * 512
+    assert model_flops_per_token(config, 512) == 6 * matmul_weights + attention
+
+
 def test_warmup_then_cosine():
     factor = lr_lambda(warmup_steps=10, total_steps=110, min_lr_ratio=0.1)
     assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)

@@ -45,15 +45,11 @@ def load_base(base: Path):
     return tokenizer, spec
 
 
-def as_pairs(merges):
-    """tokenizer.json merges as (left, right): older files write "left right", newer ones a list."""
-    return [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in merges]
-
-
 def merge_spec(base_spec, chinese_spec):
     """The base tokenizer.json with the Chinese tokens it lacks and the merges that build them
     appended; merges that would build a token the base already has are left out, since they
-    would change how the base's own text is cut."""
+    would change how the base's own text is cut. Both specs come from `to_str()`, which writes
+    merges as [left, right] lists whichever format the file on disk used."""
     base_vocab, base_merges = base_spec["model"]["vocab"], base_spec["model"]["merges"]
     vocab = dict(base_vocab)
     next_id = 1 + max([*vocab.values(), *(t["id"] for t in base_spec["added_tokens"])])
@@ -62,10 +58,9 @@ def merge_spec(base_spec, chinese_spec):
         if token not in vocab and token not in specials:
             vocab[token] = next_id
             next_id += 1
-    new_merges = [pair for pair in as_pairs(chinese_spec["model"]["merges"]) if "".join(pair) not in base_vocab]
-    written = [" ".join(pair) if base_merges and isinstance(base_merges[0], str) else list(pair) for pair in new_merges]
+    new_merges = [pair for pair in chinese_spec["model"]["merges"] if "".join(pair) not in base_vocab]
     merged = json.loads(json.dumps(base_spec))
-    merged["model"]["vocab"], merged["model"]["merges"] = vocab, base_merges + written
+    merged["model"]["vocab"], merged["model"]["merges"] = vocab, base_merges + new_merges
     return merged, len(vocab) - len(base_vocab), len(new_merges)
 
 
