@@ -39,10 +39,27 @@ def test_ingest_reads_each_format_into_the_document_schema(tmp_path):
 
 def test_ingest_shards_partition_the_records_with_the_same_ids(tmp_path):
     (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": f"第{n}篇"}) + "\n" for n in range(10)))
-    whole, _ = ingest(tmp_path, "one", [tmp_path / "a.jsonl"])
-    parts = [ingest(tmp_path, "one", [tmp_path / "a.jsonl"], shard=k, shards=3)[0] for k in range(3)]
-    assert sorted(d["id"] for part in parts for d in part) == sorted(d["id"] for d in whole)
-    assert [len(part) for part in parts] == [4, 3, 3]
+    pq.write_table(pa.table({"text": [f"第{n}行" for n in range(7)]}), tmp_path / "b.parquet", row_group_size=3)
+    files = [tmp_path / "a.jsonl", tmp_path / "b.parquet"]
+    whole, _ = ingest(tmp_path, "one", files)
+    parts = [ingest(tmp_path, "one", files, shard=k, shards=3)[0] for k in range(3)]
+    assert sorted((d["id"], d["url"], d["text"]) for part in parts for d in part) == \
+        sorted((d["id"], d["url"], d["text"]) for d in whole)
+    assert [len(part) for part in parts] == [6, 6, 5]
+    assert whole[-1]["url"].endswith("b.parquet#row7") and whole[-1]["id"] == extra_doc_id("one", 16)
+
+
+def test_a_shard_decodes_only_its_own_records(tmp_path):
+    """Record 1 is broken: shard 1 of 2 reports it; shard 0 never parses it (nor reads b.txt)."""
+    (tmp_path / "a.jsonl").write_text('{"text": "好"}\n{"text": \n{"text": "三"}\n')
+    pq.write_table(pa.table({"text": ["四", "五"]}), tmp_path / "a.parquet")
+    (tmp_path / "b.txt").write_bytes("七".encode("gb18030"))
+    files = [tmp_path / "a.jsonl", tmp_path / "a.parquet", tmp_path / "b.txt"]
+    docs, stats = ingest(tmp_path, "x", files, shard=0, shards=2)
+    assert [(d["id"], d["text"]) for d in docs] == [(extra_doc_id("x", n), t) for n, t in ((0, "好"), (2, "三"), (4, "五"))]
+    assert stats["records"] == 3
+    run_fails("ingest", r"a\.jsonl:2: not valid JSON", "--name", "x", "--files", *files, "--shard", 1, "--shards", 2,
+              "--out", tmp_path / "o.parquet", "--stats", tmp_path / "s.json")
 
 
 @pytest.mark.parametrize("content, expected", [

@@ -10,10 +10,11 @@ The format follows each file's suffix:
              (optional: without it, the title is the source name and the record number);
   .parquet   the same fields as columns, read one row group at a time.
 Records are numbered across the files in the order given; record r goes to shard r mod --shards,
-and its document id is common.extra_doc_id(name, r), so ids do not depend on the sharding. The
-converted, cleaned and deduplicated documents then flow with zhwiki's (rules/data.smk).
+and its document id is common.extra_doc_id(name, r), so ids do not depend on the sharding. A shard
+job counts every record but decodes only its own (JSON lines, Parquet rows, one-document-per-file
+texts), so n shards do not parse the corpus n times; a bad record is reported by the job of its shard.
+The converted, cleaned and deduplicated documents then flow with zhwiki's (rules/data.smk).
 """
-import itertools
 import json
 from pathlib import Path
 
@@ -23,20 +24,37 @@ from tqdm import tqdm
 
 from workflow_scripts.common import DocWriter, StageError, extra_doc_id, log, stage_cli, write_json
 
-def txt_records(path: Path, unit, fields):
-    text = path.read_text(encoding="utf-8")
+
+class ShardCounter:
+    """Numbers the records across all files; a number is this shard's when it is shard mod shards."""
+
+    def __init__(self, shard, shards):
+        self.shard, self.shards, self.records = shard, shards, 0
+
+    def next(self):
+        """The next record's number if it is this shard's, else None."""
+        number, self.records = self.records, self.records + 1
+        return number if number % self.shards == self.shard else None
+
+
+def txt_records(path: Path, unit, fields, counter):
     if unit == "file":
-        yield path.stem, text, str(path)
+        number = counter.next()
+        if number is not None:
+            yield number, path.stem, path.read_text(encoding="utf-8"), str(path)
         return
-    for k, paragraph in enumerate(p for p in text.split("\n\n") if p.strip()):
-        yield f"{path.stem} #{k + 1}", paragraph, f"{path}#{k + 1}"
+    paragraphs = (p for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip())
+    for k, paragraph in enumerate(paragraphs):
+        number = counter.next()
+        if number is not None:
+            yield number, f"{path.stem} #{k + 1}", paragraph, f"{path}#{k + 1}"
 
 
-def jsonl_records(path: Path, unit, fields):
+def jsonl_records(path: Path, unit, fields, counter):
     text_field, title_field = fields
     with open(path, encoding="utf-8") as fh:
         for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
+            if not line.strip() or (number := counter.next()) is None:
                 continue
             try:
                 record = json.loads(line)
@@ -46,10 +64,10 @@ def jsonl_records(path: Path, unit, fields):
                 keys = sorted(record) if isinstance(record, dict) else type(record).__name__
                 raise StageError(f"{path}:{line_no}: no string field {text_field!r} (has {keys}); set this "
                                  "corpus's text_field in config corpora.extra")
-            yield record.get(title_field), record[text_field], f"{path}:{line_no}"
+            yield number, record.get(title_field), record[text_field], f"{path}:{line_no}"
 
 
-def parquet_records(path: Path, unit, fields):
+def parquet_records(path: Path, unit, fields, counter):
     text_field, title_field = fields
     try:
         pf = pq.ParquetFile(path)
@@ -60,23 +78,25 @@ def parquet_records(path: Path, unit, fields):
         raise StageError(f"{path}: no column {text_field!r} (has {names}); set this corpus's text_field in "
                          "config corpora.extra")
     columns = [text_field] + ([title_field] if title_field in names else [])
-    row = 0
+    first_row = 0
     for batch in pf.iter_batches(columns=columns):
-        for record in batch.to_pylist():
-            row += 1
-            yield record.get(title_field), record[text_field], f"{path}#row{row}"
+        numbers = [counter.next() for _ in range(batch.num_rows)]
+        rows = [row for row, number in enumerate(numbers) if number is not None]
+        for row, record in zip(rows, batch.take(rows).to_pylist()):
+            yield numbers[row], record.get(title_field), record[text_field], f"{path}#row{first_row + row + 1}"
+        first_row += batch.num_rows
 
 
 READERS = {".txt": txt_records, ".jsonl": jsonl_records, ".parquet": parquet_records}
 
 
-def records(files, unit, fields):
-    """(title, text, origin) for every record of the files, in order."""
+def records(files, unit, fields, counter):
+    """(number, title, text, origin) for each of this shard's records of the files, in order."""
     for path in files:
         if path.suffix not in READERS:
             raise StageError(f"{path}: unknown format; corpora take {', '.join(READERS)} files")
         try:
-            yield from READERS[path.suffix](path, unit, fields)
+            yield from READERS[path.suffix](path, unit, fields, counter)
         except UnicodeDecodeError as err:
             raise StageError(f"{path}: not UTF-8 (byte {err.start}); convert it, e.g. iconv -f GB18030 -t UTF-8") from None
 
@@ -95,11 +115,11 @@ def add_arguments(ap):
 
 def run(args, progress_stream):
     empty = 0
-    stream = records(args.files, args.txt_document, (args.text_field, args.title_field))
-    mine = itertools.islice(enumerate(stream), args.shard, None, args.shards)
+    counter = ShardCounter(args.shard, args.shards)
+    mine = records(args.files, args.txt_document, (args.text_field, args.title_field), counter)
     with DocWriter(args.out) as writer:
-        for number, (title, text, origin) in tqdm(mine, file=progress_stream, desc=f"ingest {args.name}",
-                                                  mininterval=5):
+        for number, title, text, origin in tqdm(mine, file=progress_stream, desc=f"ingest {args.name}",
+                                                mininterval=5):
             if not text or not text.strip():
                 empty += 1
                 continue
