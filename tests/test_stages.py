@@ -5,7 +5,7 @@ import random
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_ok, run_stage
+from conftest import run_fails, run_ok, run_stage
 from workflow_scripts.clean import normalize
 from workflow_scripts.common import DocWriter
 from workflow_scripts.split import in_validation
@@ -131,3 +131,21 @@ def test_split_is_deterministic_disjoint_and_skips_removed(tmp_path):
     assert 20 <= len(validation) <= 60
     assert validation_ids == {i for i in range(400) if in_validation(i, 0.1, 3)}
     assert validation_ids != {i for i in range(400) if in_validation(i, 0.1, 4)}
+
+
+@pytest.mark.parametrize("stage, args", [
+    ("convert", ["--input", "{bad}", "--out", "{tmp}/o.parquet", "--stats", "{tmp}/s.json"]),
+    ("clean", ["--input", "{bad}", "--out", "{tmp}/o.parquet", "--stats", "{tmp}/s.json"]),
+    ("minhash", ["--input", "{bad}", "--out", "{tmp}/o.npz"]),
+    ("dedup", ["--signatures", "{bad}", "--report", "{tmp}/r.parquet", "--stats", "{tmp}/s.json"]),
+    ("split", ["--inputs", "{good}", "--removed", "{bad}", "--train", "{tmp}/t.parquet", "--validation",
+               "{tmp}/v.parquet", "--stats", "{tmp}/s.json"]),
+])
+def test_an_unreadable_input_file_is_one_line_naming_it(tmp_path, stage, args):
+    """A truncated file (what a full disk or a copy cut short leaves) as the stage's input."""
+    good = write_docs(tmp_path / "good.parquet", [{"id": 1, "text": chinese(1)}])
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(good.read_bytes()[:100])
+    values = {"bad": bad, "good": good, "tmp": tmp_path}
+    run_fails(stage, rf"{bad.name}: not a readable (Parquet|signature) file .*; rerun", *(a.format(**values) for a in args))
+    assert not any(tmp_path.glob("[otrv].*"))

@@ -157,15 +157,25 @@ class DocWriter:
         self._atomic.__exit__(exc_type, exc, tb)
 
 
+def open_parquet(path):
+    try:
+        return pq.ParquetFile(path)
+    except (OSError, pa.ArrowInvalid) as err:
+        raise StageError(f"{path}: not a readable Parquet file ({err}); rerun the stage that wrote it") from None
+
+
+def open_docs(path):
+    """A document file (DOC_SCHEMA) opened for reading; a one-line error for anything else."""
+    pf = open_parquet(path)
+    if not pf.schema_arrow.equals(DOC_SCHEMA, check_metadata=False):
+        raise StageError(f"{path}: columns {pf.schema_arrow.names} are not {DOC_SCHEMA.names}")
+    return pf
+
+
 def read_docs(paths):
     """Yield documents as dicts from Parquet files, one row group in memory at a time."""
     for path in paths:
-        try:
-            pf = pq.ParquetFile(path)
-        except (OSError, pa.ArrowInvalid) as err:
-            raise StageError(f"{path}: not a readable Parquet file ({err}); rerun the stage that wrote it") from None
-        if not pf.schema_arrow.equals(DOC_SCHEMA, check_metadata=False):
-            raise StageError(f"{path}: columns {pf.schema_arrow.names} are not {DOC_SCHEMA.names}")
+        pf = open_docs(path)
         for group in range(pf.num_row_groups):
             yield from pf.read_row_group(group).to_pylist()
 
@@ -185,4 +195,4 @@ def extra_doc_id(source, record):
 
 
 def count_docs(paths):
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+    return sum(open_docs(p).metadata.num_rows for p in paths)

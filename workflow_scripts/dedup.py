@@ -11,6 +11,7 @@ document reaches --threshold (candidates from datasketch's MinHash LSH) is a nea
 the most similar such document. The report lists each removed document with the one it
 duplicated; the split stage drops them.
 """
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,16 @@ REPORT_SCHEMA = pa.schema([("id", pa.int64()), ("title", pa.string()), ("source"
                            ("duplicate_of_source", pa.string()), ("similarity", pa.float64())])
 
 
+def load_npz(path):
+    try:
+        return np.load(path)
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise StageError(f"{path}: not a readable signature file ({err}); rerun its minhash job") from None
+
+
 def load_signatures(paths, corpus_order):
     """(ids, titles, sources, exact keys, signatures) of every document, in visiting order."""
-    parts = [np.load(p) for p in paths]
+    parts = [load_npz(p) for p in paths]
     ids = np.concatenate([p["ids"] for p in parts])
     rank = {name: k for k, name in enumerate(corpus_order)}
     ranks = np.array([rank.get(s, len(rank)) for s in np.concatenate([p["sources"] for p in parts]).tolist()])

@@ -18,11 +18,9 @@ The converted, cleaned and deduplicated documents then flow with zhwiki's (rules
 import json
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from workflow_scripts.common import DocWriter, StageError, extra_doc_id, log, stage_cli, write_json
+from workflow_scripts.common import DocWriter, StageError, extra_doc_id, log, open_parquet, stage_cli, write_json
 
 
 class ShardCounter:
@@ -69,10 +67,7 @@ def jsonl_records(path: Path, unit, fields, counter):
 
 def parquet_records(path: Path, unit, fields, counter):
     text_field, title_field = fields
-    try:
-        pf = pq.ParquetFile(path)
-    except (OSError, pa.ArrowInvalid) as err:
-        raise StageError(f"{path}: not a readable Parquet file ({err})") from None
+    pf = open_parquet(path)
     names = pf.schema_arrow.names
     if text_field not in names:
         raise StageError(f"{path}: no column {text_field!r} (has {names}); set this corpus's text_field in "

@@ -15,10 +15,9 @@ import hashlib
 import math
 from pathlib import Path
 
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from workflow_scripts.common import DocWriter, StageError, count_docs, read_docs, stage_cli, write_json
+from workflow_scripts.common import DocWriter, StageError, count_docs, open_parquet, read_docs, stage_cli, write_json
 
 
 def unit_hash(*key):
@@ -59,7 +58,7 @@ def add_arguments(ap):
 
 
 def run(args, progress_stream):
-    removed = set(pq.read_table(args.removed, columns=["id"]).column("id").to_pylist())
+    removed = set(open_parquet(args.removed).read(columns=["id"]).column("id").to_pylist())
     weights = parse_weights(args.weights)
     by_source = {}
     with DocWriter(args.train) as train, DocWriter(args.validation) as validation:

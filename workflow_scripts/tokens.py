@@ -14,11 +14,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from workflow_scripts.common import StageError, atomic_path, log, sha1_file, stage_cli, write_json
+from workflow_scripts.common import StageError, atomic_path, log, open_docs, sha1_file, stage_cli, write_json
 from workflow_scripts.tokenizer import END_OF_TEXT
 
 BATCH_DOCS = 256
@@ -30,7 +29,7 @@ def token_dtype(vocab_size):
 
 def shard_texts(path, shard, shards):
     """The texts of documents [n*shard/shards, n*(shard+1)/shards) of a Parquet split, in order."""
-    pf = pq.ParquetFile(path)
+    pf = open_docs(path)
     total = pf.metadata.num_rows
     first, last = total * shard // shards, total * (shard + 1) // shards
     start = 0
