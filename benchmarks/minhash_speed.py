@@ -78,7 +78,8 @@ def accuracy(texts, args):
         estimate = (signatures(originals, hashfunc, args.num_perm, args.seed)
                     == signatures(copies, hashfunc, args.num_perm, args.seed)).mean(axis=1)
         result[name] = {"mean_abs_error": round(float(np.abs(estimate - exact).mean()), 4),
-                        "wrong_side_of_threshold": int(((estimate >= args.threshold) != (exact >= args.threshold)).sum())}
+                        "wrong_side_of_threshold": int(((estimate >= args.threshold)
+                                                        != (exact >= args.threshold)).sum())}
     return result
 
 

@@ -81,7 +81,8 @@ def trainer(args, work: Path):
     training_args = TrainingArguments(
         output_dir=str(work / "trainer"), per_device_train_batch_size=args.micro_batch,
         gradient_accumulation_steps=accumulation, max_steps=args.steps, learning_rate=3e-3, weight_decay=0.1,
-        adam_beta2=0.95, warmup_steps=10, lr_scheduler_type="cosine", max_grad_norm=1.0, logging_steps=10,
+        adam_beta2=0.95, warmup_steps=10, lr_scheduler_type="cosine", max_grad_norm=1.0,
+        logging_steps=min(10, args.steps),
         save_strategy="no", report_to=[], dataloader_num_workers=0, use_cpu=not torch.cuda.is_available(),
         bf16=torch.cuda.is_available(), torch_compile=args.compile, disable_tqdm=True)
     run = Trainer(model=model, args=training_args, train_dataset=Windows(), callbacks=[StepTimes()])

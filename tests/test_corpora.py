@@ -56,7 +56,8 @@ def test_a_shard_decodes_only_its_own_records(tmp_path):
     (tmp_path / "b.txt").write_bytes("七".encode("gb18030"))
     files = [tmp_path / "a.jsonl", tmp_path / "a.parquet", tmp_path / "b.txt"]
     docs, stats = ingest(tmp_path, "x", files, shard=0, shards=2)
-    assert [(d["id"], d["text"]) for d in docs] == [(extra_doc_id("x", n), t) for n, t in ((0, "好"), (2, "三"), (4, "五"))]
+    assert [(d["id"], d["text"]) for d in docs] == [(extra_doc_id("x", n), text)
+                                                    for n, text in ((0, "好"), (2, "三"), (4, "五"))]
     assert stats["records"] == 3
     run_fails("ingest", r"a\.jsonl:2: not valid JSON", "--name", "x", "--files", *files, "--shard", 1, "--shards", 2,
               "--out", tmp_path / "o.parquet", "--stats", tmp_path / "s.json")
@@ -136,11 +137,13 @@ def test_split_weights_the_train_split_only(tmp_path):
     pq.write_table(pa.table({"id": pa.array([], pa.int64())}), tmp_path / "removed.parquet")
     for weights in ([], ["book=2.5", "zhwiki=0.5"]):
         run_ok("split", "--inputs", tmp_path / "docs.parquet", "--removed", tmp_path / "removed.parquet",
-               "--validation-fraction", 0.1, "--weights", *weights, "--train", tmp_path / f"train{len(weights)}.parquet",
+               "--validation-fraction", 0.1, "--weights", *weights,
+               "--train", tmp_path / f"train{len(weights)}.parquet",
                "--validation", tmp_path / f"val{len(weights)}.parquet", "--stats", tmp_path / "s.json")
     assert read(tmp_path / "val0.parquet") == read(tmp_path / "val2.parquet")
     plain, weighted = read(tmp_path / "train0.parquet"), read(tmp_path / "train2.parquet")
-    count = {s: sum(d["source"] == s for d in weighted) / sum(d["source"] == s for d in plain) for s in ("book", "zhwiki")}
+    count = {source: sum(d["source"] == source for d in weighted) / sum(d["source"] == source for d in plain)
+             for source in ("book", "zhwiki")}
     assert 2.3 < count["book"] < 2.7 and 0.4 < count["zhwiki"] < 0.6
     stats = json.loads((tmp_path / "s.json").read_text())
     assert stats["by_source"]["book"]["train_documents"] == sum(d["source"] == "book" for d in weighted)

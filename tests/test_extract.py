@@ -47,7 +47,8 @@ def test_real_slice_keeps_only_articles(real_docs):
     docs, _ = real_docs
     assert all(d["url"].endswith(f"?curid={d['id']}") for d in docs)
     assert len({d["id"] for d in docs}) == len(docs)
-    assert not [d for d in docs if ":" in d["title"] and d["title"].split(":")[0] in ("Template", "Wikipedia", "Category")]
+    other_namespaces = ("Template", "Wikipedia", "Category")
+    assert not [d for d in docs if ":" in d["title"] and d["title"].split(":")[0] in other_namespaces]
 
 
 def test_converted_real_slice_has_nothing_left_for_t2s(real_docs):

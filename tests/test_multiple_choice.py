@@ -108,7 +108,8 @@ def test_real_cmmlu_layout_is_read():
     ([["", "Question", "A", "B", "Answer"]], r"header \['', 'Question', 'A', 'B', 'Answer'\] has no question, A-D"),
     ([["", "Question", "A", "B", "C", "D", "Answer"], ["0", "问", "a", "b", "c", "d", "E"]],
      "line 2: answer 'E' is not one of A, B, C, D"),
-    ([["", "Question", "A", "B", "C", "D", "Answer"], ["0", "问", "a"]], "line 2: has 3 columns, fewer than the header"),
+    ([["", "Question", "A", "B", "C", "D", "Answer"], ["0", "问", "a"]],
+     "line 2: has 3 columns, fewer than the header"),
     ([], "empty file"),
 ])
 def test_malformed_csv_is_a_clear_error(tmp_path, rows, message):

@@ -26,7 +26,8 @@ def schema_keys(schema, prefix=""):
                                                ("make_demo_corpora", "corpora")])
 def test_demo_data_is_reproduced_byte_for_byte(tmp_path, generator, folder):
     run_ok(generator, tmp_path)
-    committed = sorted(p.relative_to(REPO / "demo" / folder) for p in (REPO / "demo" / folder).rglob("*") if p.is_file())
+    demo = REPO / "demo" / folder
+    committed = sorted(p.relative_to(demo) for p in demo.rglob("*") if p.is_file())
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()) == committed
     for path in committed:
         assert (tmp_path / path).read_bytes() == (REPO / "demo" / folder / path).read_bytes(), path
@@ -113,3 +114,10 @@ def test_every_stage_is_a_cli(stage):
 def test_lint_is_clean():
     result = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True)
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_python_code_passes_ruff():
+    """pyproject's [tool.ruff]: pycodestyle errors and warnings (120 columns) and pyflakes."""
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", "."], cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout

@@ -64,7 +64,8 @@ def test_full_fine_tuning_trains_and_saves_a_chat_model(full):
     assert summary["method"] == "full" and summary["data"][DATA[1].rsplit(":", 1)[0]]["weight"] == 0.5
     tokenizer = AutoTokenizer.from_pretrained(out / "model")
     model = AutoModelForCausalLM.from_pretrained(out / "model")
-    assert tokenizer.chat_template and tokenizer.convert_tokens_to_ids("<|im_end|>") in model.generation_config.eos_token_id
+    assert tokenizer.chat_template
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in model.generation_config.eos_token_id
 
 
 def test_lora_trains_only_adapters_and_merges_them(base_model, tmp_path):
@@ -89,8 +90,8 @@ def test_chat_cli_answers_a_prompt(full):
     assert result.returncode == 0, result.stderr
     tokenizer = AutoTokenizer.from_pretrained(out / "model")
     model = AutoModelForCausalLM.from_pretrained(out / "model")
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "安宁市位于哪个省？"}], add_generation_prompt=True,
-                                           return_tensors="pt", return_dict=True)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "安宁市位于哪个省？"}],
+                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)
     greedy = model.generate(**prompt, max_new_tokens=12, do_sample=False, repetition_penalty=1.1,
                             pad_token_id=tokenizer.pad_token_id)[0, prompt["input_ids"].shape[1]:]
     assert result.stdout == tokenizer.decode(greedy, skip_special_tokens=True) + "\n"

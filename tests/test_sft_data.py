@@ -22,7 +22,8 @@ def write(tmp_path, name, records, jsonl=True):
 
 def as_format(fmt, turns, system=None):
     if fmt == "alpaca":
-        return {"instruction": turns[0][1], "input": "", "output": turns[1][1], **({"system": system} if system else {})}
+        return {"instruction": turns[0][1], "input": "", "output": turns[1][1],
+                **({"system": system} if system else {})}
     if fmt == "sharegpt":
         head = [{"from": "system", "value": system}] if system else []
         return {"conversations": head + [{"from": {"user": "human", "assistant": "gpt"}[r], "value": c}

@@ -61,7 +61,8 @@ def ingested(paths):
 
 def sources(args):
     """One row per corpus: documents read, left by clean and by dedup, and its share of each split."""
-    read = {"zhwiki": summed(args.extract, "documents"), **{s: v["documents"] for s, v in ingested(args.ingest).items()}}
+    read = {"zhwiki": summed(args.extract, "documents"),
+            **{source: stats["documents"] for source, stats in ingested(args.ingest).items()}}
     dedup, split_stats = read_json(args.dedup)["by_source"], read_json(args.split)
     split = split_stats["by_source"]
     # A corpus that dedup emptied has no by_source entry, but its weight is still the configured one.
@@ -81,10 +82,10 @@ SOURCE_COLUMNS = ["corpus", "weight", "read", "after clean", "after dedup", "tra
 
 def markdown(rows, by_source):
     funnel = markdown_table(["step", "documents", "characters"],
-                            [[r["step"], f"{r['documents']:,}", "" if r["characters"] is None else f"{r['characters']:,}"]
-                             for r in rows])
-    table = markdown_table(SOURCE_COLUMNS, [[f"{r[key]:,}" if isinstance(r[key], int) else r[key] for key in SOURCE_KEYS]
-                                            for r in by_source])
+                            [[r["step"], f"{r['documents']:,}", "" if r["characters"] is None
+                              else f"{r['characters']:,}"] for r in rows])
+    table = markdown_table(SOURCE_COLUMNS, [[f"{r[key]:,}" if isinstance(r[key], int) else r[key]
+                                             for key in SOURCE_KEYS] for r in by_source])
     return f"{funnel}\nBy corpus:\n\n{table}"
 
 

@@ -5,11 +5,11 @@
 
 Documents are visited corpus by corpus in --corpus-order (zhwiki first, then the extra corpora as
 config lists them), each in ascending id, so the outcome does not depend on the number of shards
-or their order, and of two copies the one in the corpus listed first is kept: a document whose whitespace-free text hashes like an earlier one's is
-an exact duplicate; otherwise one whose estimated Jaccard similarity with an earlier kept
-document reaches --threshold (candidates from datasketch's MinHash LSH) is a near duplicate of
-the most similar such document. The report lists each removed document with the one it
-duplicated; the split stage drops them.
+or their order, and of two copies the one in the corpus listed first is kept: a document whose
+whitespace-free text hashes like an earlier one's is an exact duplicate; otherwise one whose
+estimated Jaccard similarity with an earlier kept document reaches --threshold (candidates from
+datasketch's MinHash LSH) is a near duplicate of the most similar such document. The report
+lists each removed document with the one it duplicated; the split stage drops them.
 """
 import zipfile
 from pathlib import Path

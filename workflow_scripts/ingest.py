@@ -93,7 +93,8 @@ def records(files, unit, fields, counter):
         try:
             yield from READERS[path.suffix](path, unit, fields, counter)
         except UnicodeDecodeError as err:
-            raise StageError(f"{path}: not UTF-8 (byte {err.start}); convert it, e.g. iconv -f GB18030 -t UTF-8") from None
+            raise StageError(f"{path}: not UTF-8 (byte {err.start}); convert it, "
+                             "e.g. iconv -f GB18030 -t UTF-8") from None
 
 
 def add_arguments(ap):

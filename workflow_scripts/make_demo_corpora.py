@@ -34,7 +34,8 @@ def gazetteer_entry(rng, city):
             f"据旧志记载，当地农户每年{rng.choice(SEASONS)}采收{herb}，晒干后销往{city['province']}各地。"
             f"民间常以{herb}配{other}煎汤，用于缓解{ailment}，此法流传已有{rng.randrange(80, 600)}余年。"
             f"城中药铺以{city['industries'][0]}起家者居多，至今仍保留着前店后坊的格局。"
-            f"近年来，{city['name']}将{herb}种植与{rng.choice(INDUSTRIES)}结合，建成了约{rng.randrange(2, 90)}个种植基地，"
+            f"近年来，{city['name']}将{herb}种植与{rng.choice(INDUSTRIES)}结合，"
+            f"建成了约{rng.randrange(2, 90)}个种植基地，"
             f"年产量约{rng.randrange(100, 9000)}吨。医家提醒，{ailment}症状持续不退者应及时就医，不可单凭偏方。"
         ),
     }

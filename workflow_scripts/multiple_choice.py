@@ -42,7 +42,8 @@ def read_questions(path: Path):
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise StageError(f"{path}: cannot be read as CSV ({err})") from None
     if not rows:
-        raise StageError(f"{path}: empty file; expected a header ',Question,A,B,C,D,Answer' or 'id,question,A,B,C,D,answer'")
+        raise StageError(f"{path}: empty file; expected a header ',Question,A,B,C,D,Answer' "
+                         "or 'id,question,A,B,C,D,answer'")
     header = [h.strip().lower() for h in rows[0]]
     if "question" not in header or "answer" not in header or not set(map(str.lower, LETTERS)) <= set(header):
         raise StageError(f"{path}: header {rows[0]} has no question, A-D and answer columns")

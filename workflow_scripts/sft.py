@@ -97,7 +97,8 @@ def collate(samples, indices, pad_id):
 
 def split_validation(samples, fraction, seed):
     held_out = set(random.Random(seed + 1).sample(range(len(samples)), math.ceil(len(samples) * fraction)))
-    return ([s for i, s in enumerate(samples) if i not in held_out], [s for i, s in enumerate(samples) if i in held_out])
+    return ([s for i, s in enumerate(samples) if i not in held_out],
+            [s for i, s in enumerate(samples) if i in held_out])
 
 
 def add_arguments(ap):
@@ -117,7 +118,8 @@ def sft_job(args, samples, pad_id, rank, world):
     train_batches = length_buckets(train_samples, args.batch_tokens, args.seed)
     sampler = Sampler(len(train_batches), args.seed, rank, world, 1)
     mine = length_buckets(validation, args.batch_tokens, args.seed)[rank::world]
-    return Job(name="sft", micro_batch=lambda step: collate(train_samples, train_batches[sampler.indices(step)[0]], pad_id),
+    return Job(name="sft",
+               micro_batch=lambda step: collate(train_samples, train_batches[sampler.indices(step)[0]], pad_id),
                evaluate=lambda engine: evaluate(engine, (collate(validation, b, pad_id) for b in mine)),
                max_steps=args.max_steps, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
                accumulation=args.accumulation)

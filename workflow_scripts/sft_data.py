@@ -43,7 +43,8 @@ def raw_records(path: Path):
         try:
             records = json.loads(text)
         except json.JSONDecodeError as err:
-            raise StageError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}); fix or remove the file") from None
+            raise StageError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}); "
+                             "fix or remove the file") from None
         yield from ((f"record {n}", record) for n, record in enumerate(records, start=1))
         return
     for n, line in enumerate(text.splitlines(), start=1):

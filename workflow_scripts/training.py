@@ -534,8 +534,9 @@ def add_method_arguments(ap):
 def with_lora(model, args, **config):
     """The model with LoRA adapters on --lora-targets; `config` goes to peft's LoraConfig as well."""
     from peft import LoraConfig, get_peft_model
-    return get_peft_model(model, LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                                            target_modules=args.lora_targets, task_type="CAUSAL_LM", **config))
+    lora = LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                      target_modules=args.lora_targets, task_type="CAUSAL_LM", **config)
+    return get_peft_model(model, lora)
 
 
 def merge_lora(model, _state):
