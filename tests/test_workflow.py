@@ -244,6 +244,20 @@ def test_continued_preset_expands_the_vocabulary_and_pretrains_further(built):
     assert planned_jobs(built, "all", *preset) == {}
 
 
+def test_the_real_dump_presets_plan_a_gpu_run(workflow_dir):
+    """zhwiki.yaml + gpu-0.1b.yaml: the real dump's shards, and pretraining on 8 GPUs with the
+    preset's batch geometry (checked against the config before any job runs)."""
+    presets = ("--configfile", "config.yaml", "config/presets/zhwiki.yaml", "config/presets/gpu-0.1b.yaml")
+    assert planned_jobs(workflow_dir, "base_model", *presets) == {
+        "download": 1, "extract": 32, "convert": 32, "clean": 32, "minhash": 32, "dedup": 1, "split": 1,
+        "tokenizer": 1, "token_shard": 32, "tokens_index": 1, "base_model": 1}
+    command = snakemake(workflow_dir, "-n", "-p", "base_model", *presets).stdout
+    assert "workflow_scripts.launch --gpus 8 --processes 1 --nodes 1 -- -m workflow_scripts.pretrain" in command
+    assert all(option in command for option in ("--preset 0.1b", "--seq-len 1024", "--micro-batch 32",
+                                                "--global-batch-tokens 524288", "--compile"))
+    assert "--prompts config/eval_prompts.txt" in snakemake(workflow_dir, "-n", "-p", "eval", *presets).stdout
+
+
 def test_config_typo_fails_with_one_line_naming_the_key(built, tmp_path):
     result = snakemake(built, "-n", "corpus", *with_override(tmp_path, "dedup:\n  treshold: 0.7\n"), check=False)
     assert result.returncode == 1
