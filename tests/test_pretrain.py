@@ -1,5 +1,6 @@
 """Pretraining on CPU: loss falls, the model loads and generates; DDP and DeepSpeed ranks share
 gradients and split the data; a SIGKILLed run resumes to bitwise the same losses."""
+import io
 import json
 import os
 import shutil
@@ -131,6 +132,37 @@ def test_flops_per_token_counts_every_matmul_weight_and_attention(preset):
     matmul_weights = sum(p.numel() for name, p in model.named_parameters() if p.dim() == 2 and "embed" not in name)
     attention = 12 * config.num_hidden_layers * config.hidden_size * 512
     assert model_flops_per_token(config, 512) == 6 * matmul_weights + attention
+
+
+def test_throughput_leaves_out_the_evaluations_between_steps(tmp_path):
+    """Step 3 follows a 2-second evaluation; its tokens/s is the step's own, not the pause's."""
+    from accelerate.state import AcceleratorState
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from workflow_scripts.training import AccelerateEngine, Checkpoints, Job, Metrics, make_optimizer, train
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2))
+    optimizer = make_optimizer(model, lr=1e-3, weight_decay=0.0)
+    engine = AccelerateEngine(model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
+                              clip=1.0, mixed_precision="no")
+    ids = torch.randint(0, 64, (4, 17))
+
+    def slow_evaluation(_engine):
+        time.sleep(2)
+        return {"val_loss": 0.0}
+
+    job = Job(name="t", micro_batch=lambda _: (ids[:, :-1], ids[:, 1:]), evaluate=slow_evaluation, max_steps=4,
+              eval_every=2, checkpoint_every=100, accumulation=1)
+    try:
+        train(engine, job, {"step": 0, "tokens": 0}, Checkpoints(tmp_path, keep=1),
+              Metrics(tmp_path / "metrics.jsonl", rank=0, resume_step=0), progress_stream=io.StringIO())
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4] and "val_loss" in records[1]
+    assert all(r["tokens"] / r["step"] / r["tokens_per_s"] < 1.0 for r in records)  # seconds per step
 
 
 def test_warmup_then_cosine():

@@ -353,16 +353,6 @@ def peak_flops(world):
     return next((flops * world for key, flops in PEAK_BF16_FLOPS.items() if key in name), None)
 
 
-class Throughput:
-    def __init__(self):
-        self.started = time.perf_counter()
-
-    def tick(self, tokens):
-        now = time.perf_counter()
-        rate, self.started = tokens / (now - self.started), now
-        return rate
-
-
 def plot_curves(records, path: Path, title):
     """Training and validation loss against tokens seen, and the learning rate, as a PNG."""
     tokens = [r["tokens"] for r in records]
@@ -423,17 +413,19 @@ def resume(engine, checkpoints):
 def train(engine, job: Job, state, checkpoints, metrics, progress_stream):
     """Steps state["step"]..job.max_steps: metrics every step, evaluation and checkpoints on schedule."""
     peak = peak_flops(engine.world)
-    clock = Throughput()
     bar = tqdm(total=job.max_steps, initial=state["step"], desc=job.name, unit="step", file=progress_stream,
                mininterval=5, disable=engine.rank != 0)
     for step in range(state["step"], job.max_steps):
+        # Timed from the batch reads to the synchronising all-reduce: evaluations and checkpoint
+        # saves between steps are not training throughput.
+        started = time.perf_counter()
         batches = [job.micro_batch(step * job.accumulation + a) for a in range(job.accumulation)]
         trained = torch.tensor(float(sum(int((t != IGNORE_INDEX).sum()) for _, t in batches)))
         lr = engine.scheduler.get_last_lr()[0]
         loss, grad_norm = engine.train_step(batches)
         step_tokens = int(engine.all_reduce_sum(trained).item())
+        tokens_per_s = step_tokens / (time.perf_counter() - started)
         state = {"step": step + 1, "tokens": state["tokens"] + step_tokens}
-        tokens_per_s = clock.tick(step_tokens)
         record = {**state, "loss": engine.all_reduce_sum(loss.double()).item() / engine.world, "lr": lr,
                   "grad_norm": grad_norm, "tokens_per_s": round(tokens_per_s)}
         if peak and job.flops_per_token:
@@ -445,7 +437,6 @@ def train(engine, job: Job, state, checkpoints, metrics, progress_stream):
         bar.update()
         if state["step"] % job.checkpoint_every == 0 and state["step"] < job.max_steps:
             checkpoints.save(engine, state["step"], state)
-            clock = Throughput()  # the save's time is not training throughput
     bar.close()
 
 
