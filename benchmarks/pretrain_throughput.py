@@ -39,7 +39,9 @@ def ours(args, work: Path):
     subprocess.run(command, cwd=REPO, check=True)
     records = [json.loads(line) for line in (work / "m.jsonl").read_text().splitlines()]
     tokens_per_step = records[0]["tokens"]
-    seconds = [tokens_per_step / r["tokens_per_s"] for r in records[1:-1]]
+    # Step end to step end, as the Trainer's are timed (the metrics' own tokens/s leaves out what
+    # happens between steps).
+    seconds = [b["time"] - a["time"] for a, b in zip(records[:-2], records[1:-1])]
     result = {"tokens_per_s": round(len(seconds) * tokens_per_step / sum(seconds)),
               "final_loss": statistics.mean(r["loss"] for r in records[-10:])}
     summary = json.loads((work / "s.json").read_text())

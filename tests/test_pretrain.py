@@ -69,7 +69,7 @@ def test_loss_falls_and_metrics_are_complete(one_process):
     assert [r["step"] for r in records] == list(range(1, 9))
     assert records[-1]["loss"] < records[0]["loss"] - 0.5
     assert records[-1]["tokens"] == 8 * 1024
-    assert all({"loss", "lr", "grad_norm", "tokens_per_s"} <= set(r) for r in records)
+    assert all({"loss", "lr", "grad_norm", "tokens_per_s", "time"} <= set(r) for r in records)
     evals = [r for r in records if "val_bpb" in r]
     assert [r["step"] for r in evals] == [4, 8] and evals[-1]["val_loss"] < evals[0]["val_loss"]
     summary = json.loads((out / "summary.json").read_text())

@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
@@ -121,3 +122,17 @@ def test_python_code_passes_ruff():
     result = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", "."], cwd=REPO,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("document", ["README.md", "config/README.md"])
+def test_every_relative_link_is_a_file_git_tracks(document):
+    """A fresh clone has only what git tracks: a link to an ignored file (benchmark results were
+    once ignored by a `results/` pattern) would point nowhere there."""
+    tracked = set(subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
+                                 check=True).stdout.splitlines())
+    folder = Path(document).parent
+    links = re.findall(r"\]\(([^)#\s]+)\)", (REPO / document).read_text())
+    relative = [link for link in links if "://" not in link]
+    assert relative
+    for link in relative:
+        assert (folder / link).as_posix() in tracked, f"{document} links to {link}, which git does not track"

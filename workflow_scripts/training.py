@@ -427,7 +427,7 @@ def train(engine, job: Job, state, checkpoints, metrics, progress_stream):
         tokens_per_s = step_tokens / (time.perf_counter() - started)
         state = {"step": step + 1, "tokens": state["tokens"] + step_tokens}
         record = {**state, "loss": engine.all_reduce_sum(loss.double()).item() / engine.world, "lr": lr,
-                  "grad_norm": grad_norm, "tokens_per_s": round(tokens_per_s)}
+                  "grad_norm": grad_norm, "tokens_per_s": round(tokens_per_s), "time": round(time.time(), 3)}
         if peak and job.flops_per_token:
             record["mfu"] = round(job.flops_per_token * tokens_per_s / peak, 4)
         if state["step"] % job.eval_every == 0 or state["step"] == job.max_steps:
