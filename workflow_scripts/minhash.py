@@ -4,7 +4,7 @@
         --num-perm 128 --seed 1 --out minhash/shard-000.npz
 
 Documents are compared as sets of character n-grams with all whitespace removed. Shingles are
-hashed with zlib.crc32 and datasketch's affine32 permutations (which mix the hash first): 3.1x
+hashed with zlib.crc32 and datasketch's affine32 permutations (which mix the hash first): 2.8x
 the shingles/s of datasketch's default SHA-1 on real novel chapters, estimating Jaccard as well
 (benchmarks/minhash_speed.py; results/minhash_speed.md).
 """

@@ -10,7 +10,7 @@ clauses are nearly all distinct, so memory grows with the corpus (48-60 GB repor
 zhwiki). For training only, this stage keeps a Han run whole when it stands alone and has at most
 --han-run-max characters (names, words, short phrases: a set that stops growing), and cuts longer
 runs into pieces of two characters, whose set is bounded by the Han bigrams. On 38 MB of real
-novels that takes 44% of the naive trainer's peak memory at 1.8% fewer characters per token
+novels that takes 43% of the naive trainer's peak memory at 1.8% fewer characters per token
 (benchmarks/results/tokenizer_memory.md). The saved tokenizer encodes with the plain ByteLevel
 regex, so merges learned inside pieces also apply across their boundaries. Digits are split one
 by one. decode(encode(x)) == x for every string: there is no unknown token.
