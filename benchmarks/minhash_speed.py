@@ -4,9 +4,9 @@ affine32 permutations) against datasketch's default (SHA-1 into the same permuta
     python benchmarks/minhash_speed.py --repeats 3
 
 On the real novels in ../shared/data/pretrain_text/chinese-novels/ (one chapter a document,
-whitespace removed),
-both compute the signatures of every chapter from the same shingle sets (workflow_scripts.minhash),
-alternating --repeats times in this process; medians of shingles per second are compared.
+whitespace removed), both compute the signatures of every chapter from the same shingle sets
+(workflow_scripts.minhash), alternating --repeats times in this process; medians of shingles per
+second are compared.
 Accuracy: each chapter gets a near copy with a fraction of its characters replaced (seeded), and
 the Jaccard similarity that each scheme's signatures estimate is compared with the exact Jaccard
 of the two shingle sets, and with dedup's threshold (is the pair a near duplicate or not).
