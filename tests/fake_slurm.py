@@ -5,8 +5,8 @@ scontrol (the name it is called by picks the command).
 
 sbatch records its arguments in $FAKE_SLURM_DIR/jobs/<id>.json and runs the job script (--wrap)
 in the background on this machine; sacct and squeue report each job as RUNNING until it exits,
-then COMPLETED or FAILED; srun drops its options and runs the command; scontrol expands
-`host[01-02]` node lists.
+then COMPLETED or FAILED, waiting (up to 30 s) for one of the running jobs to end first; srun
+drops its options and runs the command; scontrol expands `host[01-02]` node lists.
 """
 import json
 import os
@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 STATE = Path(os.environ.get("FAKE_SLURM_DIR", "/tmp/fake-slurm"))
@@ -83,11 +84,18 @@ def jobs_named(name):
     return [r["id"] for r in records if r["options"].get("job-name") == name]
 
 
-def sacct(argv):
+def sacct(argv, longest_wait_s=30):
+    """The plugin waits 10 s longer before each status check that finds no job ended (1, 11, 21 s
+    ...), so with an answer at once each of the demo's 14 DAG levels took at least 12 s; waiting for
+    a job to end makes a level take as long as its jobs (a real cluster's jobs outlast the checks)."""
     parsed, _ = options(argv)
-    if "name" in parsed:
-        for job_id in jobs_named(parsed["name"]):
-            print(f"{job_id}|{state(job_id)}")
+    job_ids = jobs_named(parsed["name"]) if "name" in parsed else []
+    running = [job_id for job_id in job_ids if state(job_id) == "RUNNING"]
+    deadline = time.monotonic() + longest_wait_s
+    while running and all(state(job_id) == "RUNNING" for job_id in running) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for job_id in job_ids:
+        print(f"{job_id}|{state(job_id)}")
 
 
 def squeue(argv):

@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -40,10 +41,8 @@ def data(tmp_path_factory):
 
 
 def pretrain_command(data, out, processes=1):
-    launch = ["accelerate", "launch", "--num_processes", str(processes), "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no"]
-    if processes > 1:
-        launch.insert(2, "--multi_gpu")
+    """What the rule runs: the launcher, then the stage."""
+    launch = [sys.executable, "-m", "workflow_scripts.launch", "--processes", str(processes), "--"]
     return launch + ["-m", "workflow_scripts.pretrain", "--tokens", str(data / "tokens"),
                      "--tokenizer", str(data / "tokenizer"), "--checkpoint-root", str(out / "checkpoints"),
                      "--out", str(out / "model"), "--metrics", str(out / "metrics.jsonl"), "--plot",
@@ -227,5 +226,7 @@ def test_global_batch_that_does_not_divide_is_a_clear_error(data, tmp_path):
     command = pretrain_command(data, tmp_path) + [*SMALL[:-4], "--global-batch-tokens", "1000"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     assert result.returncode != 0
-    assert result.stderr.startswith("pretrain: error: pretrain.global_batch_tokens 1000 is not a multiple of "
-                                    "micro_batch x seq_len x processes = 256\n")
+    launched, error = result.stderr.splitlines()[:2]
+    assert launched.startswith("launch: accelerate launch --num_processes 1")
+    assert error == "pretrain: error: pretrain.global_batch_tokens 1000 is not a multiple of micro_batch x seq_len " \
+                    "x processes = 256"

@@ -99,6 +99,7 @@ def test_two_node_launch_command():
     with pytest.raises(StageError, match="needs a SLURM allocation"):
         accelerate_command(8, 1, 2, {}, hosts.__getitem__)
     assert "--multi_gpu" not in accelerate_command(0, 1, 1, {}, hosts.__getitem__)
+    assert accelerate_command(0, 2, 1, {}, hosts.__getitem__)[-2:] == ["--main_process_port", "0"]
 
 
 def test_the_rule_starts_one_launcher_per_node(fake_slurm, workflow_dir, tmp_path):

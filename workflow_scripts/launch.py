@@ -35,6 +35,10 @@ def accelerate_command(gpus, processes, nodes, slurm_env, hostnames):
                "--mixed_precision", "no", "--dynamo_backend", "no"]
     if per_node * nodes > 1:
         command.insert(2, "--multi_gpu")
+    if per_node > 1 and nodes == 1:
+        # A free port, not 29500: jobs Snakemake starts in the same second (sft_model beside
+        # continued_model, or two runs on one node) would all see 29500 free, and all but one fail.
+        command += ["--main_process_port", "0"]
     if nodes > 1:
         missing = [v for v in ("SLURM_NODEID", "SLURM_JOB_NODELIST") if v not in slurm_env]
         if missing:
