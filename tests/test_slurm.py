@@ -16,7 +16,8 @@ from workflow_scripts.common import StageError
 
 FAKE_SLURM = REPO / "tests" / "fake_slurm.py"
 SLURM_COMMANDS = ("sbatch", "srun", "sacct", "squeue", "scancel", "sinfo", "sacctmgr", "sshare", "scontrol")
-TRAINING = {"base_model", "sft_model"}
+SHARD_GROUP = "shard_clean_convert_extract_minhash"  # the plugin names a group job after its group and rules
+GROUPS = {SHARD_GROUP: ["extract", "convert", "clean", "minhash"]}
 QUICK = {"pretrain": {"max_steps": 6, "eval_every": 3, "checkpoint_every": 3, "gpus": 1},
          "sft": {"max_steps": 4, "eval_every": 2, "checkpoint_every": 2},
          "eval": {"shots": [0], "scoring": ["letter"], "max_new_tokens": 4}}
@@ -45,7 +46,7 @@ def slurm_run(fake_slurm, tmp_path_factory):
 
 
 def submitted(jobs):
-    """{rule: [sbatch options of each of its jobs]} from the recorded submissions."""
+    """{rule or group: [sbatch options of each of its jobs]} from the recorded submissions."""
     by_rule = {}
     for job in jobs:
         rule = job["options"]["comment"].removeprefix("rule_").split("_wildcards_")[0]
@@ -56,26 +57,28 @@ def submitted(jobs):
 def test_the_slurm_profile_runs_the_demo(slurm_run):
     workdir, result, jobs = slurm_run
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert len({job["id"] for job in jobs}) == len(jobs) == 27  # every job but the local `all`
+    assert len({job["id"] for job in jobs}) == len(jobs) == 21  # every job but the local `all`
     by_rule = submitted(jobs)
     assert {rule: len(options) for rule, options in by_rule.items()} == {
-        "download": 1, "extract": 2, "convert": 2, "clean": 2, "minhash": 2, "dedup": 1, "split": 1,
+        "download": 1, SHARD_GROUP: 2, "dedup": 1, "split": 1,
         "corpus_summary": 1, "tokenizer": 1, "token_shard": 4, "tokens_index": 1, "base_model": 1, "sft_model": 1,
         "bits_per_byte": 2, "multiple_choice": 2, "samples": 2, "run_summary": 1}
+    assert len(list((workdir / "results/minhash").glob("zhwiki-*.npz"))) == 2
     assert json.loads((workdir / "results/pretrain/summary.json").read_text())["steps"] == 6
     assert (workdir / "results/summary.md").exists() and (workdir / "results/sft_model/model.safetensors").exists()
 
 
 def test_every_job_asks_for_memory_time_partition_and_account(slurm_run):
+    """A group job asks for the most memory of its steps and the sum of their time limits."""
     _, _, jobs = slurm_run
     profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
     defaults, per_rule = profile["default-resources"], profile["set-resources"]
     for rule, submissions in submitted(jobs).items():
-        wanted = {**defaults, **per_rule.get(rule, {})}
+        steps = [{**defaults, **per_rule.get(step, {})} for step in GROUPS.get(rule, [rule])]
         for options in submissions:
-            assert options["mem"] == str(wanted["mem_mb"]), rule
-            assert options["t"] == str(wanted["runtime"]), rule
-            assert options["p"] == wanted["slurm_partition"] and options["A"] == wanted["slurm_account"], rule
+            assert options["mem"] == str(max(step["mem_mb"] for step in steps)), rule
+            assert options["t"] == str(sum(step["runtime"] for step in steps)), rule
+            assert options["p"] == steps[0]["slurm_partition"] and options["A"] == steps[0]["slurm_account"], rule
 
 
 def test_gpu_rules_ask_for_their_gpus(slurm_run):
@@ -84,9 +87,9 @@ def test_gpu_rules_ask_for_their_gpus(slurm_run):
     assert [o.get("gpus") for o in by_rule["base_model"]] == ["1"]  # pretrain.gpus from the config
     assert all(o.get("gpus") == "1" for rule in ("bits_per_byte", "multiple_choice", "samples")
                for o in by_rule[rule])  # from the profile
-    assert "gpus" not in by_rule["sft_model"][0] and "gpus" not in by_rule["extract"][0]
+    assert "gpus" not in by_rule["sft_model"][0] and "gpus" not in by_rule[SHARD_GROUP][0]
     assert by_rule["base_model"][0]["cpus-per-gpu"] == "8"
-    assert by_rule["extract"][0]["cpus-per-task"] == "4"
+    assert by_rule[SHARD_GROUP][0]["cpus-per-task"] == "4"  # extract's and minhash's threads
 
 
 def test_two_node_launch_command():
