@@ -78,7 +78,10 @@ def test_a_bad_jsonl_record_is_one_line_naming_file_line_and_field(tmp_path, con
 def test_other_bad_files_are_one_line_errors(tmp_path):
     pq.write_table(pa.table({"body": ["好"]}), tmp_path / "b.parquet")
     (tmp_path / "gbk.txt").write_bytes("中文".encode("gb18030"))
+    (tmp_path / "cut.parquet").write_bytes((tmp_path / "b.parquet").read_bytes()[:-20])
     for path, expected in ((tmp_path / "b.parquet", r"b\.parquet: no column 'text' \(has \['body'\]\)"),
+                           (tmp_path / "cut.parquet", r"cut\.parquet: not a readable Parquet file .*; check the file "
+                                                      "config corpora.extra names$"),
                            (tmp_path / "gbk.txt", r"gbk\.txt: not UTF-8 \(byte 0\); convert it")):
         run_fails("ingest", expected, "--name", "x", "--files", path, "--out", tmp_path / "o.parquet",
                   "--stats", tmp_path / "s.json")

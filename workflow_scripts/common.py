@@ -157,11 +157,11 @@ class DocWriter:
         self._atomic.__exit__(exc_type, exc, tb)
 
 
-def open_parquet(path):
+def open_parquet(path, remedy="rerun the stage that wrote it"):
     try:
         return pq.ParquetFile(path)
     except (OSError, pa.ArrowInvalid) as err:
-        raise StageError(f"{path}: not a readable Parquet file ({err}); rerun the stage that wrote it") from None
+        raise StageError(f"{path}: not a readable Parquet file ({err}); {remedy}") from None
 
 
 def open_docs(path):

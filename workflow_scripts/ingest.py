@@ -67,7 +67,7 @@ def jsonl_records(path: Path, unit, fields, counter):
 
 def parquet_records(path: Path, unit, fields, counter):
     text_field, title_field = fields
-    pf = open_parquet(path)
+    pf = open_parquet(path, remedy="check the file config corpora.extra names")
     names = pf.schema_arrow.names
     if text_field not in names:
         raise StageError(f"{path}: no column {text_field!r} (has {names}); set this corpus's text_field in "
