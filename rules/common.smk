@@ -1,13 +1,18 @@
 # Config validation and helpers shared by every rule file.
 import glob
 import hashlib
+import json
+import re
 import sys
-from pathlib import Path
+import urllib.parse
+from pathlib import Path, PurePosixPath
 
 import jsonschema
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.io import strip_wildcard_constraints
+
+from workflow_scripts.http_fetch import is_archive
 
 
 def validate_config(cfg, schema_path):
@@ -24,18 +29,36 @@ def validate_config(cfg, schema_path):
             sys.exit(f"invalid config: {section}.global_batch_tokens: {settings['global_batch_tokens']} is not a "
                      f"multiple of micro_batch x seq_len x processes (or gpus) x nodes = {per_micro_step}")
     check_multiple_choice_sets(cfg["eval"]["multiple_choice"])
+    if cfg["sft"]["replay_share"] and cfg["sft"]["base"]:
+        sys.exit("invalid config: sft.replay_share: replaying pretraining text needs this workflow's base model, "
+                 "whose tokenizer made results/tokens; set sft.replay_share: 0 to fine-tune sft.base")
     continued = cfg["continued_pretrain"]
     if continued["enabled"] and not (continued["base"] and Path(continued["base"], "config.json").is_file()):
         sys.exit(f"invalid config: continued_pretrain.base: {continued['base']!r} is not a Hugging Face model "
                  "directory (no config.json); point it at the model to expand")
     check_extra_corpora(cfg["corpora"]["extra"])
+    check_fetched_checksums(data_sources(cfg))
+
+
+def data_sources(cfg):
+    """Every entry of sft.data, dpo.data and eval.multiple_choice, as {path} or {url, sha256, member}."""
+    entries = cfg["sft"]["data"] + cfg["dpo"]["data"] + cfg["eval"]["multiple_choice"]
+    return [{"path": entry} if isinstance(entry, str) else entry for entry in entries]
+
+
+def check_fetched_checksums(sources):
+    pinned = {}
+    for entry in filter(lambda entry: "url" in entry, sources):
+        sha256 = pinned.setdefault(entry["url"], entry.get("sha256", ""))
+        if sha256 != entry.get("sha256", ""):
+            sys.exit(f"invalid config: {entry['url']} is given twice with different sha256; give it one")
 
 
 def check_multiple_choice_sets(sets):
     names = [entry["name"] for entry in sets]
     if len(set(names)) < len(names):
         sys.exit(f"invalid config: eval.multiple_choice: names {names} repeat; give each set its own name")
-    for entry in sets:
+    for entry in filter(lambda entry: "path" in entry, sets):
         folder = Path(entry["path"])
         if not any((folder / split).is_dir() for split in ("test", "val")):
             sys.exit(f"invalid config: eval.multiple_choice: {entry['name']}: {folder} has no test/ or val/ folder "
@@ -67,6 +90,8 @@ def describe_error(error):
     if error.validator == "additionalProperties":
         unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         return f"{key}: unknown key {', '.join(unknown)} (allowed: {', '.join(error.schema['properties'])})"
+    if error.validator == "oneOf" and isinstance(error.instance, dict):
+        return f"{key}: give exactly one of path (a local file or folder) or url"
     return f"{key}: {error.message}"
 
 
@@ -94,9 +119,12 @@ def sample_files(wildcards):
     return sorted(str(p) for p in Path(SAMPLE_DIR).iterdir())
 
 
-def local_dump_args():
-    paths = {"--local-dump": config["download"]["local_dump"], "--local-index": config["download"]["local_index"]}
-    return " ".join(f"{option} {path}" for option, path in paths.items() if path)
+def dump_source_args():
+    """The bundled demo's folder for source: sample; the user's files for source: local."""
+    settings = config["download"]
+    paths = {"sample": {"--sample-dir": SAMPLE_DIR},
+             "local": {"--local-dump": settings["local_dump"], "--local-index": settings["local_index"]}}
+    return " ".join(f"{option} {path}" for option, path in paths.get(settings["source"], {}).items() if path)
 
 
 def flag(enabled, name):
@@ -123,10 +151,6 @@ def cli_options(settings, skip=()):
 def sft_base():
     """The model SFT starts from: this workflow's base model unless sft.base names another."""
     return config["sft"]["base"] or rules.base_model.output.model
-
-
-def sft_data_args():
-    return " ".join(f"{entry['path']}:{entry['weight']}" for entry in config["sft"]["data"])
 
 
 def threads_per_process(section):
@@ -181,9 +205,49 @@ def corpus_weights():
     return {"zhwiki": config["corpora"]["zhwiki_weight"], **{c["name"]: c["weight"] for c in EXTRA_CORPORA}}
 
 
-def multiple_choice_files(wildcards):
-    """A multiple-choice set's CSVs, so editing or adding one reruns its evaluation."""
-    return sorted(str(p) for p in Path(MC_SETS[wildcards.set]).glob("*/*.csv"))
+def fetched_key(url):
+    """The folder name of a fetched URL: its file name (readable) and a hash of the whole URL (unique)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", PurePosixPath(urllib.parse.urlparse(url).path).name) or "download"
+    return f"{name}-{hashlib.sha1(url.encode()).hexdigest()[:10]}"
+
+
+def source_input(entry):
+    """The input a data entry adds: a local file or folder, or the fetch_data output of a URL."""
+    if isinstance(entry, str) or "path" in entry:
+        return source_path(entry)
+    return f"{FETCHED}/{fetched_key(entry['url'])}"
+
+
+def source_path(entry):
+    """The file or folder a data entry names: its path, or where fetch_data put its URL (the
+    downloaded file, or the unpacked archive's root or `member`)."""
+    if isinstance(entry, str):
+        return entry
+    if "path" in entry:
+        return entry["path"]
+    name = PurePosixPath(urllib.parse.urlparse(entry["url"]).path).name
+    inside = entry.get("member") or ("" if is_archive(name) else name)
+    return str(Path(source_input(entry), inside)) if inside else source_input(entry)
+
+
+def sft_replay_input():
+    """The token shards SFT replays (their index), when it replays pretraining text."""
+    return [rules.tokens_index.output.index.format(tokens="tokens")] if config["sft"]["replay_share"] else []
+
+
+def chat_sources(kind):
+    """The --sources JSON of chat_data: each file's local path, weight and declared layout."""
+    keys = ("weight", "formatting", "columns", "tags")
+    return json.dumps([{"path": source_path(entry), **{key: entry[key] for key in keys if key in entry}}
+                       for entry in config[kind]["data"]], ensure_ascii=False, sort_keys=True)
+
+
+def multiple_choice_inputs(wildcards):
+    """A multiple-choice set's CSVs (so editing or adding one reruns its evaluation), or its fetch."""
+    entry = MC_ENTRIES[wildcards.set]
+    if "url" in entry:
+        return source_input(entry)
+    return sorted(str(p) for p in Path(entry["path"]).glob("*/*.csv"))
 
 
 def stage_benchmarks(wildcards):
@@ -198,7 +262,7 @@ def stage_benchmarks(wildcards):
         parts = EXTRA_PARTS if stage.name == "ingest" else PARTS
         pattern = strip_wildcard_constraints(str(stage.benchmark))
         paths.update(expand(pattern, shard=shards, part=parts, split=SPLITS, model=MODELS, set=list(MC_SETS),
-                            tokens=list(TOKENIZERS)))
+                            tokens=list(TOKENIZERS), kind=CHAT_KINDS, fetched=RUN_FETCHES))
     return sorted(paths)
 
 
@@ -213,6 +277,7 @@ PARTS = [f"zhwiki-{shard}" for shard in SHARDS] + EXTRA_PARTS
 EXTRA_PART_PATTERN = "|".join(rf"{c['name']}-\d{{3}}" for c in EXTRA_CORPORA) or "(?!)"
 SPLITS = ["train", "validation"]
 DL = "results/download/zhwiki-pages-articles-multistream"
+FETCHED = "results/fetched"
 SAMPLE_DIR = str(Path(workflow.basedir, "demo", "zhwiki"))
 CONTINUED = config["continued_pretrain"]["enabled"]
 # Keys of continued_pretrain that are expand_vocab's (or the launcher's), not the training's.
@@ -220,7 +285,14 @@ CONTINUED_EXPANSION_KEYS = ("enabled", "base", "vocab_size", "max_chars", "init"
 MODELS = (["base_model", "sft_model"] + (["dpo_model"] if config["dpo"]["enabled"] else [])
           + (["continued_model"] if CONTINUED else []))
 TOKENIZERS = {"tokens": "results/tokenizer", **({"expanded_tokens": "results/expanded_base"} if CONTINUED else {})}
-MC_SETS = {entry["name"]: entry["path"] for entry in config["eval"]["multiple_choice"]}
+MC_ENTRIES = {entry["name"]: entry for entry in config["eval"]["multiple_choice"]}
+MC_SETS = {name: source_path(entry) for name, entry in MC_ENTRIES.items()}
+FETCHES = {fetched_key(entry["url"]): entry for entry in data_sources(config) if "url" in entry}
+CHAT_KINDS = ["sft"] + (["dpo"] if "dpo_model" in MODELS else [])
+# What this run fetches: dpo.data only when DPO is on.
+RUN_FETCHES = sorted({fetched_key(entry["url"]) for kind in CHAT_KINDS for entry in config[kind]["data"]
+                      if isinstance(entry, dict) and "url" in entry}
+                     | {fetched_key(entry["url"]) for entry in MC_ENTRIES.values() if "url" in entry})
 
 
 wildcard_constraints:
@@ -230,3 +302,5 @@ wildcard_constraints:
     model="base_model|sft_model|dpo_model|continued_model",
     tokens="tokens|expanded_tokens",
     set="|".join(MC_SETS) or "(?!)",
+    fetched="|".join(map(re.escape, FETCHES)) or "(?!)",
+    kind="sft|dpo",

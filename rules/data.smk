@@ -15,11 +15,10 @@ rule download:
         source=config["download"]["source"],
         mirror=config["download"]["mirror"],
         date=config["download"]["date"],
-        sample_dir=SAMPLE_DIR,
-        local=local_dump_args(),
+        source_files=dump_source_args(),
         retries=config["download"]["retries"],
         timeout=config["download"]["timeout_s"],
-        code=code_version("download"),
+        code=code_version("download", "http_fetch"),
     log:
         "results/logs/download.log",
     benchmark:
@@ -28,7 +27,7 @@ rule download:
         "../envs/data.yaml"
     shell:
         "python -m workflow_scripts.download --source {params.source} --mirror {params.mirror}"
-        " --date {params.date} --sample-dir {params.sample_dir} {params.local}"
+        " --date {params.date} {params.source_files}"
         " --retries {params.retries} --timeout {params.timeout}"
         " --dump {output.dump} --index {output.index} --sha1sums {output.sha1sums}"
         " --stats {output.stats} --log {log}"

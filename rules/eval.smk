@@ -25,12 +25,13 @@ rule bits_per_byte:
 rule multiple_choice:
     input:
         model="results/{model}",
-        data=multiple_choice_files,
+        data=multiple_choice_inputs,
     output:
         json="results/eval/{model}/mc-{set}.json",
         markdown="results/eval/{model}/mc-{set}.md",
     params:
         data=lambda wildcards: MC_SETS[wildcards.set],
+        subjects=lambda wildcards: " ".join(MC_ENTRIES[wildcards.set].get("subjects", [])),
         shots=" ".join(map(str, config["eval"]["shots"])),
         scoring=" ".join(config["eval"]["scoring"]),
         max_len=config["eval"]["max_prompt_tokens"],
@@ -44,7 +45,7 @@ rule multiple_choice:
         "../envs/training.yaml"
     shell:
         "OMP_NUM_THREADS={threads} python -m workflow_scripts.multiple_choice --model {input.model}"
-        " --data {params.data} --name {wildcards.set} --shots {params.shots} --scoring {params.scoring}"
+        " --data {params.data} --name {wildcards.set} --subjects {params.subjects} --shots {params.shots} --scoring {params.scoring}"
         " --max-len {params.max_len}"
         " --out {output.json} --markdown {output.markdown} --log {log}"
 

@@ -37,10 +37,34 @@ rule base_model:
         " --log {log}"
 
 
+rule chat_data:
+    input:
+        sources=lambda wildcards: [source_input(entry) for entry in config[wildcards.kind]["data"]],
+    output:
+        data="results/chat_data/{kind}.jsonl",
+        stats="results/chat_data/{kind}.json",
+    params:
+        sources=lambda wildcards: chat_sources(wildcards.kind),
+        skip_bad=lambda wildcards: flag(config[wildcards.kind]["skip_bad_records"], "--skip-bad-records"),
+        seed=lambda wildcards: config[wildcards.kind]["seed"],
+        code=code_version("chat_data", "sft_data"),
+    log:
+        "results/logs/chat_data/{kind}.log",
+    benchmark:
+        "results/benchmarks/chat_data/{kind}.tsv"
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python -m workflow_scripts.chat_data --kind {wildcards.kind} --sources {params.sources:q}"
+        " {params.skip_bad} --seed {params.seed} --out {output.data} --stats {output.stats} --log {log}"
+
+
 rule sft_model:
     input:
         model=sft_base(),
-        data=[entry["path"] for entry in config["sft"]["data"]],
+        # Read and checked by chat_data first: a bad file fails there and leaves this model in place.
+        data=rules.chat_data.output.data.format(kind="sft"),
+        replay=sft_replay_input(),
     output:
         model=directory("results/sft_model"),
         metrics="results/sft/metrics.jsonl",
@@ -49,8 +73,8 @@ rule sft_model:
         summary="results/sft/summary.json",
     params:
         launcher=launcher("sft"),
-        data=sft_data_args(),
-        options=cli_options(config["sft"], skip=("base", "data", "processes", "gpus")),
+        replay=lambda wildcards, input: f"--replay-tokens {Path(input.replay[0]).parent}" if input.replay else "",
+        options=cli_options(config["sft"], skip=("base", "data", "skip_bad_records", "processes", "gpus")),
         threads_per_process=threads_per_process("sft"),
         checkpoints="results/checkpoints/sft_model",
         code=code_version("sft", "sft_data", "training"),
@@ -65,7 +89,7 @@ rule sft_model:
         "../envs/training.yaml"
     shell:
         "OMP_NUM_THREADS={params.threads_per_process} {params.launcher} -m workflow_scripts.sft"
-        " --model {input.model} --data {params.data} {params.options} --checkpoint-root {params.checkpoints}"
+        " --model {input.model} --data {input.data}:1 {params.replay} {params.options} --checkpoint-root {params.checkpoints}"
         " --out {output.model} --metrics {output.metrics} --plot {output.plot} --summary {output.summary}"
         " --log {log}"
 
@@ -73,7 +97,7 @@ rule sft_model:
 rule dpo_model:
     input:
         model=rules.sft_model.output.model,
-        data=config["dpo"]["data"],
+        data=rules.chat_data.output.data.format(kind="dpo"),
     output:
         model=directory("results/dpo_model"),
         metrics="results/dpo/metrics.jsonl",
@@ -81,7 +105,7 @@ rule dpo_model:
         summary="results/dpo/summary.json",
     params:
         launcher=launcher("dpo"),
-        options=cli_options(config["dpo"], skip=("enabled", "data", "gpus")),
+        options=cli_options(config["dpo"], skip=("enabled", "data", "skip_bad_records", "gpus")),
         checkpoints="results/checkpoints/dpo_model",
         code=code_version("dpo", "sft_data", "training"),
     log:

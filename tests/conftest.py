@@ -1,10 +1,13 @@
 """Shared fixtures: paths to the real data beside the repo, a stage runner, a workflow copy."""
+import contextlib
+import http.server
 import json
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,59 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 REAL_SLICE = SHARED_DATA / "zhwiki" / "zhwiki-test-pages.xml.bz2"
 DEMO_DUMP = next((REPO / "demo" / "zhwiki").glob("*-multistream.xml.bz2"))
 DEMO_INDEX = next((REPO / "demo" / "zhwiki").glob("*-multistream-index.txt.bz2"))
+
+
+class FileServer(http.server.ThreadingHTTPServer):
+    """Serves {url path: bytes} on 127.0.0.1; honours Range; can fail or cut transfers on purpose."""
+
+    def __init__(self, files):
+        super().__init__(("127.0.0.1", 0), FileHandler)
+        self.files = files
+        self.failures = {}   # file name -> how many 503s to answer before serving
+        self.cut_once = set()  # file names whose first transfer stops half-way
+        self.requests = []
+
+    @property
+    def mirror(self):
+        return f"http://127.0.0.1:{self.server_port}"
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, files):
+        server = cls(files)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield server
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+class FileHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        server = self.server
+        name = self.path.rsplit("/", 1)[-1]
+        server.requests.append((name, self.headers.get("Range")))
+        if server.failures.get(name, 0) > 0:
+            server.failures[name] -= 1
+            return self.send_error(503, "Service Unavailable")
+        if self.path not in server.files:
+            return self.send_error(404)
+        data = server.files[self.path]
+        start = int(self.headers["Range"].removeprefix("bytes=").rstrip("-")) if self.headers["Range"] else 0
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        body = data[start:]
+        if name in server.cut_once:
+            server.cut_once.discard(name)
+            body = body[: len(body) // 2]
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
 
 
 def run_stage(stage, *args, cwd=REPO):

@@ -1,56 +1,12 @@
 """download against an HTTP server on 127.0.0.1 that serves the demo dump like dumps.wikimedia.org."""
 import hashlib
-import http.server
 import json
-import threading
 
 import pytest
 
-from conftest import DEMO_DUMP, DEMO_INDEX, REPO, run_stage
+from conftest import DEMO_DUMP, DEMO_INDEX, REPO, FileServer, run_stage
 
 DATE = "20261101"
-
-
-class DumpServer(http.server.ThreadingHTTPServer):
-    """Serves files at /zhwiki/{date}/{name}; honours Range; can fail or cut transfers on purpose."""
-
-    def __init__(self, files):
-        super().__init__(("127.0.0.1", 0), DumpHandler)
-        self.files = files
-        self.failures = {}   # name -> how many 503s to answer before serving
-        self.cut_once = set()  # names whose first transfer stops half-way
-        self.requests = []
-
-    @property
-    def mirror(self):
-        return f"http://127.0.0.1:{self.server_port}"
-
-
-class DumpHandler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        server = self.server
-        name = self.path.rsplit("/", 1)[-1]
-        server.requests.append((name, self.headers.get("Range")))
-        if server.failures.get(name, 0) > 0:
-            server.failures[name] -= 1
-            return self.send_error(503, "Service Unavailable")
-        if self.path != f"/zhwiki/{DATE}/{name}" or name not in server.files:
-            return self.send_error(404)
-        data = server.files[name]
-        start = int(self.headers["Range"].removeprefix("bytes=").rstrip("-")) if self.headers["Range"] else 0
-        self.send_response(206 if start else 200)
-        if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.send_header("Content-Length", str(len(data) - start))
-        self.end_headers()
-        body = data[start:]
-        if name in server.cut_once:
-            server.cut_once.discard(name)
-            body = body[: len(body) // 2]
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
 
 
 DUMP_NAME = f"zhwiki-{DATE}-pages-articles-multistream.xml.bz2"
@@ -63,12 +19,9 @@ def server():
     dump, index = DEMO_DUMP.read_bytes(), DEMO_INDEX.read_bytes()
     sums = "".join(f"{hashlib.sha1(data).hexdigest()}  {name}\n" for name, data in
                    ((DUMP_NAME, dump), (INDEX_NAME, index), (f"zhwiki-{DATE}-pages-articles.xml.bz2", b"x")))
-    srv = DumpServer({DUMP_NAME: dump, INDEX_NAME: index, SHA1_NAME: sums.encode()})
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with FileServer.running({f"/zhwiki/{DATE}/{name}": data for name, data in
+                             ((DUMP_NAME, dump), (INDEX_NAME, index), (SHA1_NAME, sums.encode()))}) as srv:
+        yield srv
 
 
 def download(server, out, *extra):
@@ -129,7 +82,8 @@ def test_503_forever_fails_with_one_line(server, tmp_path):
 
 
 def test_checksum_mismatch_keeps_nothing(server, tmp_path):
-    server.files[DUMP_NAME] = server.files[DUMP_NAME][:-1] + b"\0"
+    path = f"/zhwiki/{DATE}/{DUMP_NAME}"
+    server.files[path] = server.files[path][:-1] + b"\0"
     result = download(server, tmp_path)
     assert result.returncode == 1
     assert "SHA-1 mismatch" in result.stderr and DUMP_NAME in result.stderr and result.stderr.count("\n") == 1

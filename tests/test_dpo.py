@@ -21,6 +21,15 @@ def test_real_sets_in_both_layouts_are_read():
     assert all(p["prompt"][-1]["role"] == "user" for p in pairs)
 
 
+def test_trl_conversational_pairs_are_read_as_written(tmp_path):
+    """The layout chat_data writes: trl's {prompt, chosen, rejected} message lists."""
+    pair = {"prompt": [{"role": "user", "content": "问"}], "chosen": [{"role": "assistant", "content": "对"}],
+            "rejected": [{"role": "assistant", "content": "错"}]}
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(pair, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert read_pairs([path], skip_bad=False)[0] == [pair]
+
+
 def test_bundled_demo_pairs_differ():
     pairs, _ = read_pairs([REPO / "demo/dpo/demo_pairs.jsonl"], skip_bad=False)
     assert len(pairs) > 250 and all(p["chosen"] != p["rejected"] for p in pairs)
@@ -30,7 +39,7 @@ def test_bundled_demo_pairs_differ():
     ({"conversations": [{"from": "human", "value": "问"}], "chosen": "好"}, "line 2: field 'rejected' must be"),
     ({"conversations": [{"from": "human", "value": "问"}, {"from": "gpt", "value": "答"}], "chosen": "a",
       "rejected": "b"}, "line 2: field 'conversations' must end with the user's turn"),
-    ({"chosen": "a", "rejected": "b"}, "line 2: has no 'conversations' list"),
+    ({"chosen": "a", "rejected": "b"}, r"line 2: has no 'conversations' \(or trl 'prompt'\) list"),
     ({"conversations": [{"from": "robot", "value": "问"}], "chosen": "a", "rejected": "b"},
      r"line 2: field conversations\[0\].from must be one of"),
 ])

@@ -126,3 +126,23 @@ def test_missing_set_and_short_dev_split(tmp_path, tokenizer):
     tests, devs = load_set(cmmlu_set(tmp_path, ["A"]))
     with pytest.raises(StageError, match="6-shot needs 6 dev questions, the dev split has 5"):
         accuracy(always_answers("A", tokenizer), tokenizer, tests, devs, 6, max_len=512)
+
+
+def test_ceval_as_distributed_scores_val_because_test_has_no_answers(tmp_path, tokenizer):
+    """C-Eval's zip: dev/, val/ and test/, the test CSVs without an answer column."""
+    root = ceval_set(tmp_path, ["A", "A", "B"])
+    write_csv(root / "test" / "high_school_physics_test.csv", ["id", "question", "A", "B", "C", "D"],
+              [[0, "无答案的问题", "甲", "乙", "丙", "丁"]])
+    tests, devs = load_set(root)
+    assert [q.text for q in tests["high_school_physics"]] == ["问题0", "问题1", "问题2"]
+    result = accuracy(always_answers("A", tokenizer), tokenizer, tests, devs, 5, max_len=512)
+    assert result["overall"] == pytest.approx(2 / 3)
+
+
+def test_subjects_limit_the_set_and_an_unknown_one_is_named(tmp_path):
+    root = cmmlu_set(tmp_path, ["A"], subject="地理")
+    cmmlu_set(root, ["B", "C"], subject="历史")
+    tests, devs = load_set(root, ["历史"])
+    assert list(tests) == list(devs) == ["历史"] and len(tests["历史"]) == 2
+    with pytest.raises(StageError, match="no subject 天文 in test/"):
+        load_set(root, ["天文"])

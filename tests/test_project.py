@@ -1,5 +1,7 @@
 """The project's own promises: reproducible demo data, documented config, pins kept in step, lint."""
 import ast
+import json
+import random
 import re
 import subprocess
 import sys
@@ -10,10 +12,11 @@ import pytest
 import yaml
 
 from conftest import REPO, run_ok
+from workflow_scripts.make_demo_dump import World
 
 STAGES = ["download", "extract", "convert", "clean", "minhash", "dedup", "split", "corpus_summary", "tokenizer",
           "tokens", "tokens_index", "pretrain", "sft", "chat", "multiple_choice", "bits_per_byte", "samples",
-          "run_summary", "launch", "dpo", "ingest"]
+          "run_summary", "launch", "dpo", "ingest", "chat_data", "fetch_data"]
 
 
 def schema_keys(schema, prefix=""):
@@ -136,3 +139,26 @@ def test_every_relative_link_is_a_file_git_tracks(document):
     assert relative
     for link in relative:
         assert (folder / link).as_posix() in tracked, f"{document} links to {link}, which git does not track"
+
+
+def chat_questions():
+    """Every user turn, Alpaca instruction and input, and DPO prompt of the demo chat data."""
+    chats = [json.loads(line) for line in (REPO / "demo/sft/demo_chat.jsonl").read_text(encoding="utf-8").splitlines()]
+    alpaca = json.loads((REPO / "demo/sft/demo_alpaca.json").read_text(encoding="utf-8"))
+    pairs = [json.loads(line) for line in (REPO / "demo/dpo/demo_pairs.jsonl").read_text(encoding="utf-8").splitlines()]
+    return ([m["content"] for c in chats for m in c["messages"] if m["role"] == "user"]
+            + [r["instruction"] + r["input"] for r in alpaca]
+            + [turn["value"] for p in pairs for turn in p["conversations"]])
+
+
+def test_the_demo_evaluation_asks_nothing_the_demo_chat_data_answers():
+    """Scores must measure what pretraining taught: no demo chat question (SFT or DPO) is about a
+    city or person that a demo multiple-choice question or prompt is about."""
+    world = World(random.Random(20261101))
+    names = [c["name"] for c in world.cities] + [p["name"] for p in world.people]
+    evaluation = "".join(path.read_text(encoding="utf-8") for path in (REPO / "demo/eval").rglob("*.*"))
+    asked = {name for name in names if f"\n{name}" in evaluation or f",{name}" in evaluation}
+    questions = chat_questions()
+    assert len(asked) >= 80 and len(questions) > 800
+    subjects = [max((name for name in names if name in q), key=len) for q in questions]  # 高超国, not 高超
+    assert not set(subjects) & asked

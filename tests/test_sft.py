@@ -1,6 +1,7 @@
 """SFT on CPU: full and LoRA fine-tuning train and save loadable chat models; the chat CLI answers;
 a killed run resumes to the same losses; bad data fails with the file, line and field."""
 import json
+import math
 import os
 import shutil
 import signal
@@ -11,6 +12,8 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import REPO, run_stage
+from workflow_scripts.common import IGNORE_INDEX
+from workflow_scripts.sft_data import encode, read_conversations
 
 pytestmark = pytest.mark.slow
 DATA = [f"{REPO}/demo/sft/demo_chat.jsonl:1.0", f"{REPO}/demo/sft/demo_alpaca.json:0.5"]
@@ -129,3 +132,18 @@ def test_bad_record_fails_naming_file_line_and_field(base_model, tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip() == (f"sft: error: {bad}: line 2: field messages[1].role must be one of "
                                      "['assistant', 'system', 'user']; fix the record or set skip_bad_records")
+
+
+def test_replay_mixes_pretraining_windows_by_their_share_of_trained_tokens(base_model, tmp_path):
+    chat_file = REPO / "demo/sft/demo_chat.jsonl"
+    sft(base_model, tmp_path, *SMALL, "--max-steps", 2, "--checkpoint-every", 100, "--replay-tokens",
+        base_model.parent / "tokens", "--replay-share", 0.25, data=[f"{chat_file}:1"])
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    chat_tokens = sum(label != IGNORE_INDEX for messages in read_conversations(chat_file)
+                      for label in encode(tokenizer, messages, 128)[1])
+    windows = json.loads((tmp_path / "s.json").read_text())["replay_windows"]
+    assert windows == math.ceil(0.25 / 0.75 * chat_tokens / 128)  # windows of max_len (128) tokens
+    result = subprocess.run(sft_command(base_model, tmp_path / "no-tokens", *SMALL, "--replay-share", 0.5),
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr.strip() == (
+        "sft: error: --replay-share needs --replay-tokens (the token shards the base model was trained on)")

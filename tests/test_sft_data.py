@@ -6,7 +6,7 @@ from transformers import AutoTokenizer
 
 from conftest import SHARED_DATA
 from workflow_scripts.common import IGNORE_INDEX, StageError
-from workflow_scripts.sft_data import ReadStats, encode, read_conversations
+from workflow_scripts.sft_data import Layout, ReadStats, encode, read_conversations
 
 SFT = SHARED_DATA / "sft"
 TURNS = [("user", "北京是哪个国家的首都？"), ("assistant", "北京是中国的首都。"),
@@ -90,10 +90,55 @@ def test_bad_records_name_the_file_line_and_field(tmp_path, fmt, record, message
     assert len(list(read_conversations(path, skip_bad=True, stats=stats))) == 1 and stats.skipped == 1
 
 
-def test_unknown_format_is_named(tmp_path):
-    path = write(tmp_path, "odd.jsonl", [{"text": "plain"}])
-    with pytest.raises(StageError, match=r"odd.jsonl: line 1: is none of Alpaca"):
-        list(read_conversations(path))
+def test_unknown_layout_lists_the_keys_it_found(tmp_path):
+    """Firefly's multi-turn layout, undeclared: one line naming the file and the keys, not a bad record."""
+    path = write(tmp_path, "firefly.jsonl", [FIREFLY])
+    with pytest.raises(StageError) as err:
+        list(read_conversations(path, skip_bad=True))
+    assert str(err.value).startswith(f"{path}: layout not recognised: the first record has keys "
+                                     "['conversation', 'conversation_id', 'dataset']")
+    assert "declare its layout (formatting, columns, tags)" in str(err.value)
+
+
+FIREFLY = {"conversation_id": 7, "dataset": "moss", "conversation": [
+    {"human": TURNS[0][1], "assistant": TURNS[1][1]}, {"human": TURNS[2][1], "assistant": TURNS[3][1]}]}
+TURN_MESSAGES = [{"role": role, "content": content} for role, content in TURNS]
+
+
+@pytest.mark.parametrize("record, spec", [
+    (FIREFLY, {"formatting": "sharegpt", "columns": {"messages": "conversation"},
+               "tags": {"role_tag": "", "user_tag": "human", "assistant_tag": "assistant"}}),
+    # BELLE's multi-turn file: ShareGPT turns with role names of its own.
+    ({"id": "1", "conversations": [{"from": "human" if r == "user" else "assistant", "value": c} for r, c in TURNS]},
+     {"formatting": "sharegpt", "tags": {"assistant_tag": "assistant"}}),
+    # COIG-style instruction records with other field names and an earlier exchange as history.
+    ({"q": TURNS[2][1], "a": TURNS[3][1], "hist": [[TURNS[0][1], TURNS[1][1]]]},
+     {"formatting": "alpaca", "columns": {"prompt": "q", "query": "", "response": "a", "history": "hist"}}),
+    # Firefly's single-turn file: {kind, input, target}.
+    ({"kind": "QA", "input": TURNS[0][1], "target": TURNS[1][1]},
+     {"formatting": "alpaca", "columns": {"prompt": "input", "query": "", "response": "target"}}),
+])
+def test_declared_layouts_load_without_conversion(tmp_path, record, spec):
+    path = write(tmp_path, "d.jsonl", [record])
+    expected = TURN_MESSAGES[:2] if "kind" in record else TURN_MESSAGES
+    assert list(read_conversations(path, layout=Layout.from_config(spec))) == [expected]
+
+
+def test_a_declared_layout_names_the_field_it_misses(tmp_path):
+    layout = Layout.from_config({"formatting": "sharegpt", "columns": {"messages": "conversation"},
+                                 "tags": {"role_tag": "", "user_tag": "human", "assistant_tag": "assistant"}})
+    path = write(tmp_path, "f.jsonl", [FIREFLY, {"conversation": [{"human": "问", "bot": "答"}]}])
+    with pytest.raises(StageError, match=r"f.jsonl: line 2: field conversation\[0\].assistant must be a string"):
+        list(read_conversations(path, layout=layout))
+
+
+@pytest.mark.parametrize("text, message", [("", "no records"), ("\n\n", "no records"),
+                                           ('{"messages": 3}\n', "all 1 records are bad")])
+def test_an_empty_file_is_an_error(tmp_path, text, message):
+    path = tmp_path / "empty.jsonl"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(StageError, match=f"empty.jsonl: {message}"):
+        list(read_conversations(path, skip_bad=True))
 
 
 def test_broken_json_line_is_named(tmp_path):

@@ -1,16 +1,19 @@
 """The DAG end to end on the demo, and the rerun promise: only what a change touches runs again."""
+import hashlib
+import io
 import json
 import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import copy_workflow, snakemake
+from conftest import FileServer, copy_workflow, snakemake
 
 pytestmark = pytest.mark.slow
 DATA_JOBS = {"extract", "convert", "clean", "minhash", "dedup", "split", "corpus_summary"}
@@ -114,7 +117,9 @@ def test_changing_the_learning_rate_reruns_training_and_evaluation_only(built):
 def test_sft_model_is_trained_on_both_demo_files(built):
     summary = json.loads((built / "results/sft/summary.json").read_text())
     assert summary["final_loss"] < summary["first_loss"] - 2 and summary["samples"] == 600
-    assert {Path(p).name for p in summary["data"]} == {"demo_chat.jsonl", "demo_alpaca.json"}
+    chats = json.loads((built / "results/chat_data/sft.json").read_text())
+    assert {Path(p).name: c["written"] for p, c in chats["files"].items()} == {"demo_chat.jsonl": 400,
+                                                                            "demo_alpaca.json": 200}
     assert (built / "results/sft_model/model.safetensors").exists()
 
 
@@ -174,7 +179,7 @@ def test_run_summary_covers_every_stage(built):
     assert {"data", "tokenizer", "pretrain", "sft", "base_model", "sft_model", "wall time"} <= sections
     timed = {row["measure"].split(" (")[0] for row in rows if row["section"] == "wall time"}
     assert timed == {"download", "extract", "convert", "clean", "minhash", "dedup", "split", "corpus_summary",
-                     "tokenizer", "tokens", "tokens_index", "base_model", "sft_model", "bits_per_byte",
+                     "tokenizer", "tokens", "tokens_index", "base_model", "chat_data", "sft_model", "bits_per_byte",
                      "multiple_choice", "samples"}
     measures = {(row["section"], row["measure"]) for row in rows}
     assert ("base_model", "demo 5-shot cloze accuracy (80 questions, chance 25%)") in measures
@@ -209,11 +214,11 @@ def test_changing_a_stage_code_reruns_that_stage(built):
 # breaks the corpus.
 def test_dpo_preset_tunes_and_evaluates_a_third_model_and_reruns_nothing_else(built):
     preset = ("--configfile", "config.yaml", "config/presets/dpo.yaml")
-    assert planned_jobs(built, "all", *preset) == {"dpo_model": 1, "bits_per_byte": 1, "multiple_choice": 1,
-                                                   "samples": 1, "run_summary": 1, "all": 1}
+    assert planned_jobs(built, "all", *preset) == {"chat_data": 1, "dpo_model": 1, "bits_per_byte": 1,
+                                                   "multiple_choice": 1, "samples": 1, "run_summary": 1, "all": 1}
     snakemake(built, "all", *preset)
     summary = json.loads((built / "results/dpo/summary.json").read_text())
-    assert summary["pairs"] == 291 and summary["steps"] == 120
+    assert summary["pairs"] == 296 and summary["steps"] == 120
     # Measured: margin 0.013 -> 0.51 and reward accuracy 0.77 over the last tenth of the steps.
     assert summary["final_margin"] > summary["first_margin"] + 0.2 and summary["final_reward_accuracy"] > 0.6
     assert json.loads((built / "results/eval/dpo_model/samples.json").read_text())["style"] == "chat"
@@ -258,6 +263,22 @@ def test_the_real_dump_presets_plan_a_gpu_run(workflow_dir):
     assert "--prompts config/eval_prompts.txt" in snakemake(workflow_dir, "-n", "-p", "eval", *presets).stdout
 
 
+def test_the_real_presets_go_from_the_dump_to_an_evaluated_chat_model_without_demo_files(workflow_dir):
+    """zhwiki.yaml alone (the 26m model on one GPU) and with gpu-0.1b.yaml: the chat sets and
+    benchmarks are fetched by URL, and no file of demo/ is read or written anywhere in the plan."""
+    for presets in (("config/presets/zhwiki.yaml",), ("config/presets/zhwiki.yaml", "config/presets/gpu-0.1b.yaml")):
+        options = ("--configfile", "config.yaml", *presets)
+        jobs = planned_jobs(workflow_dir, "all", *options)
+        assert jobs["fetch_data"] == 4 and jobs["chat_data"] == 1 and jobs["sft_model"] == 1
+        assert jobs["multiple_choice"] == 4  # CMMLU and C-Eval, for the base and the SFT model
+        plan = snakemake(workflow_dir, "-n", "-p", "all", *options).stdout
+        assert "demo" not in plan
+        for url in ("haonan-li/cmmlu/resolve/", "ceval/ceval-exam/resolve/", "alpaca-zh/resolve/"):
+            assert url in plan
+        sft = next(line for line in plan.splitlines() if "-m workflow_scripts.sft " in line)
+        assert all(option in sft for option in ("--epochs 2", "--lr 5e-05", "--max-len 1024"))
+
+
 def test_config_typo_fails_with_one_line_naming_the_key(built, tmp_path):
     result = snakemake(built, "-n", "corpus", *with_override(tmp_path, "dedup:\n  treshold: 0.7\n"), check=False)
     assert result.returncode == 1
@@ -286,6 +307,59 @@ def test_a_batch_that_does_not_divide_is_a_config_error(built, tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         "invalid config: pretrain.global_batch_tokens: 1000 is not a multiple of micro_batch x seq_len x processes "
         "(or gpus) x nodes = 2048")
+
+
+def zipped_folder(folder):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for path in sorted(folder.rglob("*.csv")):
+            zf.write(path, path.relative_to(folder))
+    return buffer.getvalue()
+
+
+# Near the end: these rewrite results/chat_data and the evaluations of `built`.
+def test_chat_data_and_benchmarks_given_by_url_are_fetched_and_used(built, tmp_path):
+    chat = (built / "demo/sft/demo_chat.jsonl").read_bytes()
+    files = {"/d/demo_chat.jsonl": chat, "/d/demo_eval.zip": zipped_folder(built / "demo/eval")}
+    normalised = (built / "results/chat_data/sft.jsonl").read_bytes()
+    scores = json.loads((built / "results/eval/base_model/mc-demo.json").read_text())["results"]
+    with FileServer.running(files) as server:
+        def config(sha256):
+            return with_override(tmp_path, yaml.safe_dump({
+                "sft": {"data": [{"url": f"{server.mirror}/d/demo_chat.jsonl", "sha256": sha256, "weight": 1.0},
+                                 {"path": "demo/sft/demo_alpaca.json", "weight": 1.0}]},
+                "eval": {"multiple_choice": [{"name": "demo", "url": f"{server.mirror}/d/demo_eval.zip"}]}}))
+        right = config(hashlib.sha256(chat).hexdigest())
+        assert planned_jobs(built, "all", *right) == {"fetch_data": 2, "chat_data": 1, "sft_model": 1,
+                                                      "bits_per_byte": 1, "samples": 1, "multiple_choice": 2,
+                                                      "run_summary": 1, "all": 1}
+        snakemake(built, "results/chat_data/sft.jsonl", "results/eval/base_model/mc-demo.json", *right)
+        assert (built / "results/chat_data/sft.jsonl").read_bytes() == normalised
+        assert json.loads((built / "results/eval/base_model/mc-demo.json").read_text())["results"] == scores
+        assert planned_jobs(built, "results/chat_data/sft.jsonl", *right) == {}
+        wrong = config("0" * 64)
+        assert planned_jobs(built, "results/chat_data/sft.jsonl", *wrong) == {"fetch_data": 1, "chat_data": 1}
+        result = snakemake(built, "results/chat_data/sft.jsonl", *wrong, check=False)
+    assert result.returncode == 1 and f"{server.mirror}/d/demo_chat.jsonl: SHA-256 mismatch" in result.stderr
+
+
+def test_a_bad_chat_file_fails_before_training_and_keeps_the_model(built, tmp_path):
+    model = built / "results/sft_model/model.safetensors"
+    before = model.stat().st_mtime_ns
+    firefly = tmp_path / "firefly.jsonl"
+    firefly.write_text(json.dumps({"conversation": [{"human": "你好", "assistant": "你好！"}]}, ensure_ascii=False))
+    data = [{"path": "demo/sft/demo_chat.jsonl", "weight": 1.0}, {"path": str(firefly), "weight": 1.0}]
+    result = snakemake(built, "sft_model", *with_override(tmp_path, yaml.safe_dump({"sft": {"data": data}})),
+                       check=False)
+    assert result.returncode == 1
+    assert (f"chat_data: error: {firefly}: layout not recognised: the first record has keys ['conversation']"
+            in result.stderr)
+    assert model.stat().st_mtime_ns == before
+    data[1].update(formatting="sharegpt", columns={"messages": "conversation"},
+                   tags={"role_tag": "", "user_tag": "human", "assistant_tag": "assistant"})
+    declared = with_override(tmp_path, yaml.safe_dump({"sft": {"data": data}}, allow_unicode=True))
+    snakemake(built, "results/chat_data/sft.jsonl", *declared)
+    assert json.loads((built / "results/chat_data/sft.json").read_text())["files"][str(firefly)]["records"] == 1
 
 
 def test_a_corpus_filtered_to_nothing_fails_and_keeps_earlier_results(built, tmp_path):

@@ -11,21 +11,15 @@ demo dump (through the same checks); --source local links to a dump already on d
 may be left out for a single-stream dump: the index output is then empty and extract reads the
 dump as one shard).
 """
-import http.client
 import shutil
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from tqdm import tqdm
-
-from workflow_scripts.common import StageError, atomic_path, log, sha1_file, stage_cli, write_json
+from workflow_scripts.common import StageError, atomic_path, sha1_file, stage_cli, write_json
+from workflow_scripts.http_fetch import Fetcher, verify
 
 DUMP_SUFFIX = "pages-articles-multistream.xml.bz2"
 INDEX_SUFFIX = "pages-articles-multistream-index.txt.bz2"
-CHUNK = 1 << 20
-RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 
 
 def expected_sha1(sha1sums: Path, suffix):
@@ -35,75 +29,6 @@ def expected_sha1(sha1sums: Path, suffix):
         if name.startswith("zhwiki-") and name.endswith("-" + suffix):
             return digest
     raise StageError(f"{sha1sums}: lists no zhwiki-*-{suffix}; is this the sha1sums file of that dump?")
-
-
-def verify(path: Path, expected, source):
-    actual = sha1_file(path)
-    if actual != expected:
-        path.unlink()
-        raise StageError(f"{source}: SHA-1 mismatch (expected {expected}, got {actual}); the download was "
-                         "deleted, run again to fetch it anew")
-
-
-class Fetcher:
-    """HTTP GET with resume (Range), retries with exponential backoff, and a progress bar."""
-
-    def __init__(self, retries, timeout, backoff, progress_stream):
-        self.retries, self.timeout, self.backoff = retries, timeout, backoff
-        self.progress_stream = progress_stream
-        self.attempts = 0
-        self.resumed = False
-
-    def fetch(self, url, dest: Path, sha1=None):
-        part = dest.with_name(dest.name + ".part")
-        for attempt in range(self.retries + 1):
-            self.attempts += 1
-            try:
-                self._transfer(url, part)
-                break
-            except urllib.error.HTTPError as err:
-                if err.code not in RETRYABLE_STATUS or attempt == self.retries:
-                    raise StageError(f"{url}: HTTP {err.code} {err.reason}; check download.mirror and "
-                                     "download.date in config.yaml") from None
-                why = f"HTTP {err.code}"
-            except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
-                if attempt == self.retries:
-                    raise StageError(f"{url}: {err} after {attempt + 1} attempts; the partial file "
-                                     f"{part} is kept and the next run resumes it") from None
-                why = str(err) or type(err).__name__
-            delay = self.backoff * 2 ** attempt
-            log.warning("%s: %s; retry %d/%d in %.1fs", url, why, attempt + 1, self.retries, delay)
-            time.sleep(delay)
-        if sha1:
-            verify(part, sha1, url)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        part.replace(dest)
-
-    def _transfer(self, url, part: Path):
-        have = part.stat().st_size if part.exists() else 0
-        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-        try:
-            response = urllib.request.urlopen(request, timeout=self.timeout)
-        except urllib.error.HTTPError as err:
-            if err.code == 416 and have:  # the .part already holds the whole file
-                return
-            raise
-        with response:
-            if have and response.status == 206:
-                self.resumed = True
-                mode = "ab"
-            else:
-                have, mode = 0, "wb"
-            length = response.headers.get("Content-Length")
-            total = have + int(length) if length else None
-            with open(part, mode) as out, tqdm(total=total, initial=have, unit="B", unit_scale=True,
-                                               desc=Path(url).name, file=self.progress_stream,
-                                               mininterval=5) as bar:
-                while chunk := response.read(CHUNK):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-            if total is not None and part.stat().st_size < total:
-                raise http.client.IncompleteRead(b"", total - part.stat().st_size)
 
 
 def download_remote(args, fetcher):
@@ -160,7 +85,8 @@ def add_arguments(ap):
 
 def run(args, progress_stream):
     started = time.monotonic()
-    fetcher = Fetcher(args.retries, args.timeout, args.backoff, progress_stream)
+    fetcher = Fetcher(args.retries, args.timeout, args.backoff, progress_stream,
+                      remedy="check download.mirror and download.date in config.yaml")
     {"remote": lambda: download_remote(args, fetcher), "sample": lambda: copy_sample(args),
      "local": lambda: link_local(args)}[args.source]()
     write_json(args.stats, {"source": args.source, "date": args.date, "dump_bytes": args.dump.stat().st_size,

@@ -16,29 +16,10 @@ import json
 import shutil
 from pathlib import Path
 
-from workflow_scripts.common import StageError, atomic_dir, log, sha1_file, stage_cli, write_json, write_text
+from workflow_scripts.common import atomic_dir, log, sha1_file, stage_cli, write_json, write_text
 from workflow_scripts.plots import plt, save_png
-from workflow_scripts.sft_data import SHAREGPT_ROLES, BadRecord, ReadStats, converted_records, from_turns
+from workflow_scripts.sft_data import ReadStats, converted_records, to_pair
 from workflow_scripts.training import run_id
-
-
-def answer_text(record, key):
-    value = record.get(key)
-    if isinstance(value, dict):
-        value = value.get("value")
-    if not isinstance(value, str) or not value.strip():
-        raise BadRecord(f"field {key!r} must be a non-empty string or a {{from, value}} turn")
-    return value
-
-
-def to_pair(record):
-    if not isinstance(record, dict) or "conversations" not in record:
-        raise BadRecord("has no 'conversations' list")
-    prompt = from_turns(record["conversations"], "conversations", "from", "value", SHAREGPT_ROLES)
-    if prompt[-1]["role"] != "user":
-        raise BadRecord("field 'conversations' must end with the user's turn that chosen and rejected answer")
-    return {"prompt": prompt, "chosen": [{"role": "assistant", "content": answer_text(record, "chosen")}],
-            "rejected": [{"role": "assistant", "content": answer_text(record, "rejected")}]}
 
 
 def read_pairs(paths, skip_bad):
@@ -48,8 +29,6 @@ def read_pairs(paths, skip_bad):
         stats = ReadStats()
         pairs += converted_records(Path(path), to_pair, skip_bad, stats, setting="dpo.skip_bad_records")
         counts[str(path)] = {"pairs": stats.records, "skipped_bad": stats.skipped}
-    if not pairs:
-        raise StageError(f"no preference pairs in {', '.join(map(str, paths))}")
     return pairs, counts
 
 

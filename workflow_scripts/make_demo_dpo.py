@@ -4,7 +4,7 @@ with the right answer (chosen) and an answer that states another city's or perso
 
     python -m workflow_scripts.make_demo_dpo demo/dpo
 
-300 questions (291 pairs: those whose two answers happen to agree are dropped) in the layout
+300 questions (296 pairs: those whose two answers happen to agree are dropped) in the layout
 of ../shared/data/dpo/dpo_zh_500.jsonl ({conversations, chosen, rejected} with string answers),
 written from the same templates as the demo SFT answers, so DPO pushes the SFT model towards
 the facts it read in pretraining. Byte-for-byte deterministic.
@@ -28,7 +28,7 @@ def pair(rng, items, turns):
 def main():
     out, world, rng = parse_world_args(__doc__, stream=3)
     out.mkdir(parents=True, exist_ok=True)
-    pairs = [pair(rng, world.cities, city_turns) if n % 2 else pair(rng, world.people, person_turns)
+    pairs = [pair(rng, world.sft_cities, city_turns) if n % 2 else pair(rng, world.sft_people, person_turns)
              for n in range(300)]
     pairs = [p for p in pairs if p["chosen"] != p["rejected"]]
     (out / "demo_pairs.jsonl").write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs),

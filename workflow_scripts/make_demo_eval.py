@@ -6,6 +6,8 @@ A multiple-choice set in CMMLU layout: two subjects, 地理 (which province a ci
 (a person's field), each with 5 dev and 40 test questions whose three wrong options are drawn
 from the same world, so a model can only beat the 25% chance level by having learnt the demo
 corpus. And prompts.txt, questions about the world for the generation samples (edit freely).
+Questions and prompts are about the cities and people the demo SFT data leaves out
+(World.evaluated_cities, World.evaluated_people), so they test what pretraining taught.
 Byte-for-byte deterministic.
 """
 import csv
@@ -36,7 +38,7 @@ def write_subject(out: Path, subject, rng, items):
 
 
 def prompts(rng, world):
-    cities, people = rng.sample(world.cities, 4), rng.sample(world.people, 4)
+    cities, people = rng.sample(world.evaluated_cities, 4), rng.sample(world.evaluated_people, 4)
     questions = [q.format(**c) for c, (q, _) in zip(cities, rng.sample(CITY_QA, 4))] + \
         [q.format(**p) for p, (q, _) in zip(people, rng.sample(PERSON_QA, 4))]
     return "# One prompt per line, answered by every model with greedy decoding (eval.prompts in config.yaml).\n" + \
@@ -46,9 +48,9 @@ def prompts(rng, world):
 def main():
     out, world, rng = parse_world_args(__doc__, stream=2)
     write_subject(out, "地理", rng, [(f"{c['name']}位于哪个省？", c["province"], world.provinces)
-                                        for c in world.cities])
+                                        for c in world.evaluated_cities])
     write_subject(out, "人物", rng, [(f"{p['name']}主要研究哪个领域？", p["field"], FIELDS)
-                                        for p in world.people])
+                                        for p in world.evaluated_people])
     (out / "prompts.txt").write_text(prompts(rng, world), encoding="utf-8")
     print(f"2 subjects, 5 dev and 40 test questions each, and 9 prompts -> {out}")
 

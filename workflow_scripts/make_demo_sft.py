@@ -3,7 +3,8 @@
     python -m workflow_scripts.make_demo_sft demo/sft
 
 The facts come from the same World (same seed) as make_demo_dump, so the SFT answers agree with
-what the base model read in pretraining. Two files in two formats, as users mix them:
+what the base model read in pretraining; they are about the cities and people the demo's
+evaluation does not ask about (World.sft_cities, World.sft_people). Two files in two formats, as users mix them:
 demo_chat.jsonl (messages format: single- and multi-turn, some with a system message) and
 demo_alpaca.json (Alpaca format, some with an `input`). Every sentence is written here from
 templates; the output is byte-for-byte deterministic.
@@ -48,7 +49,8 @@ def person_turns(rng, person):
 def chat_records(rng, world, count):
     records = []
     for n in range(count):
-        turns = city_turns(rng, rng.choice(world.cities)) if n % 2 else person_turns(rng, rng.choice(world.people))
+        turns = (city_turns(rng, rng.choice(world.sft_cities)) if n % 2
+                 else person_turns(rng, rng.choice(world.sft_people)))
         exchanges = rng.choice((1, 1, 2, 3))
         messages = [{"role": "system", "content": rng.choice(SYSTEM)}] if rng.random() < 0.3 else []
         for question, answer in turns[:exchanges]:
@@ -60,7 +62,7 @@ def chat_records(rng, world, count):
 def alpaca_records(rng, world, count):
     records = []
     for n in range(count):
-        city = rng.choice(world.cities)
+        city = rng.choice(world.sft_cities)
         if n % 3 == 0:
             records.append({"instruction": "根据下面的信息，用一句话介绍这座城市。",
                             "input": f"名称：{city['name']}；省份：{city['province']}；人口：{city['population']}万",

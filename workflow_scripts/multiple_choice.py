@@ -3,10 +3,12 @@
     python -m workflow_scripts.multiple_choice --model results/sft_model \
         --data ../shared/data/eval/cmmlu/data --shots 0 5 --scoring letter cloze --out mc.json --markdown mc.md
 
-A set is a directory with a `test/` (or `val/`) folder of one CSV per subject and, for k-shot, a
-`dev/` folder with the same subjects. Both header layouts are read: CMMLU's `,Question,A,B,C,D,Answer`
-(an unnamed index first) and C-Eval's `id,question,A,B,C,D,answer[,explanation]`; C-Eval's
-`{subject}_{split}.csv` names are understood. The first k dev questions of the subject, answered,
+A set is a directory as CMMLU and C-Eval are distributed: one CSV per subject in `test/` and/or
+`val/`, and, for k-shot, in `dev/`. The scored split is the one with answers: `test/` when its
+CSVs have an answer column (CMMLU), else `val/` (C-Eval's test answers are not public). Both
+header layouts are read: CMMLU's `,Question,A,B,C,D,Answer` (an unnamed index first) and C-Eval's
+`id,question,A,B,C,D,answer[,explanation]`; C-Eval's `{subject}_{split}.csv` names are understood.
+--subjects limits the run to some subjects. The first k dev questions of the subject, answered,
 come before each question. Two ways to score, both by log-likelihood: `letter` lists the options
 and takes the likeliest next letter A-D (CMMLU's protocol); `cloze` scores each option's text as
 the answer, per byte (what small models, which have not learnt the letter format, are measured
@@ -73,16 +75,36 @@ def subject_files(folder: Path):
     return files
 
 
-def load_set(directory: Path):
-    """(test questions by subject, dev questions by subject) of a CMMLU/C-Eval directory."""
-    test_dir = next((directory / d for d in ("test", "val") if (directory / d).is_dir()), None)
-    if test_dir is None:
-        raise StageError(f"{directory}: no test/ or val/ folder of subject CSVs (CMMLU or C-Eval layout)")
-    tests = {subject: read_questions(path) for subject, path in subject_files(test_dir).items()}
-    if not tests:
-        raise StageError(f"{test_dir}: no .csv files")
+def has_answers(csv_path: Path):
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        header = next(csv.reader(fh), [])
+    return "answer" in (h.strip().lower() for h in header)
+
+
+def scored_split(directory: Path):
+    """test/ if its CSVs carry answers, else val/ (C-Eval publishes no test answers)."""
+    test, val = directory / "test", directory / "val"
+    first_test = next(iter(sorted(test.glob("*.csv"))), None) if test.is_dir() else None
+    if first_test and (has_answers(first_test) or not val.is_dir()):
+        return test
+    if val.is_dir():
+        return val
+    raise StageError(f"{directory}: no test/ or val/ folder of subject CSVs (CMMLU or C-Eval layout)")
+
+
+def load_set(directory: Path, subjects=()):
+    """(scored questions by subject, dev questions by subject) of a CMMLU/C-Eval directory."""
+    split = scored_split(directory)
+    files = subject_files(split)
+    if not files:
+        raise StageError(f"{split}: no .csv files")
+    unknown = sorted(set(subjects) - set(files))
+    if unknown:
+        raise StageError(f"{directory}: no subject {', '.join(unknown)} in {split.name}/ (it has "
+                         f"{', '.join(sorted(files)[:5])}, ...); check the set's subjects in config")
+    tests = {subject: read_questions(path) for subject, path in files.items() if not subjects or subject in subjects}
     dev_files = subject_files(directory / "dev") if (directory / "dev").is_dir() else {}
-    return tests, {subject: read_questions(path) for subject, path in dev_files.items()}
+    return tests, {subject: read_questions(path) for subject, path in dev_files.items() if subject in tests}
 
 
 def letter_ids(tokenizer):
@@ -179,6 +201,7 @@ def add_arguments(ap):
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--data", type=Path, required=True, help="a CMMLU or C-Eval directory (test/ or val/, dev/)")
     ap.add_argument("--name", help="the set's name in the results (default: the directory's name)")
+    ap.add_argument("--subjects", nargs="*", default=[], help="score only these subjects (default: all)")
     ap.add_argument("--shots", type=int, nargs="+", default=[0])
     ap.add_argument("--scoring", nargs="+", choices=sorted(SCORINGS), default=["letter"],
                     help="letter: the likeliest option letter; cloze: the likeliest option text")
@@ -189,7 +212,7 @@ def add_arguments(ap):
 
 
 def run(args, progress_stream):
-    tests, devs = load_set(args.data)
+    tests, devs = load_set(args.data, args.subjects)
     model, tokenizer = load_causal_lm(args.model)
     runs = [(shots, scoring) for scoring in args.scoring for shots in args.shots]
     questions = sum(map(len, tests.values())) * len(runs)
@@ -197,7 +220,8 @@ def run(args, progress_stream):
         max_len = args.max_len or model.config.max_position_embeddings
         results = [accuracy(model, tokenizer, tests, devs, shots, max_len, scoring, bar) for shots, scoring in runs]
     name = args.name or args.data.name
-    write_json(args.out, {"model": str(args.model), "name": name, "data": str(args.data), "results": results})
+    write_json(args.out, {"model": str(args.model), "name": name, "data": str(args.data),
+                          "split": scored_split(args.data).name, "results": results})
     write_text(args.markdown, markdown(results, name))
     overall = {f"{r['shots']}-shot {r['scoring']}": round(r["overall"], 4) for r in results}
     log.info("%s", overall)

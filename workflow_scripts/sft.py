@@ -6,12 +6,15 @@
 
 --data takes PATH:WEIGHT pairs; the format of each file (Alpaca, ShareGPT, messages) is detected
 from its first record. A weight w takes each record floor(w) times plus a seeded share w - floor(w)
-of them once more, so 0.5 keeps half a file and 2 doubles it. Samples are rendered with the
-model's chat template and labelled on assistant tokens only (workflow_scripts.sft_data), then
-bucketed by length into micro-batches of at most --batch-tokens tokens (padding stays small
-without packing samples into one another's attention). A seeded share of samples is held out for
-validation. Training, checkpoints, resume and metrics are the pretraining machinery's
-(workflow_scripts.training); LoRA adapters (peft) are merged into the saved model.
+of them once more, so 0.5 keeps half a file and 2 doubles it. In the workflow, chat_data has read,
+checked and mixed the configured files already, and this stage gets its one normalised file.
+Samples are rendered with the model's chat template and labelled on assistant tokens only
+(workflow_scripts.sft_data), then bucketed by length into micro-batches of at most --batch-tokens
+tokens (padding stays small without packing samples into one another's attention). A seeded share
+of samples is held out for validation. --epochs, when set, makes the number of steps that many
+passes over the training batches (instead of --max-steps). Training, checkpoints, resume and
+metrics are the pretraining machinery's (workflow_scripts.training); LoRA adapters (peft) are
+merged into the saved model.
 """
 import argparse
 import hashlib
@@ -25,10 +28,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from workflow_scripts.common import IGNORE_INDEX, StageError, log, stage_cli
-from workflow_scripts.sft_data import ReadStats, encode, read_conversations
-from workflow_scripts.training import (Job, RunShape, Sampler, add_method_arguments, add_training_arguments, evaluate,
-                                       merge_lora, model_fingerprint, require_model_dir, run_id, run_training,
-                                       set_seed, with_lora)
+from workflow_scripts.sft_data import ReadStats, encode, read_conversations, weighted
+from workflow_scripts.training import (Job, RunShape, Sampler, TokenWindows, add_method_arguments,
+                                       add_training_arguments, evaluate, merge_lora, model_fingerprint,
+                                       require_model_dir, run_id, run_training, set_seed, with_lora)
 
 
 def parse_data(spec):
@@ -36,12 +39,6 @@ def parse_data(spec):
     if not path or not weight:
         raise argparse.ArgumentTypeError(f"{spec!r} is not PATH:WEIGHT")
     return Path(path), float(weight)
-
-
-def weighted(samples, weight, rng):
-    whole, share = int(weight), weight - int(weight)
-    extra = [s for s in samples if rng.random() < share]
-    return [s for _ in range(whole) for s in samples] + extra
 
 
 def load_samples(data, tokenizer, max_len, skip_bad, seed):
@@ -63,7 +60,7 @@ def load_samples(data, tokenizer, max_len, skip_bad, seed):
         for error in stats.errors[:5]:
             log.warning("%s: skipped %s", path, error)
     if not samples:
-        raise StageError("sft.data gave no samples; check the files and their weights")
+        raise StageError(f"{', '.join(str(path) for path, _ in data)} gave no samples; check their weights")
     return samples, report
 
 
@@ -110,11 +107,47 @@ def add_arguments(ap):
     ap.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per micro-batch")
     ap.add_argument("--accumulation", type=int, default=1)
     ap.add_argument("--validation-fraction", type=float, default=0.05)
+    ap.add_argument("--epochs", type=float, default=0,
+                    help="passes over the training samples; sets the steps (0: --max-steps decides)")
+    ap.add_argument("--replay-tokens", type=Path,
+                    help="token shards of the pretraining corpus (results/tokens), made by the model's tokenizer")
+    ap.add_argument("--replay-share", type=float, default=0.0,
+                    help="share of the trained tokens that are pretraining text from --replay-tokens")
     add_method_arguments(ap)
 
 
-def sft_job(args, samples, pad_id, rank, world):
+def replay_windows(args, samples):
+    """Pretraining text mixed into SFT's training samples, so that the chat model keeps what it
+    learnt: windows of max_len tokens of the train split, every token trained, as many as make
+    replay_share of the trained tokens, drawn with the seed."""
+    if not args.replay_share:
+        return []
+    if args.replay_tokens is None:
+        raise StageError("--replay-share needs --replay-tokens (the token shards the base model was trained on)")
+    windows = TokenWindows(args.replay_tokens, "train", args.max_len - 1)
+    chat_tokens = sum(label != IGNORE_INDEX for _, labels in samples for label in labels)
+    count = math.ceil(args.replay_share / (1 - args.replay_share) * chat_tokens / windows.window)
+    rng = random.Random(args.seed + 2)
+    replay = []
+    for _ in range(count):
+        ids = windows.read(rng.randrange(windows.count)).tolist()
+        replay.append((ids, ids))
+    return replay
+
+
+def training_split(args, samples, replay):
+    """(training samples with the replayed text, held-out chats)."""
     train_samples, validation = split_validation(samples, args.validation_fraction, args.seed)
+    return train_samples + replay, validation
+
+
+def steps_for_epochs(args, train_samples, world):
+    """Optimizer steps for args.epochs passes: each step takes accumulation micro-batches per process."""
+    batches = len(length_buckets(train_samples, args.batch_tokens, args.seed))
+    return max(1, math.ceil(args.epochs * batches / (args.accumulation * world)))
+
+
+def sft_job(args, train_samples, validation, pad_id, rank, world):
     train_batches = length_buckets(train_samples, args.batch_tokens, args.seed)
     sampler = Sampler(len(train_batches), args.seed, rank, world, 1)
     mine = length_buckets(validation, args.batch_tokens, args.seed)[rank::world]
@@ -130,18 +163,24 @@ def run(args, progress_stream):
     require_model_dir(args.model, "set sft.base")
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     samples, data_report = load_samples(args.data, tokenizer, args.max_len, args.skip_bad_records, args.seed)
+    replay = replay_windows(args, samples)
+    train_samples, validation = training_split(args, samples, replay)
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if args.epochs:
+        args.max_steps = steps_for_epochs(args, train_samples, world)
+        log.info("%s epochs: %d steps", args.epochs, args.max_steps)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     # A chat model's turn ends at <|im_end|>: generation stops there (or at the end of text).
     model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id]
     if args.method == "lora":
         model = with_lora(model, args)
-    shape = RunShape(micro_batch=1, seq_len=args.batch_tokens, world=int(os.environ.get("WORLD_SIZE", 1)),
+    shape = RunShape(micro_batch=1, seq_len=args.batch_tokens, world=world,
                      accumulation=args.accumulation)
     summary = {"method": args.method, "trainable_parameters": sum(p.numel() for p in model.parameters()
                                                                   if p.requires_grad),
-               "samples": len(samples), "data": data_report}
-    run_training(args, model, shape, lambda engine: sft_job(args, samples, tokenizer.pad_token_id, engine.rank,
-                                                            engine.world),
+               "samples": len(samples), "replay_windows": len(replay), "data": data_report}
+    run_training(args, model, shape, lambda engine: sft_job(args, train_samples, validation, tokenizer.pad_token_id,
+                                                            engine.rank, engine.world),
                  args.checkpoint_root / run_id(args, model=model_fingerprint(args.model),
                                                samples=hashlib.sha1(json.dumps(samples).encode()).hexdigest()),
                  tokenizer, summary,
