@@ -238,8 +238,9 @@ def sft_replay_input():
 def chat_sources(kind):
     """The --sources JSON of chat_data: each file's local path, weight and declared layout."""
     keys = ("weight", "formatting", "columns", "tags")
+    entries = [{"path": entry} if isinstance(entry, str) else entry for entry in config[kind]["data"]]
     return json.dumps([{"path": source_path(entry), **{key: entry[key] for key in keys if key in entry}}
-                       for entry in config[kind]["data"]], ensure_ascii=False, sort_keys=True)
+                       for entry in entries], ensure_ascii=False, sort_keys=True)
 
 
 def multiple_choice_inputs(wildcards):
