@@ -42,7 +42,11 @@ def validate_config(cfg, schema_path):
 
 def data_sources(cfg):
     """Every entry of sft.data, dpo.data and eval.multiple_choice, as {path} or {url, sha256, member}."""
-    entries = cfg["sft"]["data"] + cfg["dpo"]["data"] + cfg["eval"]["multiple_choice"]
+    return as_entries(cfg["sft"]["data"] + cfg["dpo"]["data"] + cfg["eval"]["multiple_choice"])
+
+
+def as_entries(entries):
+    """Data entries as dicts: dpo.data may list plain paths."""
     return [{"path": entry} if isinstance(entry, str) else entry for entry in entries]
 
 
@@ -213,16 +217,14 @@ def fetched_key(url):
 
 def source_input(entry):
     """The input a data entry adds: a local file or folder, or the fetch_data output of a URL."""
-    if isinstance(entry, str) or "path" in entry:
-        return source_path(entry)
+    if "path" in entry:
+        return entry["path"]
     return f"{FETCHED}/{fetched_key(entry['url'])}"
 
 
 def source_path(entry):
     """The file or folder a data entry names: its path, or where fetch_data put its URL (the
     downloaded file, or the unpacked archive's root or `member`)."""
-    if isinstance(entry, str):
-        return entry
     if "path" in entry:
         return entry["path"]
     name = PurePosixPath(urllib.parse.urlparse(entry["url"]).path).name
@@ -238,9 +240,8 @@ def sft_replay_input():
 def chat_sources(kind):
     """The --sources JSON of chat_data: each file's local path, weight and declared layout."""
     keys = ("weight", "formatting", "columns", "tags")
-    entries = [{"path": entry} if isinstance(entry, str) else entry for entry in config[kind]["data"]]
     return json.dumps([{"path": source_path(entry), **{key: entry[key] for key in keys if key in entry}}
-                       for entry in entries], ensure_ascii=False, sort_keys=True)
+                       for entry in as_entries(config[kind]["data"])], ensure_ascii=False, sort_keys=True)
 
 
 def multiple_choice_inputs(wildcards):
@@ -291,8 +292,8 @@ MC_SETS = {name: source_path(entry) for name, entry in MC_ENTRIES.items()}
 FETCHES = {fetched_key(entry["url"]): entry for entry in data_sources(config) if "url" in entry}
 CHAT_KINDS = ["sft"] + (["dpo"] if "dpo_model" in MODELS else [])
 # What this run fetches: dpo.data only when DPO is on.
-RUN_FETCHES = sorted({fetched_key(entry["url"]) for kind in CHAT_KINDS for entry in config[kind]["data"]
-                      if isinstance(entry, dict) and "url" in entry}
+RUN_FETCHES = sorted({fetched_key(entry["url"]) for kind in CHAT_KINDS for entry in as_entries(config[kind]["data"])
+                      if "url" in entry}
                      | {fetched_key(entry["url"]) for entry in MC_ENTRIES.values() if "url" in entry})
 
 

@@ -45,8 +45,8 @@ rule multiple_choice:
         "../envs/training.yaml"
     shell:
         "OMP_NUM_THREADS={threads} python -m workflow_scripts.multiple_choice --model {input.model}"
-        " --data {params.data} --name {wildcards.set} --subjects {params.subjects} --shots {params.shots} --scoring {params.scoring}"
-        " --max-len {params.max_len}"
+        " --data {params.data} --name {wildcards.set} --subjects {params.subjects} --shots {params.shots}"
+        " --scoring {params.scoring} --max-len {params.max_len}"
         " --out {output.json} --markdown {output.markdown} --log {log}"
 
 

@@ -39,7 +39,7 @@ rule base_model:
 
 rule chat_data:
     input:
-        sources=lambda wildcards: [source_input(entry) for entry in config[wildcards.kind]["data"]],
+        sources=lambda wildcards: [source_input(entry) for entry in as_entries(config[wildcards.kind]["data"])],
     output:
         data="results/chat_data/{kind}.jsonl",
         stats="results/chat_data/{kind}.json",
@@ -89,7 +89,8 @@ rule sft_model:
         "../envs/training.yaml"
     shell:
         "OMP_NUM_THREADS={params.threads_per_process} {params.launcher} -m workflow_scripts.sft"
-        " --model {input.model} --data {input.data}:1 {params.replay} {params.options} --checkpoint-root {params.checkpoints}"
+        " --model {input.model} --data {input.data}:1 {params.replay} {params.options}"
+        " --checkpoint-root {params.checkpoints}"
         " --out {output.model} --metrics {output.metrics} --plot {output.plot} --summary {output.summary}"
         " --log {log}"
 
