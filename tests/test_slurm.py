@@ -57,11 +57,12 @@ def submitted(jobs):
 def test_the_slurm_profile_runs_the_demo(slurm_run):
     workdir, result, jobs = slurm_run
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert len({job["id"] for job in jobs}) == len(jobs) == 21  # every job but the local `all`
+    assert len({job["id"] for job in jobs}) == len(jobs) == 22  # every job but the local `all`
     by_rule = submitted(jobs)
     assert {rule: len(options) for rule, options in by_rule.items()} == {
         "download": 1, SHARD_GROUP: 2, "dedup": 1, "split": 1,
-        "corpus_summary": 1, "tokenizer": 1, "token_shard": 4, "tokens_index": 1, "base_model": 1, "sft_model": 1,
+        "corpus_summary": 1, "tokenizer": 1, "token_shard": 4, "tokens_index": 1, "base_model": 1, "chat_data": 1,
+        "sft_model": 1,
         "bits_per_byte": 2, "multiple_choice": 2, "samples": 2, "run_summary": 1}
     assert len(list((workdir / "results/minhash").glob("zhwiki-*.npz"))) == 2
     assert json.loads((workdir / "results/pretrain/summary.json").read_text())["steps"] == 6
