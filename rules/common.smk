@@ -12,6 +12,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.io import strip_wildcard_constraints
 
+from workflow_scripts.code_fingerprint import code_fingerprint
 from workflow_scripts.http_fetch import is_archive
 
 
@@ -97,14 +98,6 @@ def describe_error(error):
     if error.validator == "oneOf" and isinstance(error.instance, dict):
         return f"{key}: give exactly one of path (a local file or folder) or url"
     return f"{key}: {error.message}"
-
-
-def code_version(*modules):
-    """Hash of a stage's modules (and the shared helpers): a params value, so code edits rerun it."""
-    digest = hashlib.sha1()
-    for module in ("common", *modules):
-        digest.update(Path(workflow.basedir, "workflow_scripts", f"{module}.py").read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def all_cores():

@@ -15,7 +15,7 @@ rule expand_vocab:
         vocab_size=config["continued_pretrain"]["vocab_size"],
         max_chars=config["continued_pretrain"]["max_chars"],
         init=config["continued_pretrain"]["init"],
-        code=code_version("expand_vocab", "tokenizer"),
+        code=code_fingerprint("expand_vocab"),
     log:
         "results/logs/expand_vocab.log",
     benchmark:
@@ -46,7 +46,7 @@ rule continued_model:
         options=cli_options(config["continued_pretrain"], skip=CONTINUED_EXPANSION_KEYS),
         threads_per_process=threads_per_process("continued_pretrain"),
         checkpoints="results/checkpoints/continued_model",
-        code=code_version("continued_pretrain", "pretrain", "training"),
+        code=code_fingerprint("continued_pretrain", "launch"),
     log:
         "results/logs/continued_model.log",
     benchmark:

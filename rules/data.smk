@@ -18,7 +18,7 @@ rule download:
         source_files=dump_source_args(),
         retries=config["download"]["retries"],
         timeout=config["download"]["timeout_s"],
-        code=code_version("download", "http_fetch"),
+        code=code_fingerprint("download"),
     log:
         "results/logs/download.log",
     benchmark:
@@ -51,7 +51,7 @@ rule extract:
                 flag(not config["extract"]["keep_headings"], "--drop-headings"),
             ]
         ),
-        code=code_version("extract"),
+        code=code_fingerprint("extract"),
     log:
         "results/logs/extract/shard-{shard}.log",
     benchmark:
@@ -74,7 +74,7 @@ rule ingest:
         name=lambda wildcards: part_corpus(wildcards)["name"],
         shard=lambda wildcards: int(wildcards.part[-3:]),
         options=ingest_options,
-        code=code_version("ingest"),
+        code=code_fingerprint("ingest"),
     log:
         "results/logs/ingest/{part}.log",
     benchmark:
@@ -96,7 +96,7 @@ rule convert:
         stats="results/convert/{part}.json",
     params:
         opencc_config=lambda wildcards: part_corpus(wildcards)["opencc_config"],
-        code=code_version("convert"),
+        code=code_fingerprint("convert"),
     log:
         "results/logs/convert/{part}.log",
     benchmark:
@@ -116,7 +116,7 @@ rule clean:
         stats="results/clean/{part}.json",
     params:
         options=lambda wildcards: cli_options(part_corpus(wildcards)["clean"]),
-        code=code_version("clean"),
+        code=code_fingerprint("clean"),
     log:
         "results/logs/clean/{part}.log",
     benchmark:
@@ -137,7 +137,7 @@ rule minhash:
         ngram=config["dedup"]["ngram"],
         num_perm=config["dedup"]["num_perm"],
         seed=config["dedup"]["seed"],
-        code=code_version("minhash"),
+        code=code_fingerprint("minhash"),
     log:
         "results/logs/minhash/{part}.log",
     benchmark:
@@ -160,7 +160,7 @@ rule dedup:
         num_perm=config["dedup"]["num_perm"],
         seed=config["dedup"]["seed"],
         corpus_order=" ".join(corpus_weights()),
-        code=code_version("dedup", "minhash"),
+        code=code_fingerprint("dedup"),
     log:
         "results/logs/dedup.log",
     benchmark:
@@ -185,7 +185,7 @@ rule split:
         validation_fraction=config["split"]["validation_fraction"],
         seed=config["split"]["seed"],
         weights=" ".join(f"{name}={weight}" for name, weight in corpus_weights().items()),
-        code=code_version("split"),
+        code=code_fingerprint("split"),
     log:
         "results/logs/split.log",
     benchmark:
@@ -212,7 +212,7 @@ rule corpus_summary:
         plot=report("results/corpus/funnel.png", caption="../report/funnel.rst", category="2. Data",
                     labels={"page": "funnel plot"}),
     params:
-        code=code_version("corpus_summary"),
+        code=code_fingerprint("corpus_summary"),
     log:
         "results/logs/corpus_summary.log",
     benchmark:

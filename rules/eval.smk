@@ -9,7 +9,7 @@ rule bits_per_byte:
         "results/eval/{model}/bpb.json",
     params:
         options=cli_options({key: config["eval"][key] for key in ("batch_size", "max_documents", "seq_len")}),
-        code=code_version("bits_per_byte", "training"),
+        code=code_fingerprint("bits_per_byte"),
     log:
         "results/logs/bits_per_byte/{model}.log",
     benchmark:
@@ -35,7 +35,7 @@ rule multiple_choice:
         shots=" ".join(map(str, config["eval"]["shots"])),
         scoring=" ".join(config["eval"]["scoring"]),
         max_len=config["eval"]["max_prompt_tokens"],
-        code=code_version("multiple_choice"),
+        code=code_fingerprint("multiple_choice"),
     log:
         "results/logs/multiple_choice/{model}-{set}.log",
     benchmark:
@@ -62,7 +62,7 @@ rule samples:
         style=lambda wildcards: "completion" if wildcards.model in ("base_model", "continued_model") else "chat",
         max_new_tokens=config["eval"]["max_new_tokens"],
         repetition_penalty=config["eval"]["repetition_penalty"],
-        code=code_version("samples"),
+        code=code_fingerprint("samples"),
     log:
         "results/logs/samples/{model}.log",
     benchmark:
@@ -102,7 +102,7 @@ rule run_summary:
         samples=report("results/report/samples.html", caption="../report/evaluation.rst", category="5. Evaluation",
                        labels={"page": "samples"}),
     params:
-        code=code_version("run_summary", "corpus_summary"),
+        code=code_fingerprint("run_summary"),
     log:
         "results/logs/run_summary.log",
     benchmark:

@@ -10,7 +10,7 @@ rule fetch_data:
         sha256=lambda wildcards: FETCHES[wildcards.fetched].get("sha256", ""),
         # The partial download lives outside the outputs, so a failed job leaves it to be resumed.
         partial=f"{FETCHED}/.partial/{{fetched}}",
-        code=code_version("fetch_data", "http_fetch"),
+        code=code_fingerprint("fetch_data"),
     log:
         "results/logs/fetch_data/{fetched}.log",
     benchmark:

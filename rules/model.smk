@@ -17,7 +17,7 @@ rule base_model:
         threads_per_process=threads_per_process("pretrain"),
         # Checkpoints live outside the rule's outputs, where a failed job does not remove them.
         checkpoints="results/checkpoints/base_model",
-        code=code_version("pretrain", "training"),
+        code=code_fingerprint("pretrain", "launch"),
     log:
         "results/logs/base_model.log",
     benchmark:
@@ -47,7 +47,7 @@ rule chat_data:
         sources=lambda wildcards: chat_sources(wildcards.kind),
         skip_bad=lambda wildcards: flag(config[wildcards.kind]["skip_bad_records"], "--skip-bad-records"),
         seed=lambda wildcards: config[wildcards.kind]["seed"],
-        code=code_version("chat_data", "sft_data"),
+        code=code_fingerprint("chat_data"),
     log:
         "results/logs/chat_data/{kind}.log",
     benchmark:
@@ -77,7 +77,7 @@ rule sft_model:
         options=cli_options(config["sft"], skip=("base", "data", "skip_bad_records", "processes", "gpus")),
         threads_per_process=threads_per_process("sft"),
         checkpoints="results/checkpoints/sft_model",
-        code=code_version("sft", "sft_data", "training"),
+        code=code_fingerprint("sft", "launch"),
     log:
         "results/logs/sft_model.log",
     benchmark:
@@ -108,7 +108,7 @@ rule dpo_model:
         launcher=launcher("dpo"),
         options=cli_options(config["dpo"], skip=("enabled", "data", "skip_bad_records", "gpus")),
         checkpoints="results/checkpoints/dpo_model",
-        code=code_version("dpo", "sft_data", "training"),
+        code=code_fingerprint("dpo", "launch"),
     log:
         "results/logs/dpo_model.log",
     benchmark:

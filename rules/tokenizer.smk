@@ -16,7 +16,7 @@ rule tokenizer:
         pre_tokenization=config["tokenizer"]["pre_tokenization"],
         han_run_max=config["tokenizer"]["han_run_max"],
         model_max_length=config["tokenizer"]["model_max_length"],
-        code=code_version("tokenizer"),
+        code=code_fingerprint("tokenizer"),
     log:
         "results/logs/tokenizer.log",
     benchmark:
@@ -42,7 +42,7 @@ rule token_shard:
         index="results/{tokens}/{split}-{shard}.json",
     params:
         shards=len(TOKEN_SHARDS),
-        code=code_version("tokens", "tokenizer"),
+        code=code_fingerprint("tokens"),
     log:
         "results/logs/{tokens}/{split}-{shard}.log",
     benchmark:
@@ -62,7 +62,7 @@ rule tokens_index:
     output:
         index="results/{tokens}/index.json",
     params:
-        code=code_version("tokens_index"),
+        code=code_fingerprint("tokens_index"),
     log:
         "results/logs/{tokens}_index.log",
     benchmark:

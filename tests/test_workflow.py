@@ -201,15 +201,37 @@ def test_the_report_shows_plots_and_tables(built):
     assert report.count("data:image/png") >= 3  # the funnel and both loss curves, embedded
 
 
-def test_changing_a_stage_code_reruns_that_stage(built):
-    script = built / "workflow_scripts/split.py"
+def jobs_after_code_edit(workdir, module, edit, target):
+    """What Snakemake would run after one edit to workflow_scripts/<module>.py; the edit is undone."""
+    script = workdir / "workflow_scripts" / f"{module}.py"
     original = script.read_text()
-    script.write_text(original + "\n# edited\n")
+    edited = edit(original)
+    assert edited != original
+    script.write_text(edited)
     try:
-        jobs = planned_jobs(built)
+        return planned_jobs(workdir, target)
     finally:
         script.write_text(original)
-    assert set(jobs) == {"split", "corpus_summary", "corpus"}
+
+
+def test_a_logic_change_reruns_the_stage_and_what_follows_it_only(built):
+    jobs = jobs_after_code_edit(built, "clean", lambda s: s + "\nUNUSED_LIMIT = 1\n", "corpus")
+    assert set(jobs) == {"clean", "minhash", "dedup", "split", "corpus_summary", "corpus"}  # not extract
+
+
+def test_a_change_to_a_library_function_reruns_the_stages_that_use_it(built):
+    """multiple_choice and samples load their models through training.load_causal_lm."""
+    returned = "    return model, tokenizer"
+    jobs = jobs_after_code_edit(built, "training", lambda s: s.replace(returned, "    model.train(False)\n" + returned),
+                                "all")
+    assert jobs["multiple_choice"] == 2 and jobs["samples"] == 2 and "extract" not in jobs
+
+
+def test_comments_and_docstrings_rerun_nothing(built):
+    def reword(source):
+        source = source.replace('"""A problem with the user', '"""A problem (reworded) with the user')
+        return source.replace("class StageError(Exception):", "# why this exists\n\n\nclass StageError(Exception):")
+    assert jobs_after_code_edit(built, "common", reword, "all") == {}
 
 
 # After the tests that expect nothing to rerun (it adds a DPO model to `built`), and before the one that

@@ -1,0 +1,66 @@
+"""The code a stage runs, as a fingerprint: what makes a rule rerun when its code changes.
+
+A stage's fingerprint covers its own module and every workflow_scripts module it imports,
+transitively (imports inside functions too: they run when the function does). Each module counts
+as its syntax tree with the docstrings removed, so an edit to a comment, a docstring or the
+formatting reruns nothing, while any change to what runs reruns the rules whose stages import it.
+"""
+import ast
+import functools
+import hashlib
+from pathlib import Path
+
+PACKAGE = "workflow_scripts"
+ROOT = Path(__file__).resolve().parent
+
+
+@functools.lru_cache(maxsize=None)
+def parsed(module):
+    return ast.parse((ROOT / f"{module}.py").read_text(encoding="utf-8"), filename=f"{module}.py")
+
+
+def imported_modules(tree):
+    """The workflow_scripts modules an import statement anywhere in the tree names."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == PACKAGE:
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE + "."):
+            yield node.module.split(".")[1]
+        elif isinstance(node, ast.Import):
+            yield from (alias.name.split(".")[1] for alias in node.names if alias.name.startswith(PACKAGE + "."))
+
+
+def closure(*modules):
+    """The modules given and every workflow_scripts module they import, transitively."""
+    seen, todo = set(), list(modules)
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(imported_modules(parsed(module)))
+    return seen
+
+
+def without_docstrings(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(
+                    first.value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return tree
+
+
+@functools.lru_cache(maxsize=None)
+def module_digest(module):
+    """The module's syntax tree without docstrings; ast.dump leaves out comments, positions and layout."""
+    tree = without_docstrings(ast.parse((ROOT / f"{module}.py").read_text(encoding="utf-8")))
+    return hashlib.sha1(ast.dump(tree).encode()).hexdigest()
+
+
+def code_fingerprint(*entry_modules):
+    """A short hash of the code that `python -m workflow_scripts.<entry>` runs, for each entry given."""
+    digest = hashlib.sha1()
+    for module in sorted(closure(*entry_modules)):
+        digest.update(f"{module}:{module_digest(module)}\n".encode())
+    return digest.hexdigest()[:16]
