@@ -6,7 +6,7 @@ import opencc
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import DEMO_DUMP, DEMO_INDEX, REAL_SLICE, SHARED_DATA, run_ok, run_stage
+from conftest import DEMO_DUMP, DEMO_INDEX, REAL_SLICE, SHARED_DATA, run_fails, run_ok, run_stage
 from workflow_scripts.extract import EMPTY_BRACKETS, resolve_conversion
 
 BROKEN = sorted((SHARED_DATA / "zhwiki").glob("zhwiki-broken-*.xml"))
@@ -158,3 +158,36 @@ def test_missing_dump(tmp_path):
     result = run_stage("extract", "--dump", tmp_path / "nope.xml.bz2", "--out", tmp_path / "o.parquet",
                        "--stats", tmp_path / "s.json")
     assert result.returncode == 1 and "nope.xml.bz2: no such file" in result.stderr
+
+
+def link_local(tmp_path, dump):
+    """What `download: {source: local}` does: a link named like a downloaded .xml.bz2 dump."""
+    out = tmp_path / "download"
+    run_ok("download", "--source", "local", "--local-dump", dump, "--dump", out / "dump.xml.bz2",
+           "--index", out / "index.txt.bz2", "--sha1sums", out / "sha1sums.txt", "--stats", out / "stats.json")
+    return out / "dump.xml.bz2", out / "index.txt.bz2"
+
+
+def test_a_local_plain_xml_dump_is_read_by_its_content_not_its_link_name(tmp_path):
+    plain = tmp_path / "mine.xml"
+    plain.write_bytes(bz2.decompress(REAL_SLICE.read_bytes()))
+    dump, index = link_local(tmp_path, plain)
+    assert extract(tmp_path, dump, "--index", index) == extract(tmp_path / "bz2", REAL_SLICE)
+
+
+@pytest.mark.parametrize("broken", [b.name for b in BROKEN])
+def test_a_local_broken_dump_is_named_and_its_page_error_kept(tmp_path, broken):
+    user_file = SHARED_DATA / "zhwiki" / broken
+    dump, index = link_local(tmp_path, user_file)
+    run_fails("extract", "^extract: error: " + re.escape(f"{user_file.resolve()}: malformed dump at page id="),
+              "--dump", dump, "--index", index, "--out", tmp_path / "o.parquet", "--stats", tmp_path / "s.json")
+
+
+def test_a_truncated_local_dump_gets_advice_for_a_local_file(tmp_path):
+    cut = tmp_path / "mine.xml.bz2"
+    cut.write_bytes(REAL_SLICE.read_bytes()[: REAL_SLICE.stat().st_size // 2])
+    dump, index = link_local(tmp_path, cut)
+    advice = re.escape("check it (bzip2 -t) or export it again")
+    line = run_fails("extract", "^extract: error: " + re.escape(f"{cut}:") + f".*{advice}$", "--dump", dump,
+                     "--index", index, "--out", tmp_path / "o.parquet", "--stats", tmp_path / "s.json")
+    assert "download it again" not in line

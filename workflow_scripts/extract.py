@@ -76,7 +76,10 @@ class DumpReader:
     """The lines of one shard of a dump, and the site's base URL from its <siteinfo>."""
 
     def __init__(self, dump: Path, index: Path | None, shard: int, shards: int):
-        self.dump = dump
+        # download links a local dump (source: local) into results/: errors name the user's own file,
+        # and a damaged one is to be checked, not downloaded again.
+        self.dump = dump.resolve() if dump.is_symlink() else dump
+        self.remedy = "check it (bzip2 -t) or export it again" if dump.is_symlink() else "download it again"
         has_index = index is not None and index.stat().st_size > 0  # download writes an empty one for none
         self.offsets = stream_offsets(index, dump.stat().st_size) if has_index else None
         self.ranges = shard_ranges(self.offsets, shard, shards) if self.offsets else None
@@ -98,10 +101,13 @@ class DumpReader:
             return bz2.decompress(data).decode("utf-8")
         except (OSError, ValueError, EOFError) as err:
             raise StageError(f"{self.dump}: bz2 stream at byte {start} is damaged ({err}); "
-                             "the file is truncated or corrupt: download it again") from None
+                             f"the file is truncated or corrupt: {self.remedy}") from None
 
     def _plain_lines(self, limit=None):
-        opener = bz2.open if self.dump.suffix == ".bz2" else open
+        """The whole dump's lines, bz2-compressed or plain XML, told apart by its first bytes (not its name)."""
+        with open(self.dump, "rb") as fh:
+            compressed = fh.read(3) == b"BZh"
+        opener = bz2.open if compressed else open
         try:
             with opener(self.dump, "rt", encoding="utf-8") as fh:
                 for n, line in enumerate(fh):
@@ -110,7 +116,7 @@ class DumpReader:
                     yield line
         except (OSError, EOFError, UnicodeDecodeError) as err:
             raise StageError(f"{self.dump}: cannot be read to the end ({err}); "
-                             "the file is truncated or corrupt: download it again") from None
+                             f"the file is truncated or corrupt: {self.remedy}") from None
 
     @property
     def total_bytes(self):
@@ -147,7 +153,7 @@ def shard_ranges(offsets, shard, shards):
     return [(offsets[i], offsets[i + 1]) for i in range(first, last)]
 
 
-def iter_pages(lines, source):
+def iter_pages(lines, source, remedy):
     """Yield each <page> as a dict, raising StageError on a page the dump format does not allow."""
     page, text, in_text = None, None, False
     for line in lines:
@@ -182,7 +188,7 @@ def iter_pages(lines, source):
             if field and field.group(1) in page and page[field.group(1)] is None:
                 page[field.group(1)] = html.unescape(field.group(2))
     if page is not None:
-        raise _malformed(source, page, "the file ends inside this page: it is truncated, download it again")
+        raise _malformed(source, page, f"the file ends inside this page: it is truncated, {remedy}")
 
 
 def _finished(source, page, text):
@@ -222,7 +228,7 @@ def extract_shard(reader, out, keep_disambiguation, keep_headings, progress_stre
     counts = collections.Counter()
     with DocWriter(out) as writer, tqdm(total=reader.total_bytes, unit="B", unit_scale=True,
                                         file=progress_stream, desc="extract", mininterval=5) as bar:
-        for page in iter_pages(reader.lines(bar), reader.dump):
+        for page in iter_pages(reader.lines(bar), reader.dump, reader.remedy):
             counts["pages"] += 1
             if page["ns"] != "0":
                 counts["other_namespace"] += 1
