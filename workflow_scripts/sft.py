@@ -1,7 +1,7 @@
 """Chat fine-tuning (SFT) of a causal LM, loss on assistant tokens only; full or LoRA; resumable.
 
     accelerate launch --num_processes 1 -m workflow_scripts.sft --model results/base_model \
-        --data demo/sft/demo_sft.jsonl:1.0 --out results/sft_model \
+        --data results/chat_data/sft.jsonl:1 --out results/sft_model \
         --checkpoint-root results/checkpoints/sft_model --metrics m.jsonl --plot loss.png --summary s.json
 
 --data takes PATH:WEIGHT pairs; the format of each file (Alpaca, ShareGPT, messages) is detected
@@ -11,10 +11,12 @@ checked and mixed the configured files already, and this stage gets its one norm
 Samples are rendered with the model's chat template and labelled on assistant tokens only
 (workflow_scripts.sft_data), then bucketed by length into micro-batches of at most --batch-tokens
 tokens (padding stays small without packing samples into one another's attention). A seeded share
-of samples is held out for validation. --epochs, when set, makes the number of steps that many
-passes over the training batches (instead of --max-steps). Training, checkpoints, resume and
-metrics are the pretraining machinery's (workflow_scripts.training); LoRA adapters (peft) are
-merged into the saved model.
+of samples is held out for validation. --replay-share mixes windows of pretraining text
+(--replay-tokens, every token trained) among the training samples, so that the chat model keeps
+what pretraining taught (benchmarks/sft_forgetting.py). --epochs, when set, makes the number of
+steps that many passes over the training batches (instead of --max-steps). Training,
+checkpoints, resume and metrics are the pretraining machinery's (workflow_scripts.training); LoRA
+adapters (peft) are merged into the saved model.
 """
 import argparse
 import hashlib
