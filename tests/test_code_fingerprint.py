@@ -51,3 +51,12 @@ def test_a_change_to_what_runs_changes_the_stages_that_import_it(package):
     after = {stage: fingerprint.code_fingerprint(stage) for stage in before}
     assert after["multiple_choice"] != before["multiple_choice"] and after["sft"] != before["sft"]
     assert after["extract"] == before["extract"]
+
+
+def test_no_stage_imports_another_stage():
+    """What two stages share lives in a library module, so a stage's code is its own and the libraries'."""
+    from workflow_scripts.code_fingerprint import ROOT, imported_modules, parsed
+    stages = {path.stem for path in ROOT.glob("*.py") if 'stage_cli("' in path.read_text(encoding="utf-8")}
+    assert {"extract", "pretrain", "sft", "chat_data", "fetch_data", "run_summary"} <= stages
+    crossing = {stage: sorted(set(imported_modules(parsed(stage))) & stages - {stage}) for stage in stages}
+    assert {stage: others for stage, others in crossing.items() if others} == {}

@@ -180,6 +180,25 @@ def read_docs(paths):
             yield from pf.read_row_group(group).to_pylist()
 
 
+def capped_texts(train_path, max_chars):
+    """The train split's texts, stopping once max_chars characters were given (0: no cap)."""
+    given = 0
+    for doc in read_docs([train_path]):
+        yield doc["text"]
+        given += len(doc["text"])
+        if max_chars and given >= max_chars:
+            return
+
+
+# The per-corpus table of corpus_summary (markdown) and run_summary (the report's HTML page).
+SOURCE_KEYS = ["source", "weight", "read", "after_clean", "after_dedup", "train_documents", "train_characters",
+               "validation_documents"]
+SOURCE_COLUMNS = ["corpus", "weight", "read", "after clean", "after dedup", "train documents (weighted)",
+                  "train characters (weighted)", "validation documents"]
+# datasketch's permutation scheme: minhash writes signatures with it and dedup reads them back.
+MINHASH_SCHEME = "affine32"
+
+
 def markdown_table(header, rows):
     """A GitHub markdown table; columns after the first are right-aligned (they hold numbers)."""
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]

@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from workflow_scripts.common import StageError, read_json, stage_cli
-from workflow_scripts.pretrain import add_token_training_arguments, train_on_tokens
+from workflow_scripts.token_training import add_token_training_arguments, train_on_tokens
 from workflow_scripts.training import (add_method_arguments, merge_lora, model_fingerprint, require_model_dir, set_seed,
                                        with_lora)
 

@@ -7,7 +7,8 @@ and for each corpus (zhwiki and the extra ones).
 """
 from pathlib import Path
 
-from workflow_scripts.common import markdown_table, read_json, stage_cli, write_json, write_text
+from workflow_scripts.common import (SOURCE_COLUMNS, SOURCE_KEYS, markdown_table, read_json, stage_cli,
+                                     write_json, write_text)
 from workflow_scripts.plots import plt, save_png
 
 
@@ -73,11 +74,6 @@ def sources(args):
                 ("train_documents", "train_characters", "validation_documents", "validation_characters")}}
             for source, count in read.items()]
 
-
-SOURCE_KEYS = ["source", "weight", "read", "after_clean", "after_dedup", "train_documents", "train_characters",
-               "validation_documents"]
-SOURCE_COLUMNS = ["corpus", "weight", "read", "after clean", "after dedup", "train documents (weighted)",
-                  "train characters (weighted)", "validation documents"]
 
 
 def markdown(rows, by_source):

@@ -19,8 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasketch import LeanMinHash, MinHashLSH
 
-from workflow_scripts.common import StageError, atomic_path, log, stage_cli, write_json
-from workflow_scripts.minhash import SCHEME
+from workflow_scripts.common import MINHASH_SCHEME, StageError, atomic_path, log, stage_cli, write_json
 
 REPORT_SCHEMA = pa.schema([("id", pa.int64()), ("title", pa.string()), ("source", pa.string()),
                            ("kind", pa.string()), ("duplicate_of", pa.int64()), ("duplicate_of_title", pa.string()),
@@ -68,7 +67,7 @@ def find_duplicates(ids, exact, signatures, threshold, seed):
             original, kind, similarity = by_key[key]
             removed.append((doc_id, kind, original, similarity))
             continue
-        minhash = LeanMinHash(seed=seed, hashvalues=values, scheme=SCHEME)
+        minhash = LeanMinHash(seed=seed, hashvalues=values, scheme=MINHASH_SCHEME)
         scored = [(minhash.jaccard(kept[c]), -c) for c in lsh.query(minhash)]
         best = max(scored, default=(0.0, 0))
         if best[0] >= threshold:

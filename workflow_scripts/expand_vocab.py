@@ -27,8 +27,7 @@ import torch
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from workflow_scripts.common import StageError, atomic_dir, log, read_docs, stage_cli, write_json
-from workflow_scripts.tokenizer import capped_texts
+from workflow_scripts.common import StageError, atomic_dir, capped_texts, log, read_docs, stage_cli, write_json
 from workflow_scripts.training import require_model_dir
 
 EMBEDDING_MULTIPLE = 64

@@ -17,10 +17,9 @@ import numpy as np
 from datasketch import MinHash
 from tqdm import tqdm
 
-from workflow_scripts.common import atomic_path, count_docs, read_docs, stage_cli
+from workflow_scripts.common import MINHASH_SCHEME, atomic_path, count_docs, read_docs, stage_cli
 
 WHITESPACE = re.compile(r"\s+")
-SCHEME = "affine32"
 
 
 def shingles(text, n):
@@ -29,7 +28,7 @@ def shingles(text, n):
 
 
 def signature(text, n, num_perm, seed):
-    minhash = MinHash(num_perm=num_perm, seed=seed, hashfunc=zlib.crc32, scheme=SCHEME)
+    minhash = MinHash(num_perm=num_perm, seed=seed, hashfunc=zlib.crc32, scheme=MINHASH_SCHEME)
     minhash.update_batch(list(shingles(text, n)))
     return minhash.hashvalues
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from workflow_scripts.common import markdown_table, read_json, stage_cli, write_json, write_text
-from workflow_scripts.corpus_summary import SOURCE_COLUMNS, SOURCE_KEYS
+from workflow_scripts.common import (SOURCE_COLUMNS, SOURCE_KEYS, markdown_table, read_json, stage_cli,
+                                     write_json, write_text)
 
 STYLE = """body{font-family:system-ui,"Noto Sans CJK SC",sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:.3em .7em;vertical-align:top}

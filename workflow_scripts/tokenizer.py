@@ -25,23 +25,10 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from workflow_scripts.common import (StageError, atomic_dir, log, peak_rss_mb, read_docs, read_json, stage_cli,
-                                     write_json)
+from workflow_scripts.chatml import CHAT_TEMPLATE, END_OF_TEXT, IM_END, IM_START, PAD, SPECIAL_TOKENS
+from workflow_scripts.common import (StageError, atomic_dir, capped_texts, log, peak_rss_mb, read_docs, read_json,
+                                     stage_cli, write_json)
 
-END_OF_TEXT = "<|endoftext|>"
-PAD = "<|pad|>"
-IM_START, IM_END = "<|im_start|>", "<|im_end|>"
-SPECIAL_TOKENS = [END_OF_TEXT, PAD, IM_START, IM_END]
-CHAT_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' }}"
-    "{%- if message['role'] == 'assistant' %}"
-    "{% generation %}{{- message['content'] + '<|im_end|>' }}{% endgeneration %}"
-    "{%- else %}{{- message['content'] + '<|im_end|>' }}{%- endif %}"
-    "{{- '\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
-)
 PRE_TOKENIZATIONS = ("han-runs", "naive")
 
 
@@ -68,16 +55,6 @@ def train(texts, vocab_size, pre_tokenization="han-runs", han_run_max=4, min_fre
     if pre_tokenization != "naive":
         tokenizer.pre_tokenizer = encoding_pre_tokenizer()
     return tokenizer
-
-
-def capped_texts(train_path, max_chars):
-    """The train split's texts, stopping once max_chars characters were given (0: no cap)."""
-    given = 0
-    for doc in read_docs([train_path]):
-        yield doc["text"]
-        given += len(doc["text"])
-        if max_chars and given >= max_chars:
-            return
 
 
 def save_hf(tokenizer, out_dir, model_max_length):

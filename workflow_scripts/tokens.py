@@ -18,7 +18,7 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from workflow_scripts.common import StageError, atomic_path, log, open_docs, sha1_file, stage_cli, write_json
-from workflow_scripts.tokenizer import END_OF_TEXT
+from workflow_scripts.chatml import END_OF_TEXT
 
 BATCH_DOCS = 256
 
