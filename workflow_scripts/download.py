@@ -15,7 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
-from workflow_scripts.common import StageError, atomic_path, sha1_file, stage_cli, write_json
+from workflow_scripts.common import StageError, atomic_path, file_digest, stage_cli, write_json
 from workflow_scripts.http_fetch import Fetcher, verify
 
 DUMP_SUFFIX = "pages-articles-multistream.xml.bz2"
@@ -64,7 +64,7 @@ def link_local(args):
             else:
                 tmp.touch()  # no index: extract reads the dump as one shard
     with atomic_path(args.sha1sums) as tmp:
-        tmp.write_text(f"{sha1_file(args.local_dump)}  {args.local_dump.name}\n")
+        tmp.write_text(f"{file_digest(args.local_dump)}  {args.local_dump.name}\n")
 
 
 def add_arguments(ap):

@@ -16,7 +16,7 @@ import json
 import shutil
 from pathlib import Path
 
-from workflow_scripts.common import atomic_dir, log, sha1_file, stage_cli, write_json, write_text
+from workflow_scripts.common import atomic_dir, file_digest, log, stage_cli, write_json, write_text
 from workflow_scripts.plots import plt, save_png
 from workflow_scripts.sft_data import ReadStats, converted_records, to_pair
 from workflow_scripts.training import run_id
@@ -95,8 +95,8 @@ def trainer(args, pairs, run_dir):
 
 def run(args, progress_stream):
     pairs, counts = read_pairs(args.data, args.skip_bad_records)
-    data_hash = "".join(sha1_file(p) for p in args.data)
-    run_dir = args.checkpoint_root / run_id(args, model=sha1_file(args.model / "model.safetensors"), data=data_hash)
+    data_hash = "".join(file_digest(p) for p in args.data)
+    run_dir = args.checkpoint_root / run_id(args, model=file_digest(args.model / "model.safetensors"), data=data_hash)
     dpo = trainer(args, pairs, run_dir)
     resume = any(run_dir.glob("checkpoint-*"))
     if resume:

@@ -16,8 +16,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from workflow_scripts.common import atomic_dir, log, stage_cli, write_json
-from workflow_scripts.http_fetch import Fetcher, file_digest, is_archive, unpack, verify
+from workflow_scripts.common import atomic_dir, file_digest, log, stage_cli, write_json
+from workflow_scripts.http_fetch import Fetcher, is_archive, unpack, verify
 
 GB = 1 << 30
 

@@ -5,7 +5,6 @@ goes to a `.part` file that a later run resumes with an HTTP Range request; a fi
 place only once its checksum matches. Archives are unpacked only if no member would land outside
 the target folder and their unpacked size stays under a bound.
 """
-import hashlib
 import http.client
 import tarfile
 import time
@@ -16,16 +15,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from workflow_scripts.common import StageError, log
+from workflow_scripts.common import StageError, file_digest, log
 
 CHUNK = 1 << 20
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
-
-
-def file_digest(path: Path, algorithm):
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, algorithm).hexdigest()
 
 
 def verify(path: Path, expected, source, algorithm="sha1"):
@@ -46,9 +40,9 @@ class Fetcher:
         self.attempts = 0
         self.resumed = False
 
-    def fetch(self, url, dest: Path, digest=None, algorithm="sha1", part=None):
-        """Download url to dest through `part` (default: dest.part), verified against digest if given."""
-        part = part or dest.with_name(dest.name + ".part")
+    def fetch(self, url, dest: Path, sha1=None):
+        """Download url to dest through dest.part, verified against sha1 if given."""
+        part = dest.with_name(dest.name + ".part")
         part.parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(self.retries + 1):
             self.attempts += 1
@@ -67,8 +61,8 @@ class Fetcher:
             delay = self.backoff * 2 ** attempt
             log.warning("%s: %s; retry %d/%d in %.1fs", url, why, attempt + 1, self.retries, delay)
             time.sleep(delay)
-        if digest:
-            verify(part, digest, url, algorithm)
+        if sha1:
+            verify(part, sha1, url)
         dest.parent.mkdir(parents=True, exist_ok=True)
         part.replace(dest)
 

@@ -17,7 +17,7 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from workflow_scripts.common import StageError, atomic_path, log, open_docs, sha1_file, stage_cli, write_json
+from workflow_scripts.common import StageError, atomic_path, file_digest, log, open_docs, stage_cli, write_json
 from workflow_scripts.chatml import END_OF_TEXT
 
 BATCH_DOCS = 256
@@ -56,7 +56,7 @@ def load_tokenizer(directory: Path):
     path = directory / "tokenizer.json"
     if not path.is_file():
         raise StageError(f"{path}: no such file; train the tokenizer first (snakemake tokenizer)")
-    return Tokenizer.from_file(str(path)), sha1_file(path)
+    return Tokenizer.from_file(str(path)), file_digest(path)
 
 
 def add_arguments(ap):

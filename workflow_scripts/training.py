@@ -26,7 +26,7 @@ import torch
 
 from tqdm import tqdm
 
-from workflow_scripts.common import (IGNORE_INDEX, StageError, atomic_dir, log, read_json, sha1_file, write_json,
+from workflow_scripts.common import (IGNORE_INDEX, StageError, atomic_dir, file_digest, log, read_json, write_json,
                                      write_text)
 from workflow_scripts.plots import plt, save_png
 
@@ -509,7 +509,7 @@ def add_training_arguments(ap, **defaults):
 def model_fingerprint(model_dir: Path):
     """What names a starting model in a run id: its weights' hash."""
     weights = model_dir / "model.safetensors"
-    return sha1_file(weights) if weights.exists() else str(model_dir.resolve())
+    return file_digest(weights) if weights.exists() else str(model_dir.resolve())
 
 
 def add_method_arguments(ap):
