@@ -4,8 +4,7 @@ import hashlib
 import json
 import re
 import sys
-import urllib.parse
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import jsonschema
 import yaml
@@ -13,7 +12,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.io import strip_wildcard_constraints
 
 from workflow_scripts.code_fingerprint import code_fingerprint
-from workflow_scripts.http_fetch import is_archive
+from workflow_scripts.http_fetch import is_archive, url_file_name
 
 
 def validate_config(cfg, schema_path):
@@ -204,7 +203,7 @@ def corpus_weights():
 
 def fetched_key(url):
     """The folder name of a fetched URL: its file name (readable) and a hash of the whole URL (unique)."""
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", PurePosixPath(urllib.parse.urlparse(url).path).name) or "download"
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", url_file_name(url))
     return f"{name}-{hashlib.sha1(url.encode()).hexdigest()[:10]}"
 
 
@@ -220,7 +219,7 @@ def source_path(entry):
     downloaded file, or the unpacked archive's root or `member`)."""
     if "path" in entry:
         return entry["path"]
-    name = PurePosixPath(urllib.parse.urlparse(entry["url"]).path).name
+    name = url_file_name(entry["url"])
     inside = entry.get("member") or ("" if is_archive(name) else name)
     return str(Path(source_input(entry), inside)) if inside else source_input(entry)
 

@@ -333,6 +333,15 @@ def test_a_batch_that_does_not_divide_is_a_config_error(built, tmp_path):
         "(or gpus) x nodes = 2048")
 
 
+def test_a_fetched_file_is_read_where_fetch_data_saves_it(workflow_dir, tmp_path):
+    """A percent-encoded URL: fetch_data saves `my chat.jsonl`, and chat_data must read that name."""
+    url = "https://example.org/d/my%20chat.jsonl"
+    plan = snakemake(workflow_dir, "-n", "-p", "results/chat_data/sft.jsonl", *with_override(
+        tmp_path, yaml.safe_dump({"sft": {"data": [{"url": url, "weight": 1.0}]}}))).stdout
+    fetched = re.search(r"fetch_data --url \S+ --sha256 '' --out (\S+)", plan).group(1)
+    assert f'"path": "{fetched}/my chat.jsonl"' in plan
+
+
 def zipped_folder(folder):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:

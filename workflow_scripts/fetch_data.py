@@ -13,18 +13,12 @@ placed in --out under its own name.
 """
 import shutil
 import time
-import urllib.parse
 from pathlib import Path
 
 from workflow_scripts.common import atomic_dir, file_digest, log, stage_cli, write_json
-from workflow_scripts.http_fetch import Fetcher, is_archive, unpack, verify
+from workflow_scripts.http_fetch import Fetcher, is_archive, unpack, url_file_name, verify
 
 GB = 1 << 30
-
-
-def file_name(url):
-    name = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
-    return name or "download"
 
 
 def add_arguments(ap):
@@ -44,7 +38,7 @@ def run(args, progress_stream):
     started = time.monotonic()
     fetcher = Fetcher(args.retries, args.timeout, args.backoff, progress_stream, max_bytes=int(args.max_gb * GB),
                       remedy="check the url (and its revision) in config.yaml")
-    name = file_name(args.url)
+    name = url_file_name(args.url)
     download = args.partial / name
     if not download.exists():  # a previous run may have fetched it and then failed to unpack
         fetcher.fetch(args.url, download)

@@ -9,6 +9,7 @@ import http.client
 import tarfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -98,6 +99,11 @@ class Fetcher:
         if self.max_bytes and size > self.max_bytes:
             raise StageError(f"{url}: larger than the {self.max_bytes:,}-byte limit; raise it if the file is "
                              "really that large")
+
+
+def url_file_name(url):
+    """The name a URL's file is saved under: the last part of its path, percent-decoded."""
+    return Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name or "download"
 
 
 def is_archive(name):
