@@ -37,7 +37,7 @@ def test_comments_docstrings_and_formatting_count_for_nothing(package, edit):
     common = copy / "common.py"
     common.write_text(edit(common.read_text()))
     assert common.read_text() != (REPO / "workflow_scripts/common.py").read_text()
-    fingerprint.module_digest.cache_clear()
+    fingerprint.module_code.cache_clear()
     assert fingerprint.code_fingerprint("clean") == before
 
 
@@ -47,7 +47,7 @@ def test_a_change_to_what_runs_changes_the_stages_that_import_it(package):
     training = copy / "training.py"
     returned = "    return model, tokenizer"
     training.write_text(training.read_text().replace(returned, "    model.train(False)\n" + returned))
-    fingerprint.module_digest.cache_clear()
+    fingerprint.module_code.cache_clear()
     after = {stage: fingerprint.code_fingerprint(stage) for stage in before}
     assert after["multiple_choice"] != before["multiple_choice"] and after["sft"] != before["sft"]
     assert after["extract"] == before["extract"]
@@ -55,8 +55,8 @@ def test_a_change_to_what_runs_changes_the_stages_that_import_it(package):
 
 def test_no_stage_imports_another_stage():
     """What two stages share lives in a library module, so a stage's code is its own and the libraries'."""
-    from workflow_scripts.code_fingerprint import ROOT, imported_modules, parsed
+    from workflow_scripts.code_fingerprint import ROOT, module_code
     stages = {path.stem for path in ROOT.glob("*.py") if 'stage_cli("' in path.read_text(encoding="utf-8")}
     assert {"extract", "pretrain", "sft", "chat_data", "fetch_data", "run_summary"} <= stages
-    crossing = {stage: sorted(set(imported_modules(parsed(stage))) & stages - {stage}) for stage in stages}
+    crossing = {stage: sorted(module_code(stage)[0] & stages - {stage}) for stage in stages}
     assert {stage: others for stage, others in crossing.items() if others} == {}

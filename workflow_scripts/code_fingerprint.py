@@ -14,11 +14,6 @@ PACKAGE = "workflow_scripts"
 ROOT = Path(__file__).resolve().parent
 
 
-@functools.lru_cache(maxsize=None)
-def parsed(module):
-    return ast.parse((ROOT / f"{module}.py").read_text(encoding="utf-8"), filename=f"{module}.py")
-
-
 def imported_modules(tree):
     """The workflow_scripts modules an import statement anywhere in the tree names."""
     for node in ast.walk(tree):
@@ -37,7 +32,7 @@ def closure(*modules):
         module = todo.pop()
         if module not in seen:
             seen.add(module)
-            todo.extend(imported_modules(parsed(module)))
+            todo.extend(module_code(module)[0])
     return seen
 
 
@@ -52,15 +47,17 @@ def without_docstrings(tree):
 
 
 @functools.lru_cache(maxsize=None)
-def module_digest(module):
-    """The module's syntax tree without docstrings; ast.dump leaves out comments, positions and layout."""
-    tree = without_docstrings(ast.parse((ROOT / f"{module}.py").read_text(encoding="utf-8")))
-    return hashlib.sha1(ast.dump(tree).encode()).hexdigest()
+def module_code(module):
+    """(the workflow_scripts modules it imports, a digest of its syntax tree without docstrings), from
+    one parse; ast.dump leaves out comments, positions and layout."""
+    tree = ast.parse((ROOT / f"{module}.py").read_text(encoding="utf-8"), filename=f"{module}.py")
+    imports = frozenset(imported_modules(tree))
+    return imports, hashlib.sha1(ast.dump(without_docstrings(tree)).encode()).hexdigest()
 
 
 def code_fingerprint(*entry_modules):
     """A short hash of the code that `python -m workflow_scripts.<entry>` runs, for each entry given."""
     digest = hashlib.sha1()
     for module in sorted(closure(*entry_modules)):
-        digest.update(f"{module}:{module_digest(module)}\n".encode())
+        digest.update(f"{module}:{module_code(module)[1]}\n".encode())
     return digest.hexdigest()[:16]
