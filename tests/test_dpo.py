@@ -40,6 +40,8 @@ def test_bundled_demo_pairs_differ():
     ({"conversations": [{"from": "human", "value": "问"}, {"from": "gpt", "value": "答"}], "chosen": "a",
       "rejected": "b"}, "line 2: field 'conversations' must end with the user's turn"),
     ({"chosen": "a", "rejected": "b"}, r"line 2: has no 'conversations' \(or trl 'prompt'\) list"),
+    ({"prompt": [{"role": "user", "content": "问"}, {"role": "assistant", "content": "答"}], "chosen": "a",
+      "rejected": "b"}, "line 2: field 'prompt' must end with the user's turn"),
     ({"conversations": [{"from": "robot", "value": "问"}], "chosen": "a", "rejected": "b"},
      r"line 2: field conversations\[0\].from must be one of"),
 ])

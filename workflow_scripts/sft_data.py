@@ -87,10 +87,14 @@ def text_field(record, key, required=True):
     return value
 
 
+def system_message(record, key):
+    """The record's system message under `key`, as a one-message list; [] when it has none."""
+    return [{"role": "system", "content": text_field(record, key)}] if record.get(key) else []
+
+
 def from_alpaca(record, columns=ALPACA_COLUMNS):
     """Earlier exchanges (`history`, [question, answer] pairs), then the prompt with its input appended."""
-    messages = [{"role": "system", "content": text_field(record, columns["system"])}] if record.get(
-        columns["system"]) else []
+    messages = system_message(record, columns["system"])
     history = record.get(columns["history"]) or []
     if not isinstance(history, list):
         raise BadRecord(f"field {columns['history']!r} must be a list of [question, answer] pairs")
@@ -156,8 +160,7 @@ class Layout:
         if self.formatting == "alpaca":
             return from_alpaca(record, self.columns), "record"
         key, tags = self.columns["messages"], self.tags
-        system = ([{"role": "system", "content": text_field(record, self.columns["system"])}]
-                  if record.get(self.columns["system"]) else [])
+        system = system_message(record, self.columns["system"])
         if not tags["role_tag"]:
             return system + from_exchanges(record.get(key), key, tags["user_tag"], tags["assistant_tag"]), key
         roles = {tags["user_tag"]: "user", tags["assistant_tag"]: "assistant", tags["system_tag"]: "system"}
@@ -247,11 +250,12 @@ def to_pair(record):
     if not isinstance(record, dict) or not ("conversations" in record or "prompt" in record):
         raise BadRecord("has no 'conversations' (or trl 'prompt') list")
     if "conversations" in record:
-        prompt = from_turns(record["conversations"], "conversations", "from", "value", SHAREGPT_ROLES)
+        key, prompt = "conversations", from_turns(record["conversations"], "conversations", "from", "value",
+                                                  SHAREGPT_ROLES)
     else:
-        prompt = from_turns(record["prompt"], "prompt", "role", "content", MESSAGE_ROLES)
+        key, prompt = "prompt", from_turns(record["prompt"], "prompt", "role", "content", MESSAGE_ROLES)
     if prompt[-1]["role"] != "user":
-        raise BadRecord("field 'conversations' must end with the user's turn that chosen and rejected answer")
+        raise BadRecord(f"field {key!r} must end with the user's turn that chosen and rejected answer")
     return {"prompt": prompt, "chosen": [{"role": "assistant", "content": answer_text(record, "chosen")}],
             "rejected": [{"role": "assistant", "content": answer_text(record, "rejected")}]}
 
