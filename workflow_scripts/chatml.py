@@ -1,5 +1,5 @@
-"""The tokenizer's special tokens and its ChatML chat template, shared by the stages that make
-tokenizers (tokenizer, expand_vocab) and those that read their tokens (tokens)."""
+"""The tokenizer's special tokens and its ChatML chat template, shared by the stage that makes the
+tokenizer (tokenizer) and the one that writes its token shards (tokens)."""
 
 END_OF_TEXT = "<|endoftext|>"
 PAD = "<|pad|>"
