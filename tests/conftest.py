@@ -1,6 +1,7 @@
 """Shared fixtures: paths to the real data beside the repo, a stage runner, a workflow copy."""
 import contextlib
 import http.server
+import io
 import json
 import re
 import shutil
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -70,6 +72,15 @@ class FileHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+def zip_of(members):
+    """The bytes of a zip archive holding {member name: bytes}."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
 
 
 def run_stage(stage, *args, cwd=REPO):

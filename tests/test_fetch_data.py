@@ -4,21 +4,12 @@ import hashlib
 import io
 import json
 import tarfile
-import zipfile
 
 import pytest
 
-from conftest import REPO, FileServer, run_stage
+from conftest import REPO, FileServer, run_stage, zip_of
 
 CHAT = (REPO / "demo/sft/demo_chat.jsonl").read_bytes()
-
-
-def zip_of(members):
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buffer.getvalue()
 
 
 def tar_of(members):

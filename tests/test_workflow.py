@@ -1,19 +1,17 @@
 """The DAG end to end on the demo, and the rerun promise: only what a change touches runs again."""
 import hashlib
-import io
 import json
 import re
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import FileServer, copy_workflow, snakemake
+from conftest import FileServer, copy_workflow, snakemake, zip_of
 
 pytestmark = pytest.mark.slow
 DATA_JOBS = {"extract", "convert", "clean", "minhash", "dedup", "split", "corpus_summary"}
@@ -342,18 +340,12 @@ def test_a_fetched_file_is_read_where_fetch_data_saves_it(workflow_dir, tmp_path
     assert f'"path": "{fetched}/my chat.jsonl"' in plan
 
 
-def zipped_folder(folder):
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        for path in sorted(folder.rglob("*.csv")):
-            zf.write(path, path.relative_to(folder))
-    return buffer.getvalue()
-
-
 # Near the end: these rewrite results/chat_data and the evaluations of `built`.
 def test_chat_data_and_benchmarks_given_by_url_are_fetched_and_used(built, tmp_path):
     chat = (built / "demo/sft/demo_chat.jsonl").read_bytes()
-    files = {"/d/demo_chat.jsonl": chat, "/d/demo_eval.zip": zipped_folder(built / "demo/eval")}
+    demo_eval = built / "demo/eval"
+    files = {"/d/demo_chat.jsonl": chat, "/d/demo_eval.zip": zip_of(
+        {str(path.relative_to(demo_eval)): path.read_bytes() for path in demo_eval.rglob("*.csv")})}
     normalised = (built / "results/chat_data/sft.jsonl").read_bytes()
     scores = json.loads((built / "results/eval/base_model/mc-demo.json").read_text())["results"]
     with FileServer.running(files) as server:
