@@ -55,7 +55,8 @@ def trainer(args, work: Path):
     from transformers import AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 
     from workflow_scripts.pretrain import build_model
-    from workflow_scripts.training import Sampler, TokenWindows, set_seed
+    from workflow_scripts.lib.token_data import Sampler, TokenWindows
+    from workflow_scripts.lib.training import set_seed
 
     set_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)

@@ -11,8 +11,8 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.io import strip_wildcard_constraints
 
-from workflow_scripts.code_fingerprint import code_fingerprint
-from workflow_scripts.http_fetch import is_archive, url_file_name
+from workflow_scripts.lib.code_fingerprint import code_fingerprint
+from workflow_scripts.lib.http_fetch import is_archive, url_file_name
 
 
 def validate_config(cfg, schema_path):

@@ -12,7 +12,7 @@ def package(tmp_path):
     """A copy of workflow_scripts/ with its own code_fingerprint module reading that copy."""
     copy = tmp_path / "workflow_scripts"
     shutil.copytree(REPO / "workflow_scripts", copy, ignore=shutil.ignore_patterns("__pycache__"))
-    spec = importlib.util.spec_from_file_location("copied_fingerprint", copy / "code_fingerprint.py")
+    spec = importlib.util.spec_from_file_location("copied_fingerprint", copy / "lib" / "code_fingerprint.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return copy, module
@@ -20,10 +20,13 @@ def package(tmp_path):
 
 def test_a_stage_covers_what_it_imports_transitively(package):
     _, fingerprint = package
-    # multiple_choice loads its model through training.load_causal_lm; training draws with plots.
-    assert fingerprint.closure("multiple_choice") == {"multiple_choice", "common", "training", "plots"}
-    assert fingerprint.closure("chat_data") == {"chat_data", "common", "sft_data"}
-    assert fingerprint.closure("download") == {"download", "common", "http_fetch"}
+    # multiple_choice loads its model through lib.models, which needs only lib.common: a change to the
+    # training loop does not rerun evaluations. Training stages reach the loop's modules through it.
+    assert fingerprint.closure("multiple_choice") == {"multiple_choice", "lib.common", "lib.models"}
+    assert fingerprint.closure("chat_data") == {"chat_data", "lib.common", "lib.sft_data"}
+    assert fingerprint.closure("download") == {"download", "lib.common", "lib.http_fetch"}
+    assert {"lib.training", "lib.engines", "lib.checkpoints", "lib.metrics", "lib.plots", "lib.token_data",
+            "lib.token_training"} < fingerprint.closure("pretrain")
 
 
 @pytest.mark.parametrize("edit", [
@@ -34,9 +37,9 @@ def test_a_stage_covers_what_it_imports_transitively(package):
 def test_comments_docstrings_and_formatting_count_for_nothing(package, edit):
     copy, fingerprint = package
     before = fingerprint.code_fingerprint("clean")
-    common = copy / "common.py"
+    common = copy / "lib" / "common.py"
     common.write_text(edit(common.read_text()))
-    assert common.read_text() != (REPO / "workflow_scripts/common.py").read_text()
+    assert common.read_text() != (REPO / "workflow_scripts/lib/common.py").read_text()
     fingerprint.module_code.cache_clear()
     assert fingerprint.code_fingerprint("clean") == before
 
@@ -44,19 +47,29 @@ def test_comments_docstrings_and_formatting_count_for_nothing(package, edit):
 def test_a_change_to_what_runs_changes_the_stages_that_import_it(package):
     copy, fingerprint = package
     before = {stage: fingerprint.code_fingerprint(stage) for stage in ("multiple_choice", "extract", "sft")}
-    training = copy / "training.py"
+    models = copy / "lib" / "models.py"
     returned = "    return model, tokenizer"
-    training.write_text(training.read_text().replace(returned, "    model.train(False)\n" + returned))
+    models.write_text(models.read_text().replace(returned, "    model.train(False)\n" + returned))
     fingerprint.module_code.cache_clear()
     after = {stage: fingerprint.code_fingerprint(stage) for stage in before}
     assert after["multiple_choice"] != before["multiple_choice"] and after["sft"] != before["sft"]
     assert after["extract"] == before["extract"]
 
 
-def test_no_stage_imports_another_stage():
-    """What two stages share lives in a library module, so a stage's code is its own and the libraries'."""
-    from workflow_scripts.code_fingerprint import ROOT, module_code
-    stages = {path.stem for path in ROOT.glob("*.py") if 'stage_cli("' in path.read_text(encoding="utf-8")}
+def test_folders_show_what_each_module_is():
+    """Stages (a CLI each) at the top of workflow_scripts/, libraries in lib/, demo-data generators in
+    demo_data/; no stage imports another stage, and libraries import only libraries."""
+    from workflow_scripts.lib.code_fingerprint import ROOT, module_code
+
+    def modules(folder):
+        return {path.stem: path.read_text(encoding="utf-8") for path in (ROOT / folder).glob("*.py")
+                if path.stem != "__init__"}
+    top, libraries, generators = modules("."), modules("lib"), modules("demo_data")
+    stages = {name for name, text in top.items() if 'stage_cli("' in text}
     assert {"extract", "pretrain", "sft", "chat_data", "fetch_data", "run_summary"} <= stages
+    assert set(top) - stages == {"launch"}  # the multi-process launcher (the terminal chat is a CLI like them)
+    assert not any('stage_cli("' in text for text in libraries.values())
+    assert set(generators) == {f"make_demo_{name}" for name in ("dump", "sft", "eval", "dpo", "corpora")}
     crossing = {stage: sorted(module_code(stage)[0] & stages - {stage}) for stage in stages}
     assert {stage: others for stage, others in crossing.items() if others} == {}
+    assert all(imported.startswith("lib.") for name in libraries for imported in module_code(f"lib.{name}")[0])

@@ -15,7 +15,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import DEMO_DUMP, DEMO_INDEX, REPO, run_ok
-from workflow_scripts.training import Sampler, TokenWindows, causal_lm_loss, lr_lambda
+from workflow_scripts.lib.engines import causal_lm_loss, lr_lambda
+from workflow_scripts.lib.token_data import Sampler, TokenWindows
 
 pytestmark = pytest.mark.slow
 SMALL = ["--preset", "demo", "--seq-len", "64", "--micro-batch", "4", "--global-batch-tokens", "1024",
@@ -123,7 +124,7 @@ def test_flops_per_token_counts_every_matmul_weight_and_attention(preset):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from workflow_scripts.pretrain import PRESETS
-    from workflow_scripts.training import model_flops_per_token
+    from workflow_scripts.lib.metrics import model_flops_per_token
 
     config = LlamaConfig(**PRESETS[preset], vocab_size=8192, tie_word_embeddings=False)
     with torch.device("meta"):
@@ -138,7 +139,10 @@ def test_throughput_leaves_out_the_evaluations_between_steps(tmp_path):
     from accelerate.state import AcceleratorState
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from workflow_scripts.training import AccelerateEngine, Checkpoints, Job, Metrics, make_optimizer, train
+    from workflow_scripts.lib.checkpoints import Checkpoints
+    from workflow_scripts.lib.engines import AccelerateEngine, make_optimizer
+    from workflow_scripts.lib.metrics import Metrics
+    from workflow_scripts.lib.training import Job, train
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import REPO, run_ok
-from workflow_scripts.make_demo_dump import World
+from workflow_scripts.demo_data.make_demo_dump import World
 
 STAGES = ["download", "extract", "convert", "clean", "minhash", "dedup", "split", "corpus_summary", "tokenizer",
           "tokens", "tokens_index", "pretrain", "sft", "chat", "multiple_choice", "bits_per_byte", "samples",
@@ -26,9 +26,11 @@ def schema_keys(schema, prefix=""):
         yield from schema_keys(sub, prefix + key + ".")
 
 
-@pytest.mark.parametrize("generator, folder", [("make_demo_dump", "zhwiki"), ("make_demo_sft", "sft"),
-                                               ("make_demo_eval", "eval"), ("make_demo_dpo", "dpo"),
-                                               ("make_demo_corpora", "corpora")])
+@pytest.mark.parametrize("generator, folder", [("demo_data.make_demo_dump", "zhwiki"),
+                                               ("demo_data.make_demo_sft", "sft"),
+                                               ("demo_data.make_demo_eval", "eval"),
+                                               ("demo_data.make_demo_dpo", "dpo"),
+                                               ("demo_data.make_demo_corpora", "corpora")])
 def test_demo_data_is_reproduced_byte_for_byte(tmp_path, generator, folder):
     run_ok(generator, tmp_path)
     demo = REPO / "demo" / folder
@@ -91,13 +93,13 @@ def third_party_imports(module, seen=None):
         return set()
     seen.add(module)
     names = set()
-    tree = ast.parse((REPO / "workflow_scripts" / f"{module}.py").read_text())
+    tree = ast.parse(REPO.joinpath("workflow_scripts", *module.split(".")).with_suffix(".py").read_text())
     for node in ast.walk(tree) if own else tree.body:
         imported = [a.name for a in node.names] if isinstance(node, ast.Import) else \
             [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
         for name in imported:
             if name.startswith("workflow_scripts."):
-                names |= third_party_imports(name.split(".")[1], seen)
+                names |= third_party_imports(name.removeprefix("workflow_scripts."), seen)
             elif name.split(".")[0] not in sys.stdlib_module_names:
                 names.add(name.split(".")[0])
     return names

@@ -12,8 +12,8 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import REPO, run_stage
-from workflow_scripts.common import IGNORE_INDEX
-from workflow_scripts.sft_data import encode, read_conversations
+from workflow_scripts.lib.common import IGNORE_INDEX
+from workflow_scripts.lib.sft_data import encode, read_conversations
 
 pytestmark = pytest.mark.slow
 DATA = [f"{REPO}/demo/sft/demo_chat.jsonl:1.0", f"{REPO}/demo/sft/demo_alpaca.json:0.5"]

@@ -5,8 +5,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from conftest import SHARED_DATA
-from workflow_scripts.common import IGNORE_INDEX, StageError
-from workflow_scripts.sft_data import Layout, ReadStats, encode, read_conversations
+from workflow_scripts.lib.common import IGNORE_INDEX, StageError
+from workflow_scripts.lib.sft_data import Layout, ReadStats, encode, read_conversations
 
 SFT = SHARED_DATA / "sft"
 TURNS = [("user", "北京是哪个国家的首都？"), ("assistant", "北京是中国的首都。"),

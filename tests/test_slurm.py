@@ -12,7 +12,7 @@ import yaml
 
 from conftest import REPO, copy_workflow, snakemake
 from workflow_scripts.launch import RENDEZVOUS_PORT, accelerate_command, claim_gpus
-from workflow_scripts.common import StageError
+from workflow_scripts.lib.common import StageError
 
 FAKE_SLURM = REPO / "tests" / "fake_slurm.py"
 SLURM_COMMANDS = ("sbatch", "srun", "sacct", "squeue", "scancel", "sinfo", "sacctmgr", "sshare", "scontrol")

@@ -8,7 +8,7 @@ from tokenizers import Tokenizer
 from transformers import AutoTokenizer
 
 from conftest import run_ok, run_stage, train_tokenizer
-from workflow_scripts.chatml import END_OF_TEXT, IM_END, IM_START, SPECIAL_TOKENS
+from workflow_scripts.lib.chatml import END_OF_TEXT, IM_END, IM_START, SPECIAL_TOKENS
 from workflow_scripts.tokens import token_dtype
 
 HARD_STRINGS = [

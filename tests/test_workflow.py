@@ -200,7 +200,8 @@ def test_the_report_shows_plots_and_tables(built):
 
 
 def jobs_after_code_edit(workdir, module, edit, target):
-    """What Snakemake would run after one edit to workflow_scripts/<module>.py; the edit is undone."""
+    """What Snakemake would run after one edit to workflow_scripts/<module>.py (`lib/common` for a
+    library); the edit is undone."""
     script = workdir / "workflow_scripts" / f"{module}.py"
     original = script.read_text()
     edited = edit(original)
@@ -218,10 +219,10 @@ def test_a_logic_change_reruns_the_stage_and_what_follows_it_only(built):
 
 
 def test_a_change_to_a_library_function_reruns_the_stages_that_use_it(built):
-    """multiple_choice and samples load their models through training.load_causal_lm."""
+    """multiple_choice and samples load their models through lib.models.load_causal_lm."""
     returned = "    return model, tokenizer"
-    jobs = jobs_after_code_edit(built, "training", lambda s: s.replace(returned, "    model.train(False)\n" + returned),
-                                "all")
+    jobs = jobs_after_code_edit(built, "lib/models",
+                                lambda s: s.replace(returned, "    model.train(False)\n" + returned), "all")
     assert jobs["multiple_choice"] == 2 and jobs["samples"] == 2 and "extract" not in jobs
 
 
@@ -229,7 +230,7 @@ def test_comments_and_docstrings_rerun_nothing(built):
     def reword(source):
         source = source.replace('"""A problem with the user', '"""A problem (reworded) with the user')
         return source.replace("class StageError(Exception):", "# why this exists\n\n\nclass StageError(Exception):")
-    assert jobs_after_code_edit(built, "common", reword, "all") == {}
+    assert jobs_after_code_edit(built, "lib/common", reword, "all") == {}
 
 
 # After the tests that expect nothing to rerun (it adds a DPO model to `built`), and before the one that

@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from workflow_scripts.common import IGNORE_INDEX, StageError, count_docs, log, read_docs, stage_cli, write_json
-from workflow_scripts.training import causal_lm_loss, load_causal_lm
+from workflow_scripts.lib.common import IGNORE_INDEX, StageError, count_docs, log, read_docs, stage_cli, write_json
+from workflow_scripts.lib.engines import causal_lm_loss
+from workflow_scripts.lib.models import load_causal_lm
 
 
 def document_ids(tokenizer, text):

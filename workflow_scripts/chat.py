@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from transformers import TextIteratorStreamer
 
-from workflow_scripts.common import StageError, stage_cli
-from workflow_scripts.training import load_causal_lm
+from workflow_scripts.lib.common import StageError, stage_cli
+from workflow_scripts.lib.models import load_causal_lm
 
 
 def load(model_dir: Path):

@@ -8,7 +8,7 @@
 
 Runs before training, so a bad, empty or unrecognised file fails here, naming the file (and the
 record and field), and the last good model stays in place. Each SFT source is read in its declared
-layout (`formatting`, `columns`, `tags`: workflow_scripts.sft_data.Layout) or the one detected from
+layout (`formatting`, `columns`, `tags`: workflow_scripts.lib.sft_data.Layout) or the one detected from
 its first record, and mixed by weight: a weight w takes each record floor(w) times plus a seeded
 share w - floor(w) of them once more. SFT output: JSONL of {messages: [{role, content}]}; DPO
 output: JSONL of trl's conversational pairs {prompt, chosen, rejected}. Both are read back by the
@@ -19,8 +19,8 @@ import json
 import random
 from pathlib import Path
 
-from workflow_scripts.common import StageError, atomic_path, log, stage_cli, write_json
-from workflow_scripts.sft_data import Layout, ReadStats, converted_records, read_conversations, to_pair, weighted
+from workflow_scripts.lib.common import StageError, atomic_path, log, stage_cli, write_json
+from workflow_scripts.lib.sft_data import Layout, ReadStats, converted_records, read_conversations, to_pair, weighted
 
 
 def sft_records(source, skip_bad, stats):

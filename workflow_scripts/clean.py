@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from workflow_scripts.common import DocWriter, count_docs, log, read_docs, stage_cli, write_json
+from workflow_scripts.lib.common import DocWriter, count_docs, log, read_docs, stage_cli, write_json
 
 # Full-width punctuation (U+FF01–FF65 minus letters and digits), the ellipsis and the ideographic
 # full stop family: mapped to private-use code points that NFKC leaves alone, then mapped back.

@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from workflow_scripts.common import StageError, read_json, stage_cli
-from workflow_scripts.token_training import add_token_training_arguments, train_on_tokens
-from workflow_scripts.training import (add_method_arguments, merge_lora, model_fingerprint, require_model_dir, set_seed,
-                                       with_lora)
+from workflow_scripts.lib.common import StageError, read_json, stage_cli
+from workflow_scripts.lib.token_training import add_token_training_arguments, train_on_tokens
+from workflow_scripts.lib.models import (METHOD_SETTINGS, add_method_arguments, merge_lora, model_fingerprint,
+                                         require_model_dir, with_lora)
+from workflow_scripts.lib.training import set_seed
 
 
 def add_arguments(ap):
@@ -45,7 +46,7 @@ def run(args, progress_stream):
     summary["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     train_on_tokens(args, model, tokenizer, summary, f"continued pretraining ({args.method}, {{engine}}, "
                     "processes: {world})", progress_stream, merge_lora if args.method == "lora" else None,
-                    base=model_fingerprint(args.model))
+                    settings=METHOD_SETTINGS, base=model_fingerprint(args.model))
 
 
 if __name__ == "__main__":

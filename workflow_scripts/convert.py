@@ -12,7 +12,7 @@ from pathlib import Path
 import opencc
 from tqdm import tqdm
 
-from workflow_scripts.common import DocWriter, count_docs, log, read_docs, stage_cli, write_json
+from workflow_scripts.lib.common import DocWriter, count_docs, log, read_docs, stage_cli, write_json
 
 OPENCC_CONFIGS = ("t2s", "tw2sp", "hk2s", "none")
 

@@ -7,9 +7,9 @@ and for each corpus (zhwiki and the extra ones).
 """
 from pathlib import Path
 
-from workflow_scripts.common import (SOURCE_COLUMNS, SOURCE_KEYS, markdown_table, read_json, stage_cli,
+from workflow_scripts.lib.common import (SOURCE_COLUMNS, SOURCE_KEYS, markdown_table, read_json, stage_cli,
                                      write_json, write_text)
-from workflow_scripts.plots import plt, save_png
+from workflow_scripts.lib.plots import plt, save_png
 
 
 def summed(paths, *keys):

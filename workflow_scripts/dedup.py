@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasketch import LeanMinHash, MinHashLSH
 
-from workflow_scripts.common import MINHASH_SCHEME, StageError, atomic_path, log, stage_cli, write_json
+from workflow_scripts.lib.common import MINHASH_SCHEME, StageError, atomic_path, log, stage_cli, write_json
 
 REPORT_SCHEMA = pa.schema([("id", pa.int64()), ("title", pa.string()), ("source", pa.string()),
                            ("kind", pa.string()), ("duplicate_of", pa.int64()), ("duplicate_of_title", pa.string()),

@@ -15,8 +15,8 @@ import shutil
 import time
 from pathlib import Path
 
-from workflow_scripts.common import StageError, atomic_path, file_digest, stage_cli, write_json
-from workflow_scripts.http_fetch import Fetcher, verify
+from workflow_scripts.lib.common import StageError, atomic_path, file_digest, stage_cli, write_json
+from workflow_scripts.lib.http_fetch import Fetcher, verify
 
 DUMP_SUFFIX = "pages-articles-multistream.xml.bz2"
 INDEX_SUFFIX = "pages-articles-multistream-index.txt.bz2"

@@ -16,10 +16,10 @@ import json
 import shutil
 from pathlib import Path
 
-from workflow_scripts.common import atomic_dir, file_digest, log, stage_cli, write_json, write_text
-from workflow_scripts.plots import plt, save_png
-from workflow_scripts.sft_data import ReadStats, converted_records, to_pair
-from workflow_scripts.training import run_id
+from workflow_scripts.lib.common import atomic_dir, file_digest, log, stage_cli, write_json, write_text
+from workflow_scripts.lib.plots import plt, save_png
+from workflow_scripts.lib.sft_data import ReadStats, converted_records, to_pair
+from workflow_scripts.lib.checkpoints import run_id, run_settings
 
 
 def read_pairs(paths, skip_bad):
@@ -96,7 +96,10 @@ def trainer(args, pairs, run_dir):
 def run(args, progress_stream):
     pairs, counts = read_pairs(args.data, args.skip_bad_records)
     data_hash = "".join(file_digest(p) for p in args.data)
-    run_dir = args.checkpoint_root / run_id(args, model=file_digest(args.model / "model.safetensors"), data=data_hash)
+    settings = run_settings(args, "beta", "batch_size", "max_len", "skip_bad_records",
+                            shared=("max_steps", "lr", "warmup_steps", "seed"))
+    run_dir = args.checkpoint_root / run_id(settings, model=file_digest(args.model / "model.safetensors"),
+                                            data=data_hash)
     dpo = trainer(args, pairs, run_dir)
     resume = any(run_dir.glob("checkpoint-*"))
     if resume:

@@ -27,8 +27,8 @@ import torch
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from workflow_scripts.common import StageError, atomic_dir, capped_texts, log, read_docs, stage_cli, write_json
-from workflow_scripts.training import require_model_dir
+from workflow_scripts.lib.common import StageError, atomic_dir, capped_texts, log, read_docs, stage_cli, write_json
+from workflow_scripts.lib.models import require_model_dir
 
 EMBEDDING_MULTIPLE = 64
 

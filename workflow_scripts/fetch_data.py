@@ -15,8 +15,8 @@ import shutil
 import time
 from pathlib import Path
 
-from workflow_scripts.common import atomic_dir, file_digest, log, stage_cli, write_json
-from workflow_scripts.http_fetch import Fetcher, is_archive, unpack, url_file_name, verify
+from workflow_scripts.lib.common import atomic_dir, file_digest, log, stage_cli, write_json
+from workflow_scripts.lib.http_fetch import Fetcher, is_archive, unpack, url_file_name, verify
 
 GB = 1 << 30
 

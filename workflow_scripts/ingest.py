@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from workflow_scripts.common import DocWriter, StageError, extra_doc_id, log, open_parquet, stage_cli, write_json
+from workflow_scripts.lib.common import DocWriter, StageError, extra_doc_id, log, open_parquet, stage_cli, write_json
 
 
 class ShardCounter:

@@ -17,7 +17,7 @@ import numpy as np
 from datasketch import MinHash
 from tqdm import tqdm
 
-from workflow_scripts.common import MINHASH_SCHEME, atomic_path, count_docs, read_docs, stage_cli
+from workflow_scripts.lib.common import MINHASH_SCHEME, atomic_path, count_docs, read_docs, stage_cli
 
 WHITESPACE = re.compile(r"\s+")
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from workflow_scripts.common import StageError, log, markdown_table, stage_cli, write_json, write_text
-from workflow_scripts.training import load_causal_lm
+from workflow_scripts.lib.common import StageError, log, markdown_table, stage_cli, write_json, write_text
+from workflow_scripts.lib.models import load_causal_lm
 
 LETTERS = ("A", "B", "C", "D")
 SPLIT_SUFFIXES = ("_test", "_val", "_dev")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from workflow_scripts.common import stage_cli
-from workflow_scripts.token_training import add_token_training_arguments, train_on_tokens
-from workflow_scripts.training import set_seed
+from workflow_scripts.lib.common import stage_cli
+from workflow_scripts.lib.token_training import add_token_training_arguments, train_on_tokens
+from workflow_scripts.lib.training import set_seed
 
 # LLaMA shapes (RMSNorm, RoPE, SwiGLU). Sizes count the transformer blocks; embeddings come on top
 # (32,000 x hidden). `demo` trains in about a minute on 2 CPU cores.
@@ -55,7 +55,8 @@ def run(args, progress_stream):
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     model = build_model(args.preset, tokenizer, args.seq_len, args.tie_embeddings, args.attention)
     train_on_tokens(args, model, tokenizer, {"preset": args.preset},
-                    f"pretraining ({args.preset}, {{engine}}, processes: {{world}})", progress_stream)
+                    f"pretraining ({args.preset}, {{engine}}, processes: {{world}})", progress_stream,
+                    settings=("preset", "tie_embeddings"))
 
 
 if __name__ == "__main__":

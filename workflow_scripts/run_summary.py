@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from workflow_scripts.common import (SOURCE_COLUMNS, SOURCE_KEYS, markdown_table, read_json, stage_cli,
+from workflow_scripts.lib.common import (SOURCE_COLUMNS, SOURCE_KEYS, markdown_table, read_json, stage_cli,
                                      write_json, write_text)
 
 STYLE = """body{font-family:system-ui,"Noto Sans CJK SC",sans-serif;margin:1.5em;color:#222}

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from workflow_scripts.common import StageError, log, stage_cli, write_json, write_text
-from workflow_scripts.training import load_causal_lm
+from workflow_scripts.lib.common import StageError, log, stage_cli, write_json, write_text
+from workflow_scripts.lib.models import load_causal_lm
 
 
 def read_prompts(path: Path):

@@ -9,14 +9,14 @@ from its first record. A weight w takes each record floor(w) times plus a seeded
 of them once more, so 0.5 keeps half a file and 2 doubles it. In the workflow, chat_data has read,
 checked and mixed the configured files already, and this stage gets its one normalised file.
 Samples are rendered with the model's chat template and labelled on assistant tokens only
-(workflow_scripts.sft_data), then bucketed by length into micro-batches of at most --batch-tokens
+(workflow_scripts.lib.sft_data), then bucketed by length into micro-batches of at most --batch-tokens
 tokens (padding stays small without packing samples into one another's attention). A seeded share
 of samples is held out for validation. --replay-share mixes windows of pretraining text
 (--replay-tokens, every token trained) among the training samples, so that the chat model keeps
 what pretraining taught (benchmarks/sft_forgetting.py). --epochs, when set, makes the number of
 steps that many passes over the training batches (instead of --max-steps). Training,
-checkpoints, resume and metrics are the pretraining machinery's (workflow_scripts.training); LoRA
-adapters (peft) are merged into the saved model.
+checkpoints, resume and metrics are the pretraining machinery's (workflow_scripts/lib/training.py
+and the modules it uses); LoRA adapters (peft) are merged into the saved model.
 """
 import argparse
 import hashlib
@@ -29,11 +29,15 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from workflow_scripts.common import IGNORE_INDEX, StageError, log, stage_cli
-from workflow_scripts.sft_data import ReadStats, encode, read_conversations, weighted
-from workflow_scripts.training import (Job, RunShape, Sampler, TokenWindows, add_method_arguments,
-                                       add_training_arguments, evaluate, merge_lora, model_fingerprint,
-                                       require_model_dir, run_id, run_training, set_seed, with_lora)
+from workflow_scripts.lib.common import IGNORE_INDEX, StageError, log, stage_cli
+from workflow_scripts.lib.sft_data import ReadStats, encode, read_conversations, weighted
+from workflow_scripts.lib.checkpoints import run_id, run_settings
+from workflow_scripts.lib.engines import RunShape
+from workflow_scripts.lib.metrics import evaluate
+from workflow_scripts.lib.models import (METHOD_SETTINGS, add_method_arguments, merge_lora, model_fingerprint,
+                                         require_model_dir, with_lora)
+from workflow_scripts.lib.token_data import Sampler, TokenWindows
+from workflow_scripts.lib.training import Job, add_training_arguments, run_training, set_seed
 
 
 def parse_data(spec):
@@ -92,6 +96,15 @@ def collate(samples, indices, pad_id):
         ids[row, :len(samples[i][0])] = torch.tensor(samples[i][0])
         labels[row, :len(samples[i][1])] = torch.tensor(samples[i][1])
     return ids[:, :-1], labels[:, 1:]
+
+
+# What shapes an SFT run beyond the shared training settings and the data (which is hashed).
+SFT_SETTINGS = ("max_len", "batch_tokens", "accumulation", "validation_fraction", "epochs", "replay_share",
+                *METHOD_SETTINGS)
+
+
+def digest(samples):
+    return hashlib.sha1(json.dumps(samples).encode()).hexdigest()
 
 
 def split_validation(samples, fraction, seed):
@@ -183,8 +196,8 @@ def run(args, progress_stream):
                "samples": len(samples), "replay_windows": len(replay), "data": data_report}
     run_training(args, model, shape, lambda engine: sft_job(args, train_samples, validation, tokenizer.pad_token_id,
                                                             engine.rank, engine.world),
-                 args.checkpoint_root / run_id(args, model=model_fingerprint(args.model),
-                                               samples=hashlib.sha1(json.dumps(samples).encode()).hexdigest()),
+                 args.checkpoint_root / run_id(run_settings(args, *SFT_SETTINGS), model=model_fingerprint(args.model),
+                                               samples=digest(samples), replay=digest(replay)),
                  tokenizer, summary,
                  f"SFT ({args.method}, {{engine}}, processes: {{world}})", progress_stream,
                  merge_lora if args.method == "lora" else None)

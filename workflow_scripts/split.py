@@ -17,7 +17,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from workflow_scripts.common import DocWriter, StageError, count_docs, open_parquet, read_docs, stage_cli, write_json
+from workflow_scripts.lib.common import (DocWriter, StageError, count_docs, open_parquet, read_docs, stage_cli,
+                                        write_json)
 
 
 def unit_hash(*key):

@@ -25,8 +25,8 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from workflow_scripts.chatml import CHAT_TEMPLATE, END_OF_TEXT, IM_END, IM_START, PAD, SPECIAL_TOKENS
-from workflow_scripts.common import (StageError, atomic_dir, capped_texts, log, peak_rss_mb, read_docs, read_json,
+from workflow_scripts.lib.chatml import CHAT_TEMPLATE, END_OF_TEXT, IM_END, IM_START, PAD, SPECIAL_TOKENS
+from workflow_scripts.lib.common import (StageError, atomic_dir, capped_texts, log, peak_rss_mb, read_docs, read_json,
                                      stage_cli, write_json)
 
 PRE_TOKENIZATIONS = ("han-runs", "naive")

@@ -17,8 +17,8 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from workflow_scripts.common import StageError, atomic_path, file_digest, log, open_docs, stage_cli, write_json
-from workflow_scripts.chatml import END_OF_TEXT
+from workflow_scripts.lib.common import StageError, atomic_path, file_digest, log, open_docs, stage_cli, write_json
+from workflow_scripts.lib.chatml import END_OF_TEXT
 
 BATCH_DOCS = 256
 

@@ -9,7 +9,7 @@ different tokenizers are refused.
 """
 from pathlib import Path
 
-from workflow_scripts.common import StageError, log, read_json, stage_cli, write_json
+from workflow_scripts.lib.common import StageError, log, read_json, stage_cli, write_json
 
 SHARED_KEYS = ("dtype", "vocab_size", "eod_id", "tokenizer_sha1")
 

@@ -2,7 +2,7 @@
 with the right answer (chosen) and an answer that states another city's or person's facts
 (rejected).
 
-    python -m workflow_scripts.make_demo_dpo demo/dpo
+    python -m workflow_scripts.demo_data.make_demo_dpo demo/dpo
 
 300 questions (296 pairs: those whose two answers happen to agree are dropped) in the layout
 of ../shared/data/dpo/dpo_zh_500.jsonl ({conversations, chosen, rejected} with string answers),
@@ -11,8 +11,8 @@ the facts it read in pretraining. Byte-for-byte deterministic.
 """
 import json
 
-from workflow_scripts.make_demo_dump import parse_world_args
-from workflow_scripts.make_demo_sft import city_turns, person_turns
+from workflow_scripts.demo_data.make_demo_dump import parse_world_args
+from workflow_scripts.demo_data.make_demo_sft import city_turns, person_turns
 
 
 def pair(rng, items, turns):

@@ -1,6 +1,7 @@
 """The code a stage runs, as a fingerprint: what makes a rule rerun when its code changes.
 
-A stage's fingerprint covers its own module and every workflow_scripts module it imports,
+A stage's fingerprint covers its own module and every workflow_scripts module it imports (named
+by their path in the package, e.g. `lib.common`),
 transitively (imports inside functions too: they run when the function does). Each module counts
 as its syntax tree with the docstrings removed, so an edit to a comment, a docstring or the
 formatting reruns nothing, while any change to what runs reruns the rules whose stages import it.
@@ -11,18 +12,23 @@ import hashlib
 from pathlib import Path
 
 PACKAGE = "workflow_scripts"
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def module_file(module):
+    return ROOT.joinpath(*module.split(".")).with_suffix(".py")
 
 
 def imported_modules(tree):
-    """The workflow_scripts modules an import statement anywhere in the tree names."""
+    """The workflow_scripts modules an import statement anywhere in the tree names, as `lib.common`."""
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == PACKAGE:
-            yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE + "."):
-            yield node.module.split(".")[1]
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE):
+            within = node.module[len(PACKAGE) + 1:]
+            for alias in node.names:  # `from workflow_scripts.lib import common` names a module too
+                submodule = f"{within}.{alias.name}".lstrip(".")
+                yield submodule if module_file(submodule).is_file() else within
         elif isinstance(node, ast.Import):
-            yield from (alias.name.split(".")[1] for alias in node.names if alias.name.startswith(PACKAGE + "."))
+            yield from (alias.name[len(PACKAGE) + 1:] for alias in node.names if alias.name.startswith(PACKAGE + "."))
 
 
 def closure(*modules):
@@ -50,7 +56,8 @@ def without_docstrings(tree):
 def module_code(module):
     """(the workflow_scripts modules it imports, a digest of its syntax tree without docstrings), from
     one parse; ast.dump leaves out comments, positions and layout."""
-    tree = ast.parse((ROOT / f"{module}.py").read_text(encoding="utf-8"), filename=f"{module}.py")
+    path = module_file(module)
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     imports = frozenset(imported_modules(tree))
     return imports, hashlib.sha1(ast.dump(without_docstrings(tree)).encode()).hexdigest()
 

@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workflow_scripts.common import IGNORE_INDEX, StageError
+from workflow_scripts.lib.common import IGNORE_INDEX, StageError
 
 ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "system": "system",
                   "history": "history"}

@@ -1,6 +1,6 @@
 """Write the bundled demo dump: a small zhwiki in the exact layout of dumps.wikimedia.org.
 
-    python -m workflow_scripts.make_demo_dump demo/zhwiki
+    python -m workflow_scripts.demo_data.make_demo_dump demo/zhwiki
 
 Every sentence comes from the templates and word lists below (an invented country, its
 provinces, cities, rivers, people and inventions), so the demo carries no text from Wikipedia

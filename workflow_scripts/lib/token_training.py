@@ -7,10 +7,16 @@ from pathlib import Path
 
 import torch
 
-from workflow_scripts.common import read_json
-from workflow_scripts.training import (Job, RunShape, Sampler, TokenWindows, add_training_arguments, evaluate,
-                                       model_flops_per_token, run_id, run_training, token_byte_lengths,
-                                       window_batches)
+from workflow_scripts.lib.common import read_json
+from workflow_scripts.lib.checkpoints import run_id, run_settings
+from workflow_scripts.lib.engines import RunShape
+from workflow_scripts.lib.metrics import evaluate, model_flops_per_token
+from workflow_scripts.lib.token_data import Sampler, TokenWindows, token_byte_lengths, window_batches
+from workflow_scripts.lib.training import Job, add_training_arguments, run_training
+
+
+# What shapes a run on the token shards, beyond the shared training settings.
+TOKEN_TRAINING_SETTINGS = ("attention", "compile", "seq_len", "micro_batch", "global_batch_tokens", "eval_windows")
 
 
 def data_fingerprint(tokens_index):
@@ -41,8 +47,10 @@ def pretraining_job(args, shape, rank, world, tokenizer):
                accumulation=shape.accumulation)
 
 
-def train_on_tokens(args, model, tokenizer, summary, title, progress_stream, prepare=None, **fingerprints):
-    """Train `model` on the token shards in args.tokens (pretraining from scratch or continued)."""
+def train_on_tokens(args, model, tokenizer, summary, title, progress_stream, prepare=None, settings=(),
+                    **fingerprints):
+    """Train `model` on the token shards in args.tokens (pretraining from scratch or continued);
+    `settings` names the stage's own options that shape the run, `fingerprints` its starting point."""
     flops_per_token = model_flops_per_token(model.config, args.seq_len)
     if args.compile:
         model = torch.compile(model)
@@ -54,8 +62,7 @@ def train_on_tokens(args, model, tokenizer, summary, title, progress_stream, pre
         job.flops_per_token = flops_per_token
         return job
 
-    # Paths are left out: the data fingerprint already names the tokenizer by its hash.
-    run_dir = args.checkpoint_root / run_id(args, {"tokenizer", "model"}, **fingerprints,
+    run_dir = args.checkpoint_root / run_id(run_settings(args, *TOKEN_TRAINING_SETTINGS, *settings), **fingerprints,
                                             data=data_fingerprint(read_json(args.tokens / "index.json")))
     summary.update(parameters=model.num_parameters(), tokens_per_step=shape.tokens_per_step,
                    gradient_accumulation=shape.accumulation)

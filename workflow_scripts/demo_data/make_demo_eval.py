@@ -1,6 +1,6 @@
 """Write the bundled demo evaluation sets about the demo dump's invented country.
 
-    python -m workflow_scripts.make_demo_eval demo/eval
+    python -m workflow_scripts.demo_data.make_demo_eval demo/eval
 
 A multiple-choice set in CMMLU layout: two subjects, 地理 (which province a city is in) and 人物
 (a person's field), each with 5 dev and 40 test questions whose three wrong options are drawn
@@ -13,8 +13,8 @@ Byte-for-byte deterministic.
 import csv
 from pathlib import Path
 
-from workflow_scripts.make_demo_dump import FIELDS, parse_world_args
-from workflow_scripts.make_demo_sft import CITY_QA, PERSON_QA
+from workflow_scripts.demo_data.make_demo_dump import FIELDS, parse_world_args
+from workflow_scripts.demo_data.make_demo_sft import CITY_QA, PERSON_QA
 
 HEADER = ["", "Question", "A", "B", "C", "D", "Answer"]
 LETTERS = "ABCD"

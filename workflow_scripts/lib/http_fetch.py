@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from workflow_scripts.common import StageError, file_digest, log
+from workflow_scripts.lib.common import StageError, file_digest, log
 
 CHUNK = 1 << 20
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}

@@ -1,6 +1,6 @@
 """Write the bundled demo SFT sets: Chinese questions and answers about the demo dump's invented country.
 
-    python -m workflow_scripts.make_demo_sft demo/sft
+    python -m workflow_scripts.demo_data.make_demo_sft demo/sft
 
 The facts come from the same World (same seed) as make_demo_dump, so the SFT answers agree with
 what the base model read in pretraining; they are about the cities and people the demo's
@@ -11,7 +11,7 @@ templates; the output is byte-for-byte deterministic.
 """
 import json
 
-from workflow_scripts.make_demo_dump import parse_world_args
+from workflow_scripts.demo_data.make_demo_dump import parse_world_args
 
 SYSTEM = ["你是一个乐于助人的中文助手。", "你是一位熟悉地理和历史的助手，请简洁地回答。"]
 

@@ -1,7 +1,7 @@
 """Write the bundled demo's extra corpora, one per format an extra corpus may come in, about the
 demo dump's invented country (config/presets/corpora.yaml mixes them with the demo zhwiki).
 
-    python -m workflow_scripts.make_demo_corpora demo/corpora
+    python -m workflow_scripts.demo_data.make_demo_corpora demo/corpora
 
   gazetteer.jsonl   local records of each city's produce and remedies ({title, content} lines),
                     with reposts (exact duplicates) and a few empty records;
@@ -17,7 +17,7 @@ import opencc
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from workflow_scripts.make_demo_dump import INDUSTRIES, SEASONS, parse_world_args
+from workflow_scripts.demo_data.make_demo_dump import INDUSTRIES, SEASONS, parse_world_args
 
 HERBS = ["金银花", "枸杞", "菊花", "薄荷", "艾草", "茯苓", "山药", "陈皮", "甘草", "当归", "黄芪", "莲子"]
 AILMENTS = ["风寒感冒", "咳嗽", "失眠", "消化不良", "关节疼痛", "口腔溃疡", "中暑", "湿疹"]

@@ -1,0 +1,51 @@
+"""Hugging Face causal LMs for the stages that start from one: loading, fingerprints, LoRA (peft)."""
+from pathlib import Path
+
+import torch
+
+from workflow_scripts.lib.common import StageError, file_digest
+
+
+def require_model_dir(model_dir: Path, remedy="build it with snakemake first"):
+    """A one-line error, ending with `remedy`, unless model_dir is a Hugging Face model directory."""
+    if not (Path(model_dir) / "config.json").is_file():
+        raise StageError(f"{model_dir}: not a model directory (no config.json); {remedy}")
+
+def load_causal_lm(model_dir: Path):
+    """(model in eval mode, on the GPU when there is one; tokenizer) of a Hugging Face directory."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    require_model_dir(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).to("cuda" if torch.cuda.is_available() else "cpu")
+    model.eval()
+    return model, tokenizer
+
+def model_fingerprint(model_dir: Path):
+    """What names a starting model in a run id: its weights' hash."""
+    weights = model_dir / "model.safetensors"
+    return file_digest(weights) if weights.exists() else str(model_dir.resolve())
+
+# The options of add_method_arguments, all of which shape a run.
+METHOD_SETTINGS = ("method", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets")
+
+
+def add_method_arguments(ap):
+    """Full fine-tuning or LoRA (peft), for the stages that start from an existing model."""
+    ap.add_argument("--method", choices=("full", "lora"), default="full")
+    ap.add_argument("--lora-rank", type=int, default=16)
+    ap.add_argument("--lora-alpha", type=int, default=32)
+    ap.add_argument("--lora-dropout", type=float, default=0.0)
+    ap.add_argument("--lora-targets", nargs="+", default=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                          "up_proj", "down_proj"])
+
+def with_lora(model, args, **config):
+    """The model with LoRA adapters on --lora-targets; `config` goes to peft's LoraConfig as well."""
+    from peft import LoraConfig, get_peft_model
+    lora = LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                      target_modules=args.lora_targets, task_type="CAUSAL_LM", **config)
+    return get_peft_model(model, lora)
+
+def merge_lora(model, _state):
+    """save_model's `prepare` for LoRA: the adapters folded into the weights, saved as a plain model."""
+    merged = model.merge_and_unload()
+    return merged, merged.state_dict()
