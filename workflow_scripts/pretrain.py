@@ -25,8 +25,6 @@ from workflow_scripts.lib.training import set_seed
 PRESETS = {
     "demo": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
                  intermediate_size=352),
-    "4m": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=8,
-               intermediate_size=704),  # the CPU rehearsal (config/presets/rehearsal.yaml)
     "26m": dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=8,
                 intermediate_size=1408),
     "0.1b": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=12,

@@ -8,9 +8,7 @@ or anywhere else. Articles are written in simplified Chinese and mostly converte
 with OpenCC, as much of zhwiki is. The wikitext carries what real zhwiki carries: siteinfo,
 namespaces, redirects (#重定向 and #REDIRECT), disambiguation pages, Template/Category/Wikipedia
 pages, infoboxes, <ref>, tables, lists, headings, -{zh-hans:…;zh-hant:…}- and -{…}- markup,
-stubs, exact duplicates and near-duplicates. And, as Wikipedia states a fact in the lead, the
-infobox, lists and other articles, overview pages that restate each city's and person's facts,
-one line each in varied phrasing (see OVERVIEW_PAGES). Output is byte-for-byte deterministic.
+stubs, exact duplicates and near-duplicates. Output is byte-for-byte deterministic.
 """
 import argparse
 import bz2
@@ -25,32 +23,6 @@ import opencc
 DATE = "20261101"
 NAME = f"zhwiki-{DATE}-pages-articles-multistream"
 PAGES_PER_STREAM = 100
-CITIES, PEOPLE = 200, 200
-EVALUATED_EVERY = 4  # the demo evaluation asks about every fourth city and person
-# Overview pages per kind (cities, people). Each states every entity's facts once, in a phrasing
-# drawn per line, entities in a new order on each page: a fact is then read in many documents and
-# cannot be copied from earlier in the same training window. Restating facts inside the entity's
-# own article taught a 4M model to copy from context, not to recall (12-way province probes at
-# chance after 10 epochs); 60 overview pages taught it (benchmarks/results/rehearsal.md).
-OVERVIEW_PAGES = 60
-CITY_FACTS = ["{name}位于{province}。",
-              "{name}是{province}下辖的一座城市。",
-              "{province}的{name}",
-              "{name}隶属于{province}。",
-              "{name}属于{climate}。",
-              "{name}的气候为{climate}。",
-              "{name}的主要产业有{industry_list}。",
-              "{name}以{industries[0]}、{industries[1]}和{industries[2]}闻名。",
-              "{river}流经{name}。",
-              "{name}地处{province}，属于{climate}。"]
-PERSON_FACTS = ["{name}是一位{field}家。",
-                "{name}主要研究{field}。",
-                "{field}家{name}",
-                "{name}以{field}研究闻名。",
-                "{name}出生于{city}。",
-                "{name}曾师从{teacher}。",
-                "{name}享年{age}岁。",
-                "{name}一生致力于{field}。"]
 
 HEADER = """<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.11/" version="0.11" xml:lang="zh">
   <siteinfo>
@@ -109,7 +81,7 @@ class World:
         self.rivers = [fresh(place_name) + "河" for _ in range(24)]
         self.mountains = [fresh(place_name) + "山" for _ in range(20)]
         self.cities = []
-        for _ in range(CITIES):
+        for _ in range(1000):
             self.cities.append({
                 "name": fresh(place_name) + "市",
                 "province": rng.choice(self.provinces),
@@ -123,7 +95,7 @@ class World:
                 "latin": rng.choice(LATIN) + str(rng.randrange(10, 99)),
             })
         self.people = []
-        for _ in range(PEOPLE):
+        for _ in range(900):
             born = rng.randrange(1100, 1990)
             self.people.append({
                 "name": fresh(person_name),
@@ -136,13 +108,12 @@ class World:
             })
         for p in self.people:
             p["teacher"] = rng.choice(self.people)["name"]
-        # The demo's evaluation asks about every fourth city and person, and its SFT data never does,
+        # The demo's evaluation asks about every fifth city and person, and its SFT data never does,
         # so a score measures what pretraining taught, not answers seen in SFT. (No draw from rng:
         # the dump stays the same.)
-        self.evaluated_cities = self.cities[::EVALUATED_EVERY]
-        self.evaluated_people = self.people[::EVALUATED_EVERY]
-        self.sft_cities = [c for i, c in enumerate(self.cities) if i % EVALUATED_EVERY]
-        self.sft_people = [p for i, p in enumerate(self.people) if i % EVALUATED_EVERY]
+        self.evaluated_cities, self.evaluated_people = self.cities[::5], self.people[::5]
+        self.sft_cities = [c for i, c in enumerate(self.cities) if i % 5]
+        self.sft_people = [p for i, p in enumerate(self.people) if i % 5]
 
 
 def parse_world_args(description, stream):
@@ -267,20 +238,6 @@ def river_article(rng, w, river):
     return "\n\n".join(paras)
 
 
-def city_facts(city):
-    """A city's fields plus what its phrasings derive from them."""
-    return {**city, "industry_list": "、".join(city["industries"])}
-
-
-def person_facts(person):
-    return {**person, "age": person["died"] - person["born"]}
-
-
-def overview_page(rng, lead, entities, phrasings, facts):
-    lines = ["* " + rng.choice(phrasings).format(**facts(e)) for e in rng.sample(entities, len(entities))]
-    return lead + "\n\n" + "\n".join(lines)
-
-
 def stub_article(rng, w):
     c = rng.choice(w.cities)
     return "'''%s%s'''是[[%s]]的一座村庄。\n\n{{小作品}}" % (place_name(rng), "村", c["name"])
@@ -344,11 +301,6 @@ def build_pages(rng):
             pages.append((0, p["name"][0] + "子", "#重定向 [[%s]]" % title, title))
     for r in w.rivers:
         article(r, river_article(rng, w, r))
-    for k in range(OVERVIEW_PAGES):
-        article(f"城市概览（{k + 1}）", overview_page(rng, "'''城市概览'''列出全国各城市的省份、气候、产业与河流。",
-                                                 w.cities, CITY_FACTS, city_facts))
-        article(f"人物概览（{k + 1}）", overview_page(rng, "'''人物概览'''列出历代学者的领域、籍贯、师承与寿数。",
-                                                 w.people, PERSON_FACTS, person_facts))
     for _ in range(30):
         pages.append((0, place_name(rng) + "村", stub_article(rng, w), None))
     for k, obj in enumerate(OBJECTS[:6]):

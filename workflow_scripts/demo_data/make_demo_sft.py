@@ -11,7 +11,7 @@ templates; the output is byte-for-byte deterministic.
 """
 import json
 
-from workflow_scripts.demo_data.make_demo_dump import city_facts, parse_world_args, person_facts
+from workflow_scripts.demo_data.make_demo_dump import parse_world_args
 
 SYSTEM = ["你是一个乐于助人的中文助手。", "你是一位熟悉地理和历史的助手，请简洁地回答。"]
 
@@ -39,11 +39,11 @@ def shuffled_turns(rng, templates, facts):
 
 
 def city_turns(rng, city):
-    return shuffled_turns(rng, CITY_QA, city_facts(city))
+    return shuffled_turns(rng, CITY_QA, {**city, "industry_list": "、".join(city["industries"])})
 
 
 def person_turns(rng, person):
-    return shuffled_turns(rng, PERSON_QA, person_facts(person))
+    return shuffled_turns(rng, PERSON_QA, {**person, "age": person["died"] - person["born"]})
 
 
 def chat_records(rng, world, count):
