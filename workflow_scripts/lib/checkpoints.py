@@ -50,6 +50,7 @@ class Checkpoints:
         engine.barrier()
         return final
 
+
 def resume(engine, checkpoints):
     """Load the latest checkpoint of this run, if any; the trainer state it was saved with."""
     latest = checkpoints.latest()
@@ -58,6 +59,7 @@ def resume(engine, checkpoints):
     engine.load(latest)
     log.info("resuming from %s", latest)
     return json.loads((latest / "trainer_state.json").read_text())
+
 
 def save_model(engine, tokenizer, out, prepare=None):
     """The trained model (after `prepare`, e.g. merging LoRA) and its tokenizer as a Hugging Face directory."""

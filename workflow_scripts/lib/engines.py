@@ -28,10 +28,12 @@ def lr_lambda(warmup_steps, total_steps, min_lr_ratio):
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return factor
 
+
 def causal_lm_loss(model, inputs, targets, reduction="mean"):
     """Cross-entropy of next-token targets (already shifted); targets of -100 are not trained on."""
     logits = model(input_ids=inputs).logits.float()
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction=reduction)
+
 
 @dataclass
 class RunShape:
@@ -52,6 +54,7 @@ class RunShape:
     @property
     def tokens_per_step(self):
         return self.micro_batch * self.seq_len * self.world * self.accumulation
+
 
 class AccelerateEngine:
     """DDP through accelerate; manual gradient accumulation with no_sync on all but the last micro-step."""
@@ -101,6 +104,7 @@ class AccelerateEngine:
     @property
     def module(self):
         return self.acc.unwrap_model(self.model)
+
 
 class DeepSpeedEngine:
     """deepspeed.initialize with config/deepspeed/zero{2,3}.json; the engine accumulates and clips."""
@@ -154,11 +158,13 @@ class DeepSpeedEngine:
     def module(self):
         return self.model.module
 
+
 def make_engine(engine_name, zero_stage, model, optimizer, scheduler, clip, shape):
     mixed = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     if engine_name == "deepspeed":
         return DeepSpeedEngine(model, optimizer, scheduler, clip, mixed, zero_stage, shape)
     return AccelerateEngine(model, optimizer, scheduler, clip, mixed)
+
 
 def make_optimizer(model, lr, weight_decay):
     """AdamW, decay on matrices only; fused kernels on CUDA."""

@@ -31,6 +31,7 @@ class Metrics:
     def records(self):
         return [json.loads(line) for line in self.path.read_text().splitlines()] if self.path.exists() else []
 
+
 def evaluate(engine, batches, token_bytes=None):
     """Mean loss per trained token over this rank's (inputs, targets) batches, summed over ranks,
     and bits per byte when token_bytes (UTF-8 bytes per token id) is given."""
@@ -50,6 +51,7 @@ def evaluate(engine, batches, token_bytes=None):
         result["val_bpb"] = nats / (math.log(2) * max(1.0, nbytes))
     return result
 
+
 def model_flops_per_token(config, seq_len):
     """6N for the matmuls plus the attention scores (nanochat's estimate); N excludes embeddings."""
     h, layers, inter = config.hidden_size, config.num_hidden_layers, config.intermediate_size
@@ -57,11 +59,13 @@ def model_flops_per_token(config, seq_len):
     per_layer = 2 * h * h + 2 * h * kv + 3 * h * inter
     return 6 * (layers * per_layer + h * config.vocab_size) + 12 * layers * h * seq_len
 
+
 def peak_flops(world):
     if not torch.cuda.is_available():
         return None
     name = torch.cuda.get_device_name()
     return next((flops * world for key, flops in PEAK_BF16_FLOPS.items() if key in name), None)
+
 
 def plot_curves(records, path: Path, title):
     """Training and validation loss against tokens seen, and the learning rate, as a PNG."""

@@ -11,6 +11,7 @@ def require_model_dir(model_dir: Path, remedy="build it with snakemake first"):
     if not (Path(model_dir) / "config.json").is_file():
         raise StageError(f"{model_dir}: not a model directory (no config.json); {remedy}")
 
+
 def load_causal_lm(model_dir: Path):
     """(model in eval mode, on the GPU when there is one; tokenizer) of a Hugging Face directory."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -20,10 +21,12 @@ def load_causal_lm(model_dir: Path):
     model.eval()
     return model, tokenizer
 
+
 def model_fingerprint(model_dir: Path):
     """What names a starting model in a run id: its weights' hash."""
     weights = model_dir / "model.safetensors"
     return file_digest(weights) if weights.exists() else str(model_dir.resolve())
+
 
 # The options of add_method_arguments, all of which shape a run.
 METHOD_SETTINGS = ("method", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets")
@@ -38,12 +41,14 @@ def add_method_arguments(ap):
     ap.add_argument("--lora-targets", nargs="+", default=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                           "up_proj", "down_proj"])
 
+
 def with_lora(model, args, **config):
     """The model with LoRA adapters on --lora-targets; `config` goes to peft's LoraConfig as well."""
     from peft import LoraConfig, get_peft_model
     lora = LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                       target_modules=args.lora_targets, task_type="CAUSAL_LM", **config)
     return get_peft_model(model, lora)
+
 
 def merge_lora(model, _state):
     """save_model's `prepare` for LoRA: the adapters folded into the weights, saved as a plain model."""

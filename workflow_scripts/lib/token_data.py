@@ -38,6 +38,7 @@ class TokenWindows:
         windows = torch.stack([self.read(i) for i in indices])
         return windows[:, :-1], windows[:, 1:]
 
+
 class Sampler:
     """Which windows each rank reads at each micro-step: a seeded permutation per epoch, cut so
     that ranks never share a window within an epoch. Its whole state is the micro-step."""
@@ -55,10 +56,12 @@ class Sampler:
         first = (micro_step * self.world + self.rank) * self.micro_batch
         return [int(self._perm(k // self.count)[k % self.count]) for k in range(first, first + self.micro_batch)]
 
+
 def window_batches(data: TokenWindows, windows, rank, world, micro_batch):
     """The first `windows` windows of a split, this rank's share, in micro-batches."""
     mine = list(range(rank, min(windows, data.count), world))
     return (data.batch(mine[start:start + micro_batch]) for start in range(0, len(mine), micro_batch))
+
 
 def token_byte_lengths(tokenizer):
     """UTF-8 bytes each token stands for (0 for special tokens), for bits per byte."""

@@ -28,6 +28,7 @@ def set_seed(seed):
     if not torch.cuda.is_available():
         torch.use_deterministic_algorithms(True, warn_only=True)
 
+
 @dataclass
 class Job:
     """What a stage gives the shared training loop."""
@@ -39,6 +40,7 @@ class Job:
     checkpoint_every: int
     accumulation: int
     flops_per_token: float = 0.0
+
 
 def train(engine, job: Job, state, checkpoints, metrics, progress_stream):
     """Steps state["step"]..job.max_steps: metrics every step, evaluation and checkpoints on schedule."""
@@ -69,6 +71,7 @@ def train(engine, job: Job, state, checkpoints, metrics, progress_stream):
             checkpoints.save(engine, state["step"], state)
     bar.close()
 
+
 def finish(engine, metrics, outputs, summary, title):
     """metrics.jsonl, the loss-curve PNG and summary.json for the rule's outputs (rank 0)."""
     if engine.rank != 0:
@@ -87,6 +90,7 @@ def finish(engine, metrics, outputs, summary, title):
     plot_curves(records, outputs["plot"], title)
     write_json(outputs["summary"], summary)
     log.info("%s", summary)
+
 
 def add_training_arguments(ap, **defaults):
     """The options every training stage shares; `defaults` overrides the stage's own defaults."""
@@ -108,6 +112,7 @@ def add_training_arguments(ap, **defaults):
     ap.add_argument("--metrics", type=Path, required=True, help="metrics JSONL")
     ap.add_argument("--plot", type=Path, required=True, help="loss-curve PNG")
     ap.add_argument("--summary", type=Path, required=True, help="summary JSON")
+
 
 def run_training(args, model, shape, make_job, run_dir, tokenizer, summary, title, progress_stream, prepare=None):
     """Optimizer, engine, resume, the loop, the saved model and the rule's metrics/plot/summary.
