@@ -14,6 +14,7 @@ import yaml
 
 from conftest import REPO, run_ok
 from workflow_scripts.demo_data.make_demo_dump import World
+from workflow_scripts.lib.code_fingerprint import module_file
 
 STAGES = ["download", "extract", "convert", "clean", "minhash", "dedup", "split", "corpus_summary", "tokenizer",
           "tokens", "tokens_index", "pretrain", "sft", "chat", "multiple_choice", "bits_per_byte", "samples",
@@ -93,7 +94,7 @@ def third_party_imports(module, seen=None):
         return set()
     seen.add(module)
     names = set()
-    tree = ast.parse(REPO.joinpath("workflow_scripts", *module.split(".")).with_suffix(".py").read_text())
+    tree = ast.parse(module_file(module).read_text())
     for node in ast.walk(tree) if own else tree.body:
         imported = [a.name for a in node.names] if isinstance(node, ast.Import) else \
             [node.module] if isinstance(node, ast.ImportFrom) and node.module else []

@@ -22,11 +22,12 @@ def module_file(module):
 def imported_modules(tree):
     """The workflow_scripts modules an import statement anywhere in the tree names, as `lib.common`."""
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE):
+        if isinstance(node, ast.ImportFrom) and f"{node.module}.".startswith(PACKAGE + "."):
             within = node.module[len(PACKAGE) + 1:]
-            for alias in node.names:  # `from workflow_scripts.lib import common` names a module too
-                submodule = f"{within}.{alias.name}".lstrip(".")
-                yield submodule if module_file(submodule).is_file() else within
+            if module_file(within).is_file():
+                yield within
+            else:  # `from workflow_scripts.lib import common` names modules
+                yield from (f"{within}.{alias.name}".lstrip(".") for alias in node.names)
         elif isinstance(node, ast.Import):
             yield from (alias.name[len(PACKAGE) + 1:] for alias in node.names if alias.name.startswith(PACKAGE + "."))
 
