@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from workflow_scripts.lib.common import IGNORE_INDEX, StageError, log, stage_cli
+from workflow_scripts.lib.common import IGNORE_INDEX, StageError, log, read_json, stage_cli
 from workflow_scripts.lib.sft_data import ReadStats, encode, read_conversations, weighted
 from workflow_scripts.lib.checkpoints import run_id, run_settings
 from workflow_scripts.lib.engines import RunShape
@@ -37,6 +37,7 @@ from workflow_scripts.lib.metrics import evaluate
 from workflow_scripts.lib.models import (METHOD_SETTINGS, add_method_arguments, merge_lora, model_fingerprint,
                                          require_model_dir, with_lora)
 from workflow_scripts.lib.token_data import Sampler, TokenWindows
+from workflow_scripts.lib.token_training import data_fingerprint
 from workflow_scripts.lib.training import Job, add_training_arguments, run_training, set_seed
 
 
@@ -105,6 +106,12 @@ SFT_SETTINGS = ("max_len", "batch_tokens", "accumulation", "validation_fraction"
 
 def digest(samples):
     return hashlib.sha1(json.dumps(samples).encode()).hexdigest()
+
+
+def replay_fingerprint(args, replay):
+    """The replayed windows follow from the token shards, the seed and settings already in the run id:
+    the shards' fingerprint names them without hashing every replayed token."""
+    return data_fingerprint(read_json(args.replay_tokens / "index.json")) if replay else ""
 
 
 def split_validation(samples, fraction, seed):
@@ -197,7 +204,7 @@ def run(args, progress_stream):
     run_training(args, model, shape, lambda engine: sft_job(args, train_samples, validation, tokenizer.pad_token_id,
                                                             engine.rank, engine.world),
                  args.checkpoint_root / run_id(run_settings(args, *SFT_SETTINGS), model=model_fingerprint(args.model),
-                                               samples=digest(samples), replay=digest(replay)),
+                                               samples=digest(samples), replay=replay_fingerprint(args, replay)),
                  tokenizer, summary,
                  f"SFT ({args.method}, {{engine}}, processes: {{world}})", progress_stream,
                  merge_lora if args.method == "lora" else None)
