@@ -7,10 +7,11 @@ pretraining and SFT metrics record except wall-clock fields (time, tokens per se
 when anything differs; the markdown table says what.
 """
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
+
+from workflow_scripts.lib.common import file_digest
 
 BYTE_FILES = ["corpus/train.parquet", "corpus/validation.parquet", "tokenizer/tokenizer.json",
               "tokenizer/tokenizer_config.json", "tokens/index.json"]
@@ -18,24 +19,23 @@ CURVES = ["pretrain/metrics.jsonl", "sft/metrics.jsonl"]
 WALL_CLOCK = {"time", "tokens_per_s"}
 
 
-def sha1(path: Path):
-    return hashlib.sha1(path.read_bytes()).hexdigest()[:12]
-
-
 def curve(path: Path):
     records = map(json.loads, path.read_text().splitlines())
     return [{k: v for k, v in record.items() if k not in WALL_CLOCK} for record in records]
 
 
+def describe(records):
+    return f"{len(records)} steps, final loss {records[-1]['loss']:.6f}" if records else "empty"
+
+
 def compare(before: Path, after: Path):
     rows = []
     for name in BYTE_FILES:
-        a, b = sha1(before / name), sha1(after / name)
+        a, b = file_digest(before / name)[:12], file_digest(after / name)[:12]
         rows.append((name, f"sha1 {a}", f"sha1 {b}", a == b))
     for name in CURVES:
         a, b = curve(before / name), curve(after / name)
-        final = f"{len(a)} steps, final loss {a[-1]['loss']:.6f}" if a else "empty"
-        rows.append((name, final, f"{len(b)} steps, final loss {b[-1]['loss']:.6f}" if b else "empty", a == b))
+        rows.append((name, describe(a), describe(b), a == b))
     return rows
 
 
