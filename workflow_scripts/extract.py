@@ -78,8 +78,9 @@ class DumpReader:
     def __init__(self, dump: Path, index: Path | None, shard: int, shards: int):
         # download links a local dump (source: local) into results/: errors name the user's own file,
         # and a damaged one is to be checked, not downloaded again.
-        self.dump = dump.resolve() if dump.is_symlink() else dump
-        self.remedy = "check it (bzip2 -t) or export it again" if dump.is_symlink() else "download it again"
+        local = dump.is_symlink()
+        self.dump = dump.resolve() if local else dump
+        self.remedy = "check it (bzip2 -t) or export it again" if local else "download it again"
         has_index = index is not None and index.stat().st_size > 0  # download writes an empty one for none
         self.offsets = stream_offsets(index, dump.stat().st_size) if has_index else None
         self.ranges = shard_ranges(self.offsets, shard, shards) if self.offsets else None
