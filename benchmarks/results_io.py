@@ -13,10 +13,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def provenance():
     """The machine (and its GPU), the library versions, the code (commit, "-dirty" with uncommitted
-    changes; BENCHMARK_COMMIT where the tree was copied without .git, as onto a lent GPU machine)
+    changes; BENCHMARK_COMMIT instead where the tree was copied, as onto a lent GPU machine)
     and the exact command line, so a reader can rerun the benchmark."""
-    commit = ""
-    if shutil.which("git"):
+    commit = os.environ.get("BENCHMARK_COMMIT", "")
+    if not commit and shutil.which("git"):
         commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=RESULTS.parent, capture_output=True,
                                 text=True).stdout.strip()
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
@@ -26,7 +26,7 @@ def provenance():
         machine += ", " + ", ".join(name for name in gpus if name)
     return {"machine": machine,
             "versions": {name: version(name) for name in ("torch", "transformers", "accelerate")},
-            "commit": commit or os.environ.get("BENCHMARK_COMMIT", "unknown"),
+            "commit": commit or "unknown",
             "command": "python " + " ".join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])}
 
 

@@ -30,9 +30,23 @@ def lr_lambda(warmup_steps, total_steps, min_lr_ratio):
 
 
 def causal_lm_loss(model, inputs, targets, reduction="mean"):
-    """Cross-entropy of next-token targets (already shifted); targets of -100 are not trained on."""
+    """Cross-entropy of next-token targets (already shifted); targets of -100 are not trained on.
+
+    The training mean comes from the model's own forward (shift_labels: ours are shifted already),
+    so that a compiled model fuses the float upcast and softmax of its bf16 logits into its graph,
+    as the transformers Trainer's does; evaluation's per-token losses are computed here."""
+    if reduction == "mean":
+        return model(input_ids=inputs, labels=targets, shift_labels=targets.contiguous()).loss
     logits = model(input_ids=inputs).logits.float()
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction=reduction)
+
+
+def to_device(tensor, device):
+    """Pinned and asynchronous on CUDA: a copy from pageable memory can wait for the GPU's queue to
+    drain, which leaves the GPU idle while the next micro-step's kernels are launched."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 @dataclass
@@ -72,7 +86,7 @@ class AccelerateEngine:
         for n, (inputs, targets) in enumerate(batches):
             sync = n == len(batches) - 1
             with contextlib.nullcontext() if sync else self.acc.no_sync(self.model):
-                loss = causal_lm_loss(self.model, inputs.to(self.device), targets.to(self.device))
+                loss = causal_lm_loss(self.model, to_device(inputs, self.device), to_device(targets, self.device))
                 self.acc.backward(loss / len(batches))
             losses.append(loss.detach())
         grad_norm = self.acc.clip_grad_norm_(self.model.parameters(), self.clip)
@@ -127,7 +141,7 @@ class DeepSpeedEngine:
     def train_step(self, batches):
         losses = []
         for inputs, targets in batches:
-            loss = causal_lm_loss(self.model, inputs.to(self.device), targets.to(self.device))
+            loss = causal_lm_loss(self.model, to_device(inputs, self.device), to_device(targets, self.device))
             self.model.backward(loss)
             self.model.step()
             losses.append(loss.detach())
