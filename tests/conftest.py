@@ -133,6 +133,14 @@ def snakemake(workdir, *args, check=True):
     return result
 
 
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """The demo built end to end (`snakemake all`), once for every test file that reads its results."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("e2e"))
+    snakemake(workdir, "all")
+    return workdir
+
+
 @pytest.fixture
 def workflow_dir(tmp_path):
     return copy_workflow(tmp_path)

@@ -18,7 +18,7 @@ from workflow_scripts.lib.code_fingerprint import module_file
 
 STAGES = ["download", "extract", "convert", "clean", "minhash", "dedup", "split", "corpus_summary", "tokenizer",
           "tokens", "tokens_index", "pretrain", "sft", "chat", "multiple_choice", "bits_per_byte", "samples",
-          "run_summary", "launch", "dpo", "ingest", "chat_data", "fetch_data"]
+          "run_summary", "launch", "dpo", "ingest", "chat_data", "fetch_data", "serve"]
 
 
 def schema_keys(schema, prefix=""):

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import FileServer, copy_workflow, snakemake, zip_of
+from conftest import FileServer, snakemake, zip_of
 
 pytestmark = pytest.mark.slow
 DATA_JOBS = {"extract", "convert", "clean", "minhash", "dedup", "split", "corpus_summary"}
@@ -43,13 +43,6 @@ def jobs_after_edit(workdir, section, key, value, target="corpus"):
         return planned_jobs(workdir, target)
     finally:
         (workdir / "config.yaml").write_text(original)
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    workdir = copy_workflow(tmp_path_factory.mktemp("e2e"))
-    snakemake(workdir, "all")
-    return workdir
 
 
 def test_corpus_is_built(built):

@@ -8,13 +8,12 @@ Multi-turn: the whole conversation goes through the model's chat template each t
 top-p sampling with --seed for repeatable answers.
 """
 import sys
-import threading
 from pathlib import Path
 
 import torch
-from transformers import TextIteratorStreamer
 
 from workflow_scripts.lib.common import StageError, stage_cli
+from workflow_scripts.lib.generation import DEFAULTS, chat_prompt_ids, generate_reply, sampling_settings
 from workflow_scripts.lib.models import load_causal_lm
 
 
@@ -25,49 +24,32 @@ def load(model_dir: Path):
     return model, tokenizer
 
 
-def generation_settings(args, tokenizer):
-    settings = {"max_new_tokens": args.max_new_tokens, "repetition_penalty": args.repetition_penalty,
-                "pad_token_id": tokenizer.pad_token_id}
-    if args.temperature > 0:
-        settings.update(do_sample=True, temperature=args.temperature, top_p=args.top_p)
-    else:
-        settings.update(do_sample=False)
-    return settings
-
-
 def answer(model, tokenizer, messages, settings, out):
     """Stream the assistant's reply to `out` and return it."""
-    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                           return_dict=True)
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    worker = threading.Thread(target=lambda: model.generate(**inputs, streamer=streamer, **settings))
-    with torch.no_grad():
-        worker.start()
-        pieces = []
-        for piece in streamer:
-            out.write(piece)
-            out.flush()
-            pieces.append(piece)
-        worker.join()
+    def emit(piece):
+        out.write(piece)
+        out.flush()
+    reply = generate_reply(model, tokenizer, chat_prompt_ids(tokenizer, messages), settings, emit)
     out.write("\n")
-    return "".join(pieces)
+    return reply.text
 
 
 def add_arguments(ap):
     ap.add_argument("model", type=Path, help="a Hugging Face chat model directory, e.g. results/sft_model")
     ap.add_argument("--prompt", help="answer this once and exit")
     ap.add_argument("--system", help="a system message for the conversation")
-    ap.add_argument("--temperature", type=float, default=0.7, help="0 decodes greedily")
-    ap.add_argument("--top-p", type=float, default=0.9)
-    ap.add_argument("--max-new-tokens", type=int, default=256)
-    ap.add_argument("--repetition-penalty", type=float, default=1.1)
+    ap.add_argument("--temperature", type=float, default=DEFAULTS["temperature"], help="0 decodes greedily")
+    ap.add_argument("--top-p", type=float, default=DEFAULTS["top_p"])
+    ap.add_argument("--max-new-tokens", type=int, default=DEFAULTS["max_tokens"])
+    ap.add_argument("--repetition-penalty", type=float, default=DEFAULTS["repetition_penalty"])
     ap.add_argument("--seed", type=int, default=0)
 
 
 def run(args, progress_stream):
     torch.manual_seed(args.seed)
     model, tokenizer = load(args.model)
-    settings = generation_settings(args, tokenizer)
+    settings = sampling_settings(tokenizer, args.temperature, args.top_p, args.max_new_tokens,
+                                 args.repetition_penalty)
     start = [{"role": "system", "content": args.system}] if args.system else []
     if args.prompt is not None:
         answer(model, tokenizer, start + [{"role": "user", "content": args.prompt}], settings, sys.stdout)

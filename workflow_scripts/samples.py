@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from workflow_scripts.lib.common import StageError, log, stage_cli, write_json, write_text
+from workflow_scripts.lib.generation import chat_prompt_ids, completion_prompt_ids
 from workflow_scripts.lib.models import load_causal_lm
 
 
@@ -32,9 +33,8 @@ def prompt_ids(tokenizer, prompt, style):
     if style == "chat":
         if not tokenizer.chat_template:
             raise StageError(f"{tokenizer.name_or_path}: no chat template; use --style completion for a base model")
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                             tokenize=True, return_dict=True)["input_ids"]
-    return [tokenizer.eos_token_id, *tokenizer.encode(prompt, add_special_tokens=False)]
+        return chat_prompt_ids(tokenizer, [{"role": "user", "content": prompt}])
+    return completion_prompt_ids(tokenizer, prompt)
 
 
 @torch.no_grad()
