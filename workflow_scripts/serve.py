@@ -7,8 +7,8 @@ continuation, for base models), GET /v1/models, GET /health, GET / (the chat pag
 is its directory's name. Any OpenAI client works: base_url http://127.0.0.1:8000/v1, any api_key
 unless --api-key is set. Extensions to the protocol: `repetition_penalty` and `ignore_eos`
 (generate exactly max_tokens, as vLLM's). Requests that wait together are generated together, in
-batches of up to --max-batch that share their settings (on a CPU 16 at once give about 8 times the
-tokens/s of one at a time: benchmarks/results/serve_throughput.md); more than --max-queue waiting
+batches of up to --max-batch that share their settings (on a CPU 16 clients get about 6 times the
+tokens/s of one: benchmarks/results/serve_throughput.md); more than --max-queue waiting
 answer 503.
 Binds 127.0.0.1; give --host 0.0.0.0 and --api-key to serve beyond this machine.
 """
