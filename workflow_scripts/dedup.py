@@ -1,6 +1,6 @@
 """Find exact and near-duplicate documents across all shards and corpora, from their MinHash signatures.
 
-    python -m workflow_scripts.dedup --signatures minhash/*.npz --threshold 0.8 --num-perm 128 \
+    python -m workflow_scripts.dedup --signatures minhash/*.npz --threshold 0.55 --num-perm 128 \
         --seed 1 --corpus-order zhwiki textbook --report dedup/removed.parquet --stats dedup/stats.json
 
 Documents are visited corpus by corpus in --corpus-order (zhwiki first, then the extra corpora as
@@ -8,7 +8,7 @@ config lists them), each in ascending id, so the outcome does not depend on the 
 or their order, and of two copies the one in the corpus listed first is kept: a document whose
 whitespace-free text hashes like an earlier one's is an exact duplicate; otherwise one whose
 estimated Jaccard similarity with an earlier kept document reaches --threshold (candidates from
-datasketch's MinHash LSH) is a near duplicate of the most similar such document. The report
+datasketch's MinHash LSH, its bands chosen for recall) is a near duplicate of the most similar such document. The report
 lists each removed document with the one it duplicated; the split stage drops them.
 """
 import zipfile
@@ -57,11 +57,20 @@ def counts_by_source(sources, rows):
     return counts
 
 
+def candidate_index(threshold, num_perm):
+    """MinHash LSH whose bands favour recall: every candidate's estimated Jaccard is checked against
+    the threshold, so a false candidate costs one comparison while a missed one keeps a duplicate.
+    datasketch's default, equal weights, puts the S-curve's midpoint at the threshold: at 0.5 with
+    128 permutations a pair of Jaccard 0.63 was a candidate with probability 0.93 (25 bands of 5
+    rows), with these weights 0.996 (32 of 4); benchmarks/results/dedup_quality.md."""
+    return MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(0.1, 0.9))
+
+
 def find_duplicates(ids, exact, signatures, threshold, seed):
     """[(id, kind, duplicate_of, similarity)] for every document to remove, in visiting order; a
     removed document always points to a kept one."""
     by_key, kept, removed = {}, {}, []  # by_key: exact key -> (kept id, kind, similarity) its copies get
-    lsh = MinHashLSH(threshold=threshold, num_perm=signatures.shape[1])
+    lsh = candidate_index(threshold, signatures.shape[1])
     for doc_id, key, values in zip(ids.tolist(), exact, signatures):
         if key in by_key:
             original, kind, similarity = by_key[key]
@@ -82,7 +91,7 @@ def find_duplicates(ids, exact, signatures, threshold, seed):
 
 def add_arguments(ap):
     ap.add_argument("--signatures", type=Path, nargs="+", required=True)
-    ap.add_argument("--threshold", type=float, default=0.8)
+    ap.add_argument("--threshold", type=float, default=0.55)
     ap.add_argument("--num-perm", type=int, default=128)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--corpus-order", nargs="*", default=["zhwiki"], help="whose copy is kept: the first corpus's")
@@ -107,9 +116,11 @@ def run(args, progress_stream):
     with atomic_path(args.report) as tmp:
         pq.write_table(pa.Table.from_pylist(rows, schema=REPORT_SCHEMA), tmp)
     exact_count = sum(r["kind"] == "exact" for r in rows)
+    index = candidate_index(args.threshold, args.num_perm)
     stats = {"documents_in": len(ids), "exact_duplicates": exact_count,
              "near_duplicates": len(rows) - exact_count, "documents_out": len(ids) - len(rows),
-             "threshold": args.threshold, "num_perm": args.num_perm, "by_source": counts_by_source(sources, rows)}
+             "threshold": args.threshold, "num_perm": args.num_perm, "lsh_bands": index.b, "lsh_rows": index.r,
+             "by_source": counts_by_source(sources, rows)}
     write_json(args.stats, stats)
     log.info("%s", stats)
 

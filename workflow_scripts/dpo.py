@@ -16,10 +16,11 @@ import json
 import shutil
 from pathlib import Path
 
+from workflow_scripts.lib.checkpoints import OPTIMISATION_SETTINGS, run_id, run_settings
 from workflow_scripts.lib.common import atomic_dir, file_digest, log, stage_cli, write_json, write_text
 from workflow_scripts.lib.plots import plt, save_png
 from workflow_scripts.lib.sft_data import ReadStats, converted_records, to_pair
-from workflow_scripts.lib.checkpoints import run_id, run_settings
+from workflow_scripts.lib.training import add_optimisation_arguments
 
 
 def read_pairs(paths, skip_bad):
@@ -64,18 +65,10 @@ def add_arguments(ap):
     ap.add_argument("--data", type=Path, nargs="+", required=True, help="preference files")
     ap.add_argument("--skip-bad-records", action=argparse.BooleanOptionalAction, default=False)
     ap.add_argument("--beta", type=float, default=0.1, help="strength of the pull towards the reference model")
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--max-steps", type=int, default=120)
+    add_optimisation_arguments(ap, max_steps=120, lr=1e-3, warmup_steps=3, weight_decay=0.0, min_lr_ratio=0.0,
+                               checkpoint_every=10)
     ap.add_argument("--batch-size", type=int, default=8, help="pairs per step")
     ap.add_argument("--max-len", type=int, default=512, help="tokens per prompt + answer")
-    ap.add_argument("--warmup-steps", type=int, default=3)
-    ap.add_argument("--checkpoint-every", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--checkpoint-root", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--metrics", type=Path, required=True)
-    ap.add_argument("--plot", type=Path, required=True)
-    ap.add_argument("--summary", type=Path, required=True)
 
 
 def trainer(args, pairs, run_dir):
@@ -85,9 +78,11 @@ def trainer(args, pairs, run_dir):
     from trl import DPOConfig, DPOTrainer
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     config = DPOConfig(output_dir=str(run_dir), max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
-                       learning_rate=args.lr, lr_scheduler_type="cosine", warmup_steps=args.warmup_steps,
-                       beta=args.beta, max_length=args.max_len, logging_steps=1, save_steps=args.checkpoint_every,
-                       save_total_limit=2, report_to=[], seed=args.seed, data_seed=args.seed,
+                       learning_rate=args.lr, lr_scheduler_type="cosine_with_min_lr",
+                       lr_scheduler_kwargs={"min_lr_rate": args.min_lr_ratio}, warmup_steps=args.warmup_steps,
+                       weight_decay=args.weight_decay, max_grad_norm=args.clip, beta=args.beta,
+                       max_length=args.max_len, logging_steps=1, save_steps=args.checkpoint_every,
+                       save_total_limit=args.keep_checkpoints, report_to=[], seed=args.seed, data_seed=args.seed,
                        bf16=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available())
     model = AutoModelForCausalLM.from_pretrained(args.model)
     return DPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer)
@@ -96,8 +91,7 @@ def trainer(args, pairs, run_dir):
 def run(args, progress_stream):
     pairs, counts = read_pairs(args.data, args.skip_bad_records)
     data_hash = "".join(file_digest(p) for p in args.data)
-    settings = run_settings(args, "beta", "batch_size", "max_len", "skip_bad_records",
-                            shared=("max_steps", "lr", "warmup_steps", "seed"))
+    settings = run_settings(args, "beta", "batch_size", "max_len", "skip_bad_records", shared=OPTIMISATION_SETTINGS)
     run_dir = args.checkpoint_root / run_id(settings, model=file_digest(args.model / "model.safetensors"),
                                             data=data_hash)
     dpo = trainer(args, pairs, run_dir)

@@ -15,8 +15,8 @@ from pathlib import Path
 from workflow_scripts.lib.common import atomic_dir, log
 
 # What shapes every training stage's run; each stage adds its own (run_settings).
-TRAINING_SETTINGS = ("engine", "zero_stage", "max_steps", "lr", "min_lr_ratio", "warmup_steps", "weight_decay",
-                     "clip", "seed")
+OPTIMISATION_SETTINGS = ("max_steps", "lr", "min_lr_ratio", "warmup_steps", "weight_decay", "clip", "seed")
+TRAINING_SETTINGS = ("engine", "zero_stage", *OPTIMISATION_SETTINGS)
 
 
 class Checkpoints:

@@ -93,18 +93,25 @@ def finish(engine, metrics, outputs, summary, title):
 
 
 def add_training_arguments(ap, **defaults):
-    """The options every training stage shares; `defaults` overrides the stage's own defaults."""
-    settings = {"max_steps": 100, "lr": 3e-3, "warmup_steps": 10, "weight_decay": 0.1, **defaults}
+    """The options every training stage of ours shares; `defaults` overrides the stage's own defaults."""
     ap.add_argument("--engine", choices=("ddp", "deepspeed"), default="ddp")
     ap.add_argument("--zero-stage", type=int, choices=(2, 3), default=2)
+    ap.add_argument("--eval-every", type=int, default=25)
+    add_optimisation_arguments(ap, **defaults)
+
+
+def add_optimisation_arguments(ap, **defaults):
+    """Steps, schedule, regularisation, checkpoints, seed and outputs: what DPO, whose trainer (trl's)
+    brings its own engine and has no held-out data, shares with the other training stages."""
+    settings = {"max_steps": 100, "lr": 3e-3, "warmup_steps": 10, "weight_decay": 0.1, "min_lr_ratio": 0.1,
+                "checkpoint_every": 25, **defaults}
     ap.add_argument("--max-steps", type=int, default=settings["max_steps"])
     ap.add_argument("--lr", type=float, default=settings["lr"])
-    ap.add_argument("--min-lr-ratio", type=float, default=0.1)
+    ap.add_argument("--min-lr-ratio", type=float, default=settings["min_lr_ratio"])
     ap.add_argument("--warmup-steps", type=int, default=settings["warmup_steps"])
     ap.add_argument("--weight-decay", type=float, default=settings["weight_decay"])
     ap.add_argument("--clip", type=float, default=1.0)
-    ap.add_argument("--eval-every", type=int, default=25)
-    ap.add_argument("--checkpoint-every", type=int, default=25)
+    ap.add_argument("--checkpoint-every", type=int, default=settings["checkpoint_every"])
     ap.add_argument("--keep-checkpoints", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--checkpoint-root", type=Path, required=True, help="checkpoints go to a run directory here")
