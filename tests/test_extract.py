@@ -191,3 +191,24 @@ def test_a_truncated_local_dump_gets_advice_for_a_local_file(tmp_path):
     line = run_fails("extract", "^extract: error: " + re.escape(f"{cut}:") + f".*{advice}$", "--dump", dump,
                      "--index", index, "--out", tmp_path / "o.parquet", "--stats", tmp_path / "s.json")
     assert "download it again" not in line
+
+
+CITE = re.compile(r"\{\{\s*cite[^{}]*(?:\{\{[^{}]*\}\}[^{}]*)*\}\}", re.I)
+
+
+def test_citation_parameters_never_reach_the_text(tmp_path):
+    """The slice's own citation templates, also laid out one parameter a line with spaces around
+    '=' (as many articles write them), leave no `deadurl=`, `accessdate=`, `author2=` ... behind."""
+    text = bz2.decompress(REAL_SLICE.read_bytes()).decode()
+    templates = CITE.findall(text)
+    names = {name.lower() for t in templates for name in re.findall(r"\|\s*([A-Za-z][\w-]*)\s*=", t)}
+    assert len(templates) > 50 and {"deadurl", "accessdate", "author2"} <= names
+    spread = tmp_path / "spread.xml"
+    spread.write_text(CITE.sub(lambda m: re.sub(r"\s*\|\s*([A-Za-z][\w-]*)\s*=\s*", r"\n| \1 = ", m.group()), text),
+                      encoding="utf-8")
+    assert "\n| deadurl = yes" in spread.read_text(encoding="utf-8")
+    for dump in (REAL_SLICE, spread):
+        docs = extract(tmp_path / dump.stem, dump)
+        leaks = {m.group(1) for d in docs for m in re.finditer(r"([A-Za-z][\w-]*)\s*=", d["text"])
+                 if m.group(1).lower() in names}
+        assert docs and not leaks, f"{dump.name}: {sorted(leaks)}"
