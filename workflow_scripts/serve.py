@@ -148,6 +148,8 @@ class Worker:
 
     def submit(self, generation):
         with self.ready:
+            for gone in [g for g in self.waiting if g.cancel.is_set()]:  # their clients hung up while waiting
+                self.waiting.remove(gone)
             if len(self.waiting) >= self.max_queue:
                 raise ApiError(503, f"{self.max_queue} requests are waiting already; try again shortly",
                                kind="server_overloaded")
@@ -161,10 +163,10 @@ class Worker:
                 self.ready.wait()
             first = self.waiting.popleft()
             key = first.batch_key()
-            batch = [first] + [g for g in self.waiting if key is not None and g.batch_key() == key]
-            batch = [g for g in batch[:self.max_batch] if not g.cancel.is_set()]
-            for generation in batch[1:]:
+            others = [g for g in self.waiting if key is not None and g.batch_key() == key][:self.max_batch - 1]
+            for generation in others:
                 self.waiting.remove(generation)
+            batch = [g for g in [first, *others] if not g.cancel.is_set()]
             self.busy = bool(batch)
             return batch
 
