@@ -65,7 +65,7 @@ def add_arguments(ap):
     ap.add_argument("--data", type=Path, nargs="+", required=True, help="preference files")
     ap.add_argument("--skip-bad-records", action=argparse.BooleanOptionalAction, default=False)
     ap.add_argument("--beta", type=float, default=0.1, help="strength of the pull towards the reference model")
-    add_optimisation_arguments(ap, max_steps=120, lr=1e-3, warmup_steps=3, weight_decay=0.0, min_lr_ratio=0.0,
+    add_optimisation_arguments(ap, max_steps=120, lr=3e-3, warmup_steps=3, weight_decay=0.0, min_lr_ratio=0.0,
                                checkpoint_every=10)
     ap.add_argument("--batch-size", type=int, default=8, help="pairs per step")
     ap.add_argument("--max-len", type=int, default=512, help="tokens per prompt + answer")
