@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from results_io import provenance, save  # noqa: E402
 
-from workflow_scripts.lib.generation import chat_prompt_ids  # noqa: E402
+from workflow_scripts.lib.generation import chat_prompt_ids, left_padded  # noqa: E402
 from workflow_scripts.lib.models import load_causal_lm  # noqa: E402
 
 
@@ -44,7 +44,6 @@ def row(name, requests, tokens, seconds):
 def direct(model_dir, questions, max_tokens, batch):
     """generate on batches of `batch` prompts (left-padded), every reply exactly max_tokens long."""
     model, tokenizer = load_causal_lm(model_dir)
-    tokenizer.padding_side = "left"
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids = [chat_prompt_ids(tokenizer, [{"role": "user", "content": q}]) for q in questions]
     started = time.perf_counter()
@@ -52,13 +51,11 @@ def direct(model_dir, questions, max_tokens, batch):
     with torch.no_grad():
         for start in range(0, len(ids), batch):
             group = ids[start:start + batch]
-            width = max(map(len, group))
-            inputs = torch.tensor([[pad] * (width - len(g)) + g for g in group])
-            mask = torch.tensor([[0] * (width - len(g)) + [1] * len(g) for g in group])
+            inputs, mask = left_padded(group, pad, model.device)
             output = model.generate(input_ids=inputs, attention_mask=mask, max_new_tokens=max_tokens,
                                     min_new_tokens=max_tokens, do_sample=False, repetition_penalty=1.1,
                                     pad_token_id=pad)
-            tokens += (output.shape[1] - width) * len(group)
+            tokens += (output.shape[1] - inputs.shape[1]) * len(group)
     name = "generate, one at a time" if batch == 1 else f"generate, batches of {batch}"
     return row(name, len(ids), tokens, time.perf_counter() - started)
 

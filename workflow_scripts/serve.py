@@ -223,8 +223,8 @@ class Server:
                            "model_not_found")
         return self.models[name]
 
-    def generation(self, body: Sampling, model_name, input_ids, loop):
-        model, tokenizer = self.model(model_name)
+    def generation(self, body: Sampling, input_ids, loop):
+        model, tokenizer = self.model(body.model)
         max_tokens = self.max_tokens(body, len(input_ids), getattr(model.config, "max_position_embeddings", None))
         stops = body.stops()
         if len(stops) > self.limits.max_stops or any(len(s) > 64 for s in stops):
@@ -235,7 +235,7 @@ class Server:
         del settings["max_new_tokens"]  # each row's own; the batch generates up to the largest
         if body.ignore_eos:
             settings["min_new_tokens"] = max_tokens
-        return Generation(model_name, input_ids, max_tokens, settings, stops, body.seed, body.stream, loop)
+        return Generation(body.model, input_ids, max_tokens, settings, stops, body.seed, body.stream, loop)
 
     def max_tokens(self, body: Sampling, prompt_tokens, context):
         """The request's max_tokens, checked; left out, what fits the context up to the default."""
@@ -284,9 +284,13 @@ def validation_error(exc: RequestValidationError):
     return error_response(400, f"{param or 'body'}: {first['msg']}", param)
 
 
+def envelope(kind, request_id, model_name):
+    """What every response and chunk starts with."""
+    return {"id": request_id, "object": kind, "created": int(time.time()), "model": model_name}
+
+
 def chunk(kind, request_id, model_name, choice, usage=None):
-    payload = {"id": request_id, "object": kind, "created": int(time.time()), "model": model_name,
-               "choices": [choice] if choice else []}
+    payload = {**envelope(kind, request_id, model_name), "choices": [choice] if choice else []}
     if usage:
         payload["usage"] = usage
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
@@ -327,8 +331,7 @@ async def stream(generation, request, kind, request_id, model_name, include_usag
         return {"index": 0, **body, "logprobs": None, "finish_reason": finish_reason}
     try:
         if chat:
-            yield chunk(kind, request_id, model_name, {"index": 0, "delta": {"role": "assistant", "content": ""},
-                                                       "logprobs": None, "finish_reason": None})
+            yield chunk(kind, request_id, model_name, {**choice(""), "delta": {"role": "assistant", "content": ""}})
         while True:
             event, value = await next_event(generation, request)
             if event == "text":
@@ -378,7 +381,7 @@ def make_app(server: Server):
                                             "owned_by": "zhwiki-llm"} for name in server.models]}
 
     async def respond(request, body, input_ids, kind, message):
-        generation = server.generation(body, body.model, input_ids, asyncio.get_running_loop())
+        generation = server.generation(body, input_ids, asyncio.get_running_loop())
         server.worker.submit(generation)
         request_id = f"{'chatcmpl' if message else 'cmpl'}-{uuid.uuid4().hex}"
         if body.stream:
@@ -388,8 +391,7 @@ def make_app(server: Server):
         reply = await collect(generation, request)
         choice = {"index": 0, "logprobs": None, "finish_reason": reply.finish_reason,
                   **({"message": {"role": "assistant", "content": reply.text}} if message else {"text": reply.text})}
-        return {"id": request_id, "object": kind, "created": int(time.time()), "model": body.model,
-                "choices": [choice], "usage": usage(generation, reply)}
+        return {**envelope(kind, request_id, body.model), "choices": [choice], "usage": usage(generation, reply)}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request, body: ChatRequest):

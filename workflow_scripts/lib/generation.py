@@ -1,4 +1,5 @@
-"""Generating one reply: sampling settings, streamed text pieces, stop strings, cancellation.
+"""Generating replies: prompt ids, sampling settings, batches of rows streamed as text pieces, each
+row with its own stop strings, max_tokens and cancellation.
 
 The terminal chat and the HTTP server share it, so both give the same answer to the same prompt
 with the same settings.
@@ -72,7 +73,7 @@ class ReplyStream:
         if token in self.eos:
             self.finish_reason = "stop"
         else:
-            self.text = self.tokenizer.decode([i for i in self.ids if i not in self.eos], skip_special_tokens=True)
+            self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
             cut = min((i for i in (self.text.find(s) for s in self.stop) if i >= 0), default=-1)
             if cut >= 0:
                 self.text, self.finish_reason = self.text[:cut], "stop"
@@ -123,16 +124,20 @@ class RowsEnded(StoppingCriteria):
         return torch.tensor([row.finish_reason is not None for row in self.rows], device=input_ids.device)
 
 
+def left_padded(prompts, pad, device):
+    """(input_ids, attention_mask) of token-id lists padded on the left, as generate wants a batch."""
+    width = max(map(len, prompts))
+    inputs = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    return inputs, mask
+
+
 def generate_replies(model, tokenizer, requests, settings):
-    """Generate the replies to `requests` in one batch (prompts padded on the left), streaming each
-    row's text to its request's `emit`; `settings` are generate's, shared by every row."""
+    """Generate the replies to `requests` in one batch, streaming each row's text to its request's
+    `emit`; `settings` are generate's, shared by every row."""
     eos = model.generation_config.eos_token_id
     rows = [ReplyStream(tokenizer, r, set(eos if isinstance(eos, list) else [eos])) for r in requests]
-    width = max(len(r.input_ids) for r in requests)
-    pad = settings["pad_token_id"]
-    inputs = torch.tensor([[pad] * (width - len(r.input_ids)) + r.input_ids for r in requests], device=model.device)
-    mask = torch.tensor([[0] * (width - len(r.input_ids)) + [1] * len(r.input_ids) for r in requests],
-                        device=model.device)
+    inputs, mask = left_padded([r.input_ids for r in requests], settings["pad_token_id"], model.device)
     with torch.no_grad():
         model.generate(input_ids=inputs, attention_mask=mask, streamer=BatchStream(rows),
                        stopping_criteria=StoppingCriteriaList([RowsEnded(rows)]),
