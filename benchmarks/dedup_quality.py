@@ -13,7 +13,7 @@ every copy (a repost site's boilerplate). Stubs: 400 short articles written from
 (a county's province, area, population and founding year), as real zhwiki has tens of thousands.
 
 For each setting (character n-gram, threshold, permutations) the stages' own code
-(minhash.signature, dedup.find_duplicates) runs on the originals followed by their copies, and
+(minhash.signature, lib.near_duplicates.find_duplicates) runs on the originals followed by their copies, and
 separately on the stubs. Recall per edit: the share of copies removed as a duplicate of their
 own original or of another copy of it. Precision: the share of all removals that are such.
 Writes benchmarks/results/dedup_quality.{json,md}.
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from results_io import provenance, save  # noqa: E402
 
-from workflow_scripts.dedup import candidate_index, find_duplicates  # noqa: E402
+from workflow_scripts.lib.near_duplicates import band_shape, find_duplicates  # noqa: E402
 from workflow_scripts.minhash import exact_key, signature  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
@@ -107,7 +107,7 @@ def signatures(texts, ngram, num_perm):
 def removals(signed, threshold):
     """{index: index of the kept document it duplicates}, by dedup's own code."""
     values, exact = signed
-    return {doc: kept for doc, _, kept, _ in find_duplicates(np.arange(len(exact)), exact, values, threshold, 1)}
+    return {doc: kept for doc, _, kept, _ in find_duplicates(np.array(exact, dtype="S20"), values, threshold)}
 
 
 def score(family, edits, removed):
@@ -120,8 +120,8 @@ def score(family, edits, removed):
 
 def evaluate(signed, signed_stubs, family, edits, threshold):
     recall, precision, originals_removed = score(family, edits, removals(signed, threshold))
-    index = candidate_index(threshold, signed[0].shape[1])
-    return {"threshold": threshold, "bands": index.b, "rows": index.r, "recall": recall,
+    bands, rows = band_shape(threshold, signed[0].shape[1])
+    return {"threshold": threshold, "bands": bands, "rows": rows, "recall": recall,
             "precision": round(precision, 4),
             "originals_removed": originals_removed, "stubs_removed": len(removals(signed_stubs, threshold))}
 

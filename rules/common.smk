@@ -256,7 +256,7 @@ def stage_benchmarks(wildcards):
         parts = EXTRA_PARTS if stage.name == "ingest" else PARTS
         pattern = strip_wildcard_constraints(str(stage.benchmark))
         paths.update(expand(pattern, shard=shards, part=parts, split=SPLITS, model=MODELS, set=list(MC_SETS),
-                            tokens=list(TOKENIZERS), kind=CHAT_KINDS, fetched=RUN_FETCHES))
+                            tokens=list(TOKENIZERS), kind=CHAT_KINDS, fetched=RUN_FETCHES, group=BAND_GROUPS))
     return sorted(paths)
 
 
@@ -268,6 +268,7 @@ TOKEN_SHARDS = [f"{i:03d}" for i in range(config["tokens"]["shards"])]
 EXTRA_CORPORA = extra_corpora()
 EXTRA_PARTS = [f"{c['name']}-{i:03d}" for c in EXTRA_CORPORA for i in range(c["shards"])]
 PARTS = [f"zhwiki-{shard}" for shard in SHARDS] + EXTRA_PARTS
+BAND_GROUPS = [str(group) for group in range(config["dedup"]["band_jobs"])]
 EXTRA_PART_PATTERN = "|".join(rf"{c['name']}-\d{{3}}" for c in EXTRA_CORPORA) or "(?!)"
 SPLITS = ["train", "validation"]
 DL = "results/download/zhwiki-pages-articles-multistream"

@@ -149,16 +149,40 @@ rule minhash:
         " --num-perm {params.num_perm} --seed {params.seed} --out {output.signatures} --log {log}"
 
 
+rule dedup_bands:
+    input:
+        signatures=expand(rules.minhash.output.signatures, part=PARTS),
+    output:
+        pairs="results/dedup/bands/{group}.npz",
+        stats="results/dedup/bands/{group}.json",
+    params:
+        groups=config["dedup"]["band_jobs"],
+        threshold=config["dedup"]["threshold"],
+        num_perm=config["dedup"]["num_perm"],
+        corpus_order=" ".join(corpus_weights()),
+        code=code_fingerprint("dedup_bands"),
+    log:
+        "results/logs/dedup_bands/{group}.log",
+    benchmark:
+        "results/benchmarks/dedup_bands/{group}.tsv"
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python -m workflow_scripts.dedup_bands --signatures {input.signatures} --group {wildcards.group}"
+        " --groups {params.groups} --threshold {params.threshold} --num-perm {params.num_perm}"
+        " --corpus-order {params.corpus_order} --out {output.pairs} --stats {output.stats} --log {log}"
+
+
 rule dedup:
     input:
         signatures=expand(rules.minhash.output.signatures, part=PARTS),
+        pairs=expand(rules.dedup_bands.output.pairs, group=BAND_GROUPS),
     output:
         report="results/dedup/removed.parquet",
         stats="results/dedup/stats.json",
     params:
         threshold=config["dedup"]["threshold"],
         num_perm=config["dedup"]["num_perm"],
-        seed=config["dedup"]["seed"],
         corpus_order=" ".join(corpus_weights()),
         code=code_fingerprint("dedup"),
     log:
@@ -168,8 +192,8 @@ rule dedup:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.dedup --signatures {input.signatures} --threshold {params.threshold}"
-        " --num-perm {params.num_perm} --seed {params.seed} --corpus-order {params.corpus_order}"
+        "python -m workflow_scripts.dedup --signatures {input.signatures} --pairs {input.pairs}"
+        " --threshold {params.threshold} --num-perm {params.num_perm} --corpus-order {params.corpus_order}"
         " --report {output.report} --stats {output.stats} --log {log}"
 
 

@@ -12,6 +12,7 @@ import threading
 import zipfile
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,6 +101,17 @@ def run_ok(stage, *args):
     result = run_stage(stage, *args)
     assert result.returncode == 0, result.stderr
     return result
+
+
+def run_dedup(tmp, signatures, *options, band_jobs=1):
+    """dedup_bands in band_jobs groups, then dedup, as the rules chain them: the removed documents."""
+    pairs = [tmp / f"pairs-{group}.npz" for group in range(band_jobs)]
+    for group, out in enumerate(pairs):
+        run_ok("dedup_bands", "--signatures", *signatures, "--group", group, "--groups", band_jobs, *options,
+               "--out", out, "--stats", tmp / f"pairs-{group}.json")
+    run_ok("dedup", "--signatures", *signatures, "--pairs", *pairs, *options, "--report", tmp / "removed.parquet",
+           "--stats", tmp / "dedup.json")
+    return pq.read_table(tmp / "removed.parquet").to_pylist()
 
 
 def run_fails(stage, pattern, *args):

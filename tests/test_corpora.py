@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import REPO, run_fails, run_ok
+from conftest import REPO, run_dedup, run_fails, run_ok
 from test_stages import chinese, read, write_docs
 from workflow_scripts.lib.common import EXTRA_ID_BASE, extra_doc_id
 from workflow_scripts.split import train_copies
@@ -111,9 +111,8 @@ def dedup_removed(tmp_path, corpus_order):
         write_docs(tmp_path / f"{n}.parquet", shard)
         signatures.append(tmp_path / f"{n}.npz")
         run_ok("minhash", "--input", tmp_path / f"{n}.parquet", "--out", signatures[-1])
-    run_ok("dedup", "--signatures", *signatures, "--corpus-order", *corpus_order, "--report", tmp_path / "r.parquet",
-           "--stats", tmp_path / "d.json")
-    return read(tmp_path / "r.parquet"), json.loads((tmp_path / "d.json").read_text())["by_source"]
+    removed = run_dedup(tmp_path, signatures, "--corpus-order", *corpus_order)
+    return removed, json.loads((tmp_path / "dedup.json").read_text())["by_source"]
 
 
 def test_dedup_keeps_the_copy_of_the_corpus_listed_first(tmp_path):

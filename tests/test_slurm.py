@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -13,6 +14,10 @@ import yaml
 from conftest import REPO, copy_workflow, snakemake
 from workflow_scripts.launch import RENDEZVOUS_PORT, accelerate_command, claim_gpus
 from workflow_scripts.lib.common import StageError
+from workflow_scripts.lib.signature_files import SignatureFiles
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from dedup_scaling import reference_removals  # noqa: E402  the single job dedup replaced
 
 FAKE_SLURM = REPO / "tests" / "fake_slurm.py"
 SLURM_COMMANDS = ("sbatch", "srun", "sacct", "squeue", "scancel", "sinfo", "sacctmgr", "sshare", "scontrol")
@@ -57,10 +62,10 @@ def submitted(jobs):
 def test_the_slurm_profile_runs_the_demo(slurm_run):
     workdir, result, jobs = slurm_run
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert len({job["id"] for job in jobs}) == len(jobs) == 22  # every job but the local `all`
+    assert len({job["id"] for job in jobs}) == len(jobs) == 24  # every job but the local `all`
     by_rule = submitted(jobs)
     assert {rule: len(options) for rule, options in by_rule.items()} == {
-        "download": 1, SHARD_GROUP: 2, "dedup": 1, "split": 1,
+        "download": 1, SHARD_GROUP: 2, "dedup_bands": 2, "dedup": 1, "split": 1,
         "corpus_summary": 1, "tokenizer": 1, "token_shard": 4, "tokens_index": 1, "base_model": 1, "chat_data": 1,
         "sft_model": 1,
         "bits_per_byte": 2, "multiple_choice": 2, "samples": 2, "run_summary": 1}
@@ -129,13 +134,27 @@ def test_jobs_on_one_machine_get_different_gpus(tmp_path):
     del second_locks
 
 
+def single_job_removals(workdir):
+    """The ids the single job dedup was would remove from this run's signatures (datasketch's LSH)."""
+    config = yaml.safe_load((workdir / "config.yaml").read_text())["dedup"]
+    files = SignatureFiles(sorted((workdir / "results/minhash").glob("*.npz")), ["zhwiki"], config["num_perm"])
+    everything = np.arange(len(files))
+    removed = reference_removals(files.gather("exact", everything), files.gather("signatures", everything),
+                                 config["threshold"])
+    return sorted(files.gather("ids", np.array([r[0] for r in removed], dtype=np.int64)).tolist())
+
+
 def test_sharded_data_stages_give_the_same_corpus_as_one_shard(tmp_path):
+    """1 shard and 1 band job, 3 shards and 3 band jobs: the same corpus, and the documents removed
+    are those the single job dedup was would remove."""
     corpora = []
     for shards in (1, 3):
         workdir = copy_workflow(tmp_path / f"shards-{shards}")
-        (workdir / "shards.yaml").write_text(f"extract:\n  shards: {shards}\n")
+        (workdir / "shards.yaml").write_text(f"extract:\n  shards: {shards}\ndedup:\n  band_jobs: {shards}\n")
         snakemake(workdir, "corpus", "--configfile", "config.yaml", "shards.yaml")
         corpora.append({split: sorted(pq.read_table(workdir / f"results/corpus/{split}.parquet").to_pylist(),
                                       key=lambda doc: doc["id"]) for split in ("train", "validation")})
+        removed = sorted(pq.read_table(workdir / "results/dedup/removed.parquet")["id"].to_pylist())
+        assert removed == single_job_removals(workdir) and len(removed) > 10
     assert corpora[0] == corpora[1]
     assert len(corpora[0]["train"]) > 1000

@@ -1,15 +1,21 @@
 """convert, clean, minhash + dedup, split: each stage's CLI on small hand-made shards."""
 import json
 import random
+import sys
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import REPO, SHARED_DATA, run_fails, run_ok, run_stage
+from conftest import REPO, SHARED_DATA, run_dedup, run_fails, run_ok, run_stage
 from workflow_scripts.clean import normalize
+from workflow_scripts.lib.signature_files import SignatureFiles
 from workflow_scripts.lib.common import DocWriter
 from workflow_scripts.split import in_validation
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from dedup_scaling import reference_removals, write_shards  # noqa: E402  the single job dedup replaced
 
 HAN = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把性好应开它合还因由其些然前外天政四日那社义事平形相全表间样与关各重新线内数正心反你明看原又么利比或但质气第向道命此变条只没结解问意建月公无系军很情者最立代想已通并提直题党程展五果料象员革位入常文总次品式活设及管特件长求老头基资边流路级少图山统接知较将组见计别她手角期根论运农指几九区强放决西被干做必战先回则任取据处理府研质"  # noqa: E501
 
@@ -68,10 +74,7 @@ def dedup(tmp_path, shards, threshold=0.8, ngram=5, num_perm=128):
         signatures.append(tmp_path / f"sig-{n}.npz")
         run_ok("minhash", "--input", src, "--ngram", ngram, "--num-perm", num_perm, "--seed", 1,
                "--out", signatures[-1])
-    report = tmp_path / "removed.parquet"
-    run_ok("dedup", "--signatures", *signatures, "--threshold", threshold, "--num-perm", num_perm, "--seed", 1,
-           "--report", report, "--stats", tmp_path / "dedup.json")
-    return read(report)
+    return run_dedup(tmp_path, signatures, "--threshold", threshold, "--num-perm", num_perm)
 
 
 def test_the_default_settings_find_copies_of_real_text_with_three_percent_changed(tmp_path):
@@ -131,10 +134,39 @@ def test_dedup_is_deterministic_whatever_the_shard_order(tmp_path):
 def test_dedup_of_an_empty_corpus_says_what_to_loosen(tmp_path):
     src = write_docs(tmp_path / "empty.parquet", [])
     run_ok("minhash", "--input", src, "--out", tmp_path / "sig.npz")
-    result = run_stage("dedup", "--signatures", tmp_path / "sig.npz", "--report", tmp_path / "r.parquet",
-                       "--stats", tmp_path / "s.json")
+    result = run_stage("dedup", "--signatures", tmp_path / "sig.npz", "--pairs", tmp_path / "sig.npz",
+                       "--report", tmp_path / "r.parquet", "--stats", tmp_path / "s.json")
     assert result.returncode == 1
     assert "clean left no documents" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_band_jobs_and_their_join_remove_what_the_single_job_did(tmp_path):
+    """Against the single job dedup was (datasketch's LSH holding every kept document, in one pass):
+    20 shards of synthetic signatures with exact copies and near copies across shards, the bands
+    shared by 1 and by 3 jobs."""
+    paths = write_shards(tmp_path / "signatures", 4000, seed=3)
+    files = SignatureFiles(paths, ["zhwiki"], 128)
+    everything = np.arange(len(files))
+    reference = reference_removals(files.gather("exact", everything), files.gather("signatures", everything), 0.55)
+    ids = files.gather("ids", everything)
+    expected = [(int(ids[p]), kind, int(ids[o]), round(sim, 4)) for p, kind, o, sim in reference]
+    assert len(expected) > 150 and {kind for _, kind, _, _ in expected} == {"exact", "near"}
+    for band_jobs in (1, 3):
+        (tmp_path / str(band_jobs)).mkdir()
+        removed = run_dedup(tmp_path / str(band_jobs), paths, "--threshold", 0.55, band_jobs=band_jobs)
+        assert [(r["id"], r["kind"], r["duplicate_of"], r["similarity"]) for r in removed] == expected
+
+
+def test_dedup_stops_on_pairs_of_another_corpus(tmp_path):
+    docs = [{"id": i, "text": chinese(i)} for i in range(3)]
+    for name, shard in (("a", docs), ("b", docs[:2])):
+        write_docs(tmp_path / f"{name}.parquet", shard)
+        run_ok("minhash", "--input", tmp_path / f"{name}.parquet", "--out", tmp_path / f"{name}.npz")
+    run_ok("dedup_bands", "--signatures", tmp_path / "b.npz", "--group", 0, "--groups", 1, "--out",
+           tmp_path / "pairs.npz", "--stats", tmp_path / "pairs.json")
+    run_fails("dedup", r"pairs\.npz: pairs of 2 documents, but the signatures hold 3; rerun dedup_bands",
+              "--signatures", tmp_path / "a.npz", "--pairs", tmp_path / "pairs.npz", "--report", tmp_path / "r.parquet",
+              "--stats", tmp_path / "s.json")
 
 
 def test_split_is_deterministic_disjoint_and_skips_removed(tmp_path):
@@ -157,7 +189,9 @@ def test_split_is_deterministic_disjoint_and_skips_removed(tmp_path):
     ("convert", ["--input", "{bad}", "--out", "{tmp}/o.parquet", "--stats", "{tmp}/s.json"]),
     ("clean", ["--input", "{bad}", "--out", "{tmp}/o.parquet", "--stats", "{tmp}/s.json"]),
     ("minhash", ["--input", "{bad}", "--out", "{tmp}/o.npz"]),
-    ("dedup", ["--signatures", "{bad}", "--report", "{tmp}/r.parquet", "--stats", "{tmp}/s.json"]),
+    ("dedup_bands", ["--signatures", "{bad}", "--group", "0", "--groups", "1", "--out", "{tmp}/o.npz", "--stats",
+                     "{tmp}/s.json"]),
+    ("dedup", ["--signatures", "{bad}", "--pairs", "{bad}", "--report", "{tmp}/r.parquet", "--stats", "{tmp}/s.json"]),
     ("split", ["--inputs", "{good}", "--removed", "{bad}", "--train", "{tmp}/t.parquet", "--validation",
                "{tmp}/v.parquet", "--stats", "{tmp}/s.json"]),
 ])

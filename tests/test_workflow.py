@@ -14,7 +14,7 @@ import yaml
 from conftest import FileServer, snakemake, zip_of
 
 pytestmark = pytest.mark.slow
-DATA_JOBS = {"extract", "convert", "clean", "minhash", "dedup", "split", "corpus_summary"}
+DATA_JOBS = {"extract", "convert", "clean", "minhash", "dedup_bands", "dedup", "split", "corpus_summary"}
 EVAL_JOBS = {"bits_per_byte": 2, "multiple_choice": 2, "samples": 2, "run_summary": 1}
 
 
@@ -77,7 +77,7 @@ def test_changing_opencc_config_reruns_convert_and_downstream(built):
 
 def test_changing_dedup_threshold_reruns_dedup_and_split_only(built):
     jobs = jobs_after_edit(built, "dedup", "threshold", 0.7)
-    assert set(jobs) == {"dedup", "split", "corpus_summary", "corpus"}
+    assert set(jobs) == {"dedup_bands", "dedup", "split", "corpus_summary", "corpus"}
 
 
 def test_changing_vocab_size_reruns_the_tokenizer_and_after_only(built):
@@ -171,7 +171,8 @@ def test_run_summary_covers_every_stage(built):
     sections = {row["section"] for row in rows}
     assert {"data", "tokenizer", "pretrain", "sft", "base_model", "sft_model", "wall time"} <= sections
     timed = {row["measure"].split(" (")[0] for row in rows if row["section"] == "wall time"}
-    assert timed == {"download", "extract", "convert", "clean", "minhash", "dedup", "split", "corpus_summary",
+    assert timed == {"download", "extract", "convert", "clean", "minhash", "dedup_bands", "dedup", "split",
+                     "corpus_summary",
                      "tokenizer", "tokens", "tokens_index", "base_model", "chat_data", "sft_model", "bits_per_byte",
                      "multiple_choice", "samples"}
     measures = {(row["section"], row["measure"]) for row in rows}
@@ -208,7 +209,7 @@ def jobs_after_code_edit(workdir, module, edit, target):
 
 def test_a_logic_change_reruns_the_stage_and_what_follows_it_only(built):
     jobs = jobs_after_code_edit(built, "clean", lambda s: s + "\nUNUSED_LIMIT = 1\n", "corpus")
-    assert set(jobs) == {"clean", "minhash", "dedup", "split", "corpus_summary", "corpus"}  # not extract
+    assert set(jobs) == {"clean", "minhash", "dedup_bands", "dedup", "split", "corpus_summary", "corpus"}  # not extract
 
 
 def test_a_change_to_a_library_function_reruns_the_stages_that_use_it(built):
@@ -270,8 +271,8 @@ def test_the_real_dump_presets_plan_a_gpu_run(workflow_dir):
     preset's batch geometry (checked against the config before any job runs)."""
     presets = ("--configfile", "config.yaml", "config/presets/zhwiki.yaml", "config/presets/gpu-0.1b.yaml")
     assert planned_jobs(workflow_dir, "base_model", *presets) == {
-        "download": 1, "extract": 32, "convert": 32, "clean": 32, "minhash": 32, "dedup": 1, "split": 1,
-        "tokenizer": 1, "token_shard": 32, "tokens_index": 1, "base_model": 1}
+        "download": 1, "extract": 32, "convert": 32, "clean": 32, "minhash": 32, "dedup_bands": 2, "dedup": 1,
+        "split": 1, "tokenizer": 1, "token_shard": 32, "tokens_index": 1, "base_model": 1}
     command = snakemake(workflow_dir, "-n", "-p", "base_model", *presets).stdout
     assert "workflow_scripts.launch --gpus 8 --processes 1 --nodes 1 -- -m workflow_scripts.pretrain" in command
     assert all(option in command for option in ("--preset 0.1b", "--seq-len 1024", "--micro-batch 32",
@@ -422,7 +423,8 @@ def test_corpora_preset_mixes_three_formats_with_zhwiki(built, tmp_path):
     (tmp_path / "mirror.yaml").write_text(yaml.safe_dump(extra, allow_unicode=True))
     with_mirror = ("--configfile", "config.yaml", str(tmp_path / "mirror.yaml"))
     assert planned_jobs(built, "corpus", *with_mirror) == {
-        "ingest": 1, "convert": 1, "clean": 1, "minhash": 1, "dedup": 1, "split": 1, "corpus_summary": 1, "corpus": 1}
+        "ingest": 1, "convert": 1, "clean": 1, "minhash": 1, "dedup_bands": 2, "dedup": 1, "split": 1,
+        "corpus_summary": 1, "corpus": 1}
     snakemake(built, "corpus", *with_mirror)
     removed = pq.read_table(built / "results/dedup/removed.parquet").to_pylist()
     assert sorted(r["duplicate_of"] for r in removed if r["source"] == "mirror") == sorted(d["id"] for d in copies)
