@@ -11,8 +11,8 @@ whitespace-free text hashes like an earlier one's is an exact duplicate; otherwi
 estimated Jaccard similarity with an earlier kept document reaches --threshold (the pairs that
 dedup_bands found in LSH buckets) is a near duplicate of the most similar such document
 (lib.near_duplicates.greedy_removals). The report lists each removed document with the one it
-duplicated; the split stage drops them. Memory: 20 bytes of exact key and about 30 of position
-per document, and the pairs; the signatures stay in the band jobs.
+duplicated; the split stage drops them. Memory: the exact keys, visiting positions and pairs, not
+the signatures (1.6 GB at 10 million documents; benchmarks/results/dedup_scaling.md).
 """
 from pathlib import Path
 
