@@ -157,6 +157,14 @@ def test_band_jobs_and_their_join_remove_what_the_single_job_did(tmp_path):
         assert [(r["id"], r["kind"], r["duplicate_of"], r["similarity"]) for r in removed] == expected
 
 
+def test_more_band_jobs_than_bands_is_one_line_naming_the_setting(tmp_path):
+    write_docs(tmp_path / "a.parquet", [{"id": 1, "text": chinese(1)}])
+    run_ok("minhash", "--input", tmp_path / "a.parquet", "--out", tmp_path / "a.npz")
+    run_fails("dedup_bands", r"30 band jobs but the LSH has 28 bands .*; set dedup.band_jobs to at most 28",
+              "--signatures", tmp_path / "a.npz", "--group", 29, "--groups", 30, "--out", tmp_path / "p.npz",
+              "--stats", tmp_path / "p.json")
+
+
 def test_dedup_stops_on_pairs_of_another_corpus(tmp_path):
     docs = [{"id": i, "text": chinese(i)} for i in range(3)]
     for name, shard in (("a", docs), ("b", docs[:2])):

@@ -45,6 +45,9 @@ def run(args, progress_stream):
     files = SignatureFiles(args.signatures, args.corpus_order, args.num_perm)
     band_count, rows = band_shape(args.threshold, args.num_perm)
     bands = list(range(args.group, band_count, args.groups))
+    if not bands:
+        raise StageError(f"{args.groups} band jobs but the LSH has {band_count} bands at threshold {args.threshold} "
+                         f"and {args.num_perm} permutations; set dedup.band_jobs to at most {band_count}")
     per_band = band_buckets(files, bands, rows)
     shared = np.unique(np.concatenate([np.empty(0, np.int64)] + [m.ravel() for b in per_band for m in b.values()]))
     signatures = files.gather("signatures", shared) if len(shared) else np.empty((0, args.num_perm), np.uint32)
