@@ -1,7 +1,8 @@
 """Near-duplicate candidates of one group of LSH bands, across all shards and corpora (input to dedup).
 
     python -m workflow_scripts.dedup_bands --signatures minhash/*.npz --group 0 --groups 4 \
-        --threshold 0.55 --num-perm 128 --corpus-order zhwiki textbook --out dedup/bands/0.npz
+        --threshold 0.55 --num-perm 128 --corpus-order zhwiki textbook --out dedup/bands/0.npz \
+        --stats dedup/bands/0.json
 
 Group K of G takes bands K, K+G, K+2G, ... of the LSH (lib.near_duplicates.band_shape). It reads
 each shard's signatures in turn and keeps only a 64-bit key per document and band, then reads

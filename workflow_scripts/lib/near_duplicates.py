@@ -11,8 +11,8 @@ Jaccard (the smaller position on a tie) if that reaches the threshold.
 import numpy as np
 from datasketch import MinHashLSH
 
-# Pairs verified at once: (2M pairs x 2 signatures x 128 values x 4 bytes) = 2 GB would be too
-# many, so a chunk's signatures are compared in slices of this many pairs (64 MB each).
+# Pairs verified at once: their signatures take 64 MB (65,536 x 2 x 128 values x 4 bytes), where
+# all pairs of a big bucket at once could take gigabytes.
 PAIRS_PER_CHUNK = 1 << 16
 KEY_MIX = np.uint64(0x100000001B3)
 
