@@ -77,7 +77,7 @@ def run(args, progress_stream):
     if len(files) == 0:
         raise StageError("clean left no documents in any shard (see results/clean/*.json for what each filter "
                          "removed); loosen the clean: thresholds in config.yaml")
-    exact = files.gather("exact", np.arange(len(files)))
+    exact = files.in_visiting_order("exact")
     removed = greedy_removals(exact, *band_pairs(args.pairs, len(files)))
     rows = report_rows(files, removed)
     with atomic_path(args.report) as tmp:
@@ -88,7 +88,7 @@ def run(args, progress_stream):
              "near_duplicates": len(rows) - exact_count, "documents_out": len(files) - len(rows),
              "threshold": args.threshold, "num_perm": args.num_perm, "lsh_bands": bands, "lsh_rows": band_rows,
              "band_jobs": len(args.pairs),
-             "by_source": counts_by_source(files.gather("sources", np.arange(len(files))), rows)}
+             "by_source": counts_by_source(files.in_visiting_order("sources"), rows)}
     write_json(args.stats, stats)
     log.info("%s", stats)
 

@@ -43,13 +43,22 @@ class SignatureFiles:
                                  "rerun minhash")
             yield self.position[self.offsets[k]:self.offsets[k + 1]], values
 
+    def in_visiting_order(self, key):
+        """Values of key for every document, by visiting position."""
+        return assembled(len(self), list(self.shards(key)))
+
     def gather(self, key, positions):
         """Values of key at these positions (ascending), reading one shard at a time."""
         parts = []
         for shard_positions, shard_values in self.shards(key):
             wanted = np.isin(shard_positions, positions)
             parts.append((np.searchsorted(positions, shard_positions[wanted]), shard_values[wanted]))
-        values = np.empty((len(positions), *parts[0][1].shape[1:]), dtype=np.result_type(*(v for _, v in parts)))
-        for rows, part in parts:
-            values[rows] = part
-        return values
+        return assembled(len(positions), parts)
+
+
+def assembled(length, parts):
+    """One array of `length` rows from (rows, values) parts, its strings as wide as the widest part's."""
+    values = np.empty((length, *parts[0][1].shape[1:]), dtype=np.result_type(*(v for _, v in parts)))
+    for rows, part in parts:
+        values[rows] = part
+    return values
