@@ -32,13 +32,14 @@ from workflow_scripts.lib.signature_files import SignatureFiles  # noqa: E402
 SHARDS, NUM_PERM, THRESHOLD = 20, 128, 0.55
 
 
-def reference_removals(exact, signatures, threshold):
-    """[(position, kind, original position, similarity)]: dedup as one job, visiting positions in
-    order with every kept document's MinHash in datasketch's LSH (its bands as
-    lib.near_duplicates.band_shape chooses them)."""
-    lsh = MinHashLSH(threshold=threshold, num_perm=signatures.shape[1], weights=(0.1, 0.9))
+def reference_removals(files, threshold):
+    """[(position, kind, original position, similarity)] of these SignatureFiles: dedup as one job,
+    visiting positions in order with every kept document's MinHash in datasketch's LSH (its bands
+    as lib.near_duplicates.band_shape chooses them)."""
+    lsh = MinHashLSH(threshold=threshold, num_perm=files.num_perm, weights=(0.1, 0.9))
     by_key, kept, removed = {}, {}, []
-    for position, (key, values) in enumerate(zip(exact.tolist(), signatures)):
+    signatures = files.in_visiting_order("signatures")
+    for position, (key, values) in enumerate(zip(files.in_visiting_order("exact").tolist(), signatures)):
         if key in by_key:
             removed.append((position, *by_key[key]))
             continue
@@ -120,8 +121,7 @@ def baseline(paths, folder):
 
 def run_reference(out, paths):
     files = SignatureFiles(paths, ["zhwiki"], NUM_PERM)
-    everything = np.arange(len(files))
-    removed = reference_removals(files.gather("exact", everything), files.gather("signatures", everything), THRESHOLD)
+    removed = reference_removals(files, THRESHOLD)
     np.save(out, files.gather("ids", np.array([r[0] for r in removed], dtype=np.int64)))
 
 

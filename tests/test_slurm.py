@@ -138,9 +138,7 @@ def single_job_removals(workdir):
     """The ids the single job dedup was would remove from this run's signatures (datasketch's LSH)."""
     config = yaml.safe_load((workdir / "config.yaml").read_text())["dedup"]
     files = SignatureFiles(sorted((workdir / "results/minhash").glob("*.npz")), ["zhwiki"], config["num_perm"])
-    everything = np.arange(len(files))
-    removed = reference_removals(files.gather("exact", everything), files.gather("signatures", everything),
-                                 config["threshold"])
+    removed = reference_removals(files, config["threshold"])
     return sorted(files.gather("ids", np.array([r[0] for r in removed], dtype=np.int64)).tolist())
 
 

@@ -3,7 +3,6 @@ import json
 import random
 import sys
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -146,9 +145,8 @@ def test_band_jobs_and_their_join_remove_what_the_single_job_did(tmp_path):
     shared by 1 and by 3 jobs."""
     paths = write_shards(tmp_path / "signatures", 4000, seed=3)
     files = SignatureFiles(paths, ["zhwiki"], 128)
-    everything = np.arange(len(files))
-    reference = reference_removals(files.gather("exact", everything), files.gather("signatures", everything), 0.55)
-    ids = files.gather("ids", everything)
+    reference = reference_removals(files, 0.55)
+    ids = files.in_visiting_order("ids")
     expected = [(int(ids[p]), kind, int(ids[o]), round(sim, 4)) for p, kind, o, sim in reference]
     assert len(expected) > 150 and {kind for _, kind, _, _ in expected} == {"exact", "near"}
     for band_jobs in (1, 3):
