@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from workflow_scripts.lib.common import StageError, atomic_path, log, stage_cli, write_json
-from workflow_scripts.lib.near_duplicates import band_shape, greedy_removals, unique_pairs
+from workflow_scripts.lib.near_duplicates import band_shape, greedy_removals
 from workflow_scripts.lib.signature_files import SignatureFiles, load_npz
 
 REPORT_SCHEMA = pa.schema([("id", pa.int64()), ("title", pa.string()), ("source", pa.string()),
@@ -42,7 +42,8 @@ def counts_by_source(sources, rows):
 
 
 def band_pairs(paths, documents):
-    """(earlier, later, similarity) of every band job's pairs, each pair once."""
+    """(earlier, later, similarity) of every band job's pairs; a pair two jobs found is there twice,
+    which greedy_removals does not mind."""
     parts = []
     for path in paths:
         pairs = load_npz(path)
@@ -50,7 +51,7 @@ def band_pairs(paths, documents):
             raise StageError(f"{path}: pairs of {int(pairs['documents'])} documents, but the signatures hold "
                              f"{documents}; rerun dedup_bands")
         parts.append((pairs["earlier"], pairs["later"], pairs["similarity"]))
-    return unique_pairs(*(np.concatenate(arrays) for arrays in zip(*parts)))
+    return tuple(np.concatenate(arrays) for arrays in zip(*parts))
 
 
 def report_rows(files, removed):
@@ -61,6 +62,7 @@ def report_rows(files, removed):
     return [{"id": ids[p], "title": titles[p], "source": sources[p], "kind": kind, "duplicate_of": ids[o],
              "duplicate_of_title": titles[o], "duplicate_of_source": sources[o], "similarity": round(sim, 4)}
             for p, kind, o, sim in removed]
+
 
 def add_arguments(ap):
     ap.add_argument("--signatures", type=Path, nargs="+", required=True)
