@@ -12,7 +12,7 @@ estimated Jaccard similarity with an earlier kept document reaches --threshold (
 dedup_bands found in LSH buckets) is a near duplicate of the most similar such document
 (lib.near_duplicates.greedy_removals). The report lists each removed document with the one it
 duplicated; the split stage drops them. Memory: the exact keys, visiting positions and pairs, not
-the signatures (1.6 GB at 10 million documents; benchmarks/results/dedup_scaling.md).
+the signatures (1.5 GB at 10 million documents; benchmarks/results/dedup_scaling.md).
 """
 from pathlib import Path
 
