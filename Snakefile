@@ -5,7 +5,8 @@
 #   snakemake --cores all tokens        # both splits as token shards for pretraining
 #   snakemake --cores all base_model    # a LLaMA-style model pretrained from scratch (results/base_model)
 #   snakemake --cores all sft_model     # that model fine-tuned to chat (results/sft_model)
-#   snakemake --cores all continued_model  # an existing model with more Chinese tokens, pretrained further
+#   snakemake --cores all continued_model --configfile config.yaml config/presets/continued.yaml
+#                                       # an existing model with more Chinese tokens, pretrained further
 #   snakemake --cores all eval          # both models evaluated; results/summary.md sums up the run
 #   snakemake --report results/report.html   # the run as one page (after a run)
 #

@@ -1,4 +1,5 @@
 # Config validation and helpers shared by every rule file.
+import contextlib
 import glob
 import hashlib
 import json
@@ -16,8 +17,11 @@ from workflow_scripts.lib.http_fetch import is_archive, url_file_name
 
 
 def validate_config(cfg, schema_path):
-    """One line per problem, naming the key: an unknown key, a wrong type, a value out of range."""
+    """One line per problem, naming the key: an unknown key, a wrong type, a value out of range.
+    Values given as text on the command line (--config, which reads nested values as strings) are
+    first read as the numbers or booleans the schema asks for."""
     schema = yaml.safe_load(Path(schema_path).read_text())
+    cfg.update(coerced(cfg, schema))
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.path))
     if errors:
         sys.exit(f"invalid config: {'; '.join(map(describe_error, errors))}")
@@ -38,6 +42,66 @@ def validate_config(cfg, schema_path):
                  "directory (no config.json); point it at the model to expand")
     check_extra_corpora(cfg["corpora"]["extra"])
     check_fetched_checksums(data_sources(cfg))
+    check_context_lengths(cfg)
+    check_targets_have_their_preset(cfg)
+
+
+def requested_targets():
+    """The words of the command line, among them its targets: Snakemake reads the Snakefile before
+    it records the targets (workflow.dag_settings is set afterwards), so they are read from argv."""
+    return set(sys.argv[1:])
+
+
+def check_targets_have_their_preset(cfg):
+    """Targets of an optional recipe, named without the preset that turns it on: one line naming it."""
+    if not cfg["continued_pretrain"]["enabled"] and requested_targets() & {"continued_model", "expand_vocab"}:
+        sys.exit("invalid config: continued_model needs continued_pretrain.enabled and a base model: copy one to "
+                 "existing_base, then run snakemake --cores all continued_model --configfile config.yaml "
+                 "config/presets/continued.yaml")
+
+
+def check_context_lengths(cfg):
+    """Lengths beyond the context a model was trained for: SFT, DPO and evaluation would otherwise
+    run on positions the model never saw (or cut prompts without a word)."""
+    chat_context, chat_context_key = model_context(cfg["sft"]["base"], cfg["pretrain"]["seq_len"])
+    lengths = [("sft.max_len", cfg["sft"]["max_len"]), ("eval.max_prompt_tokens", cfg["eval"]["max_prompt_tokens"]),
+               ("eval.seq_len", cfg["eval"]["seq_len"])]
+    if cfg["dpo"]["enabled"]:
+        lengths.append(("dpo.max_len", cfg["dpo"]["max_len"]))
+    for key, length in lengths:
+        if length > chat_context:
+            sys.exit(f"invalid config: {key}: {length} is longer than the model's context, {chat_context_key} = "
+                     f"{chat_context}; lower {key} or raise {chat_context_key}")
+
+
+def model_context(base, pretrain_seq_len):
+    """(context length, what sets it) of the model SFT starts from: this workflow's pretraining
+    seq_len, or a given model's max_position_embeddings (unknown while that model is yet to be built)."""
+    if not base:
+        return pretrain_seq_len, "pretrain.seq_len"
+    config_file = Path(base, "config.json")
+    if not config_file.is_file():
+        return float("inf"), ""
+    return json.loads(config_file.read_text()).get("max_position_embeddings", float("inf")), \
+        f"max_position_embeddings of {config_file}"
+
+
+def coerced(value, schema):
+    """value with every string that stands where the schema wants a number, a boolean or an enum
+    of them read as YAML (`"0.001"` -> 0.001); anything else as it is, for the validator to judge."""
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        return {key: coerced(item, properties.get(key, {})) for key, item in value.items()}
+    if isinstance(value, list):
+        return [coerced(item, schema.get("items", {})) for item in value]
+    scalar = schema.get("type") in ("number", "integer", "boolean") or (
+        "enum" in schema and not any(isinstance(option, str) for option in schema["enum"]))
+    if not (scalar and isinstance(value, str)):
+        return value
+    parsed = yaml.safe_load(value)
+    with contextlib.suppress(ValueError):
+        parsed = float(value) if isinstance(parsed, str) else parsed  # YAML 1.1 reads 1e-3 as text
+    return parsed
 
 
 def data_sources(cfg):
@@ -201,17 +265,30 @@ def corpus_weights():
     return {"zhwiki": config["corpora"]["zhwiki_weight"], **{c["name"]: c["weight"] for c in EXTRA_CORPORA}}
 
 
-def fetched_key(url):
-    """The folder name of a fetched URL: its file name (readable) and a hash of the whole URL (unique)."""
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", url_file_name(url))
-    return f"{name}-{hashlib.sha1(url.encode()).hexdigest()[:10]}"
+def url_key(url):
+    return hashlib.sha1(url.encode()).hexdigest()[:10]
+
+
+def fetched_key(entry):
+    """The folder name of a fetched entry: its file name (readable) and a hash of the URL and the
+    sha256 (unique; a new pin fetches into a new folder and leaves the one fetched before)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", url_file_name(entry["url"]))
+    return f"{name}-{url_key(entry['url'] + entry.get('sha256', '').lower())}"
+
+
+def mirrored(url):
+    """url with the first matching prefix of fetch.mirrors replaced by its mirror."""
+    for prefix, mirror in config["fetch"]["mirrors"].items():
+        if url.startswith(prefix):
+            return mirror + url[len(prefix):]
+    return url
 
 
 def source_input(entry):
     """The input a data entry adds: a local file or folder, or the fetch_data output of a URL."""
     if "path" in entry:
         return entry["path"]
-    return f"{FETCHED}/{fetched_key(entry['url'])}"
+    return f"{FETCHED}/{fetched_key(entry)}"
 
 
 def source_path(entry):
@@ -279,15 +356,15 @@ CONTINUED = config["continued_pretrain"]["enabled"]
 CONTINUED_EXPANSION_KEYS = ("enabled", "base", "vocab_size", "max_chars", "init", "gpus", "processes")
 MODELS = (["base_model", "sft_model"] + (["dpo_model"] if config["dpo"]["enabled"] else [])
           + (["continued_model"] if CONTINUED else []))
-TOKENIZERS = {"tokens": "results/tokenizer", **({"expanded_tokens": "results/expanded_base"} if CONTINUED else {})}
+TOKENIZERS = {"tokens": "results/tokenizer", "expanded_tokens": "results/expanded_base"}
 MC_ENTRIES = {entry["name"]: entry for entry in config["eval"]["multiple_choice"]}
 MC_SETS = {name: source_path(entry) for name, entry in MC_ENTRIES.items()}
-FETCHES = {fetched_key(entry["url"]): entry for entry in data_sources(config) if "url" in entry}
+FETCHES = {fetched_key(entry): entry for entry in data_sources(config) if "url" in entry}
 CHAT_KINDS = ["sft"] + (["dpo"] if "dpo_model" in MODELS else [])
 # What this run fetches: dpo.data only when DPO is on.
-RUN_FETCHES = sorted({fetched_key(entry["url"]) for kind in CHAT_KINDS for entry in as_entries(config[kind]["data"])
+RUN_FETCHES = sorted({fetched_key(entry) for kind in CHAT_KINDS for entry in as_entries(config[kind]["data"])
                       if "url" in entry}
-                     | {fetched_key(entry["url"]) for entry in MC_ENTRIES.values() if "url" in entry})
+                     | {fetched_key(entry) for entry in MC_ENTRIES.values() if "url" in entry})
 
 
 wildcard_constraints:

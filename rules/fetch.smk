@@ -6,10 +6,13 @@ rule fetch_data:
         folder=directory(f"{FETCHED}/{{fetched}}"),
         stats=f"{FETCHED}/{{fetched}}.json",
     params:
-        url=lambda wildcards: FETCHES[wildcards.fetched]["url"],
+        url=lambda wildcards: mirrored(FETCHES[wildcards.fetched]["url"]),
         sha256=lambda wildcards: FETCHES[wildcards.fetched].get("sha256", ""),
-        # The partial download lives outside the outputs, so a failed job leaves it to be resumed.
-        partial=f"{FETCHED}/.partial/{{fetched}}",
+        # The download lives outside the outputs, so a failed job leaves it to be resumed, and a
+        # new sha256 checks it instead of fetching the same bytes again.
+        downloads=lambda wildcards: f"{FETCHED}/.downloads/{url_key(FETCHES[wildcards.fetched]['url'])}",
+        max_gb=config["fetch"]["max_gb"],
+        max_unpacked_gb=config["fetch"]["max_unpacked_gb"],
         code=code_fingerprint("fetch_data"),
     log:
         "results/logs/fetch_data/{fetched}.log",
@@ -19,4 +22,5 @@ rule fetch_data:
         "../envs/data.yaml"
     shell:
         "python -m workflow_scripts.fetch_data --url {params.url:q} --sha256 '{params.sha256}'"
-        " --out {output.folder} --partial {params.partial} --stats {output.stats} --log {log}"
+        " --max-gb {params.max_gb} --max-unpacked-gb {params.max_unpacked_gb}"
+        " --out {output.folder} --downloads {params.downloads} --stats {output.stats} --log {log}"

@@ -35,10 +35,11 @@ def server():
         yield srv
 
 
-def fetch(server, tmp_path, name, *extra):
+def fetch(server, tmp_path, name, *extra, max_gb=50):
     out = tmp_path / "fetched" / name
     result = run_stage("fetch_data", "--url", f"{server.mirror}/data/{name}", "--out", out,
-                       "--partial", tmp_path / "partial" / name, "--stats", tmp_path / f"{name}.json",
+                       "--downloads", tmp_path / "downloads" / name, "--stats", tmp_path / f"{name}.json",
+                       "--max-gb", max_gb, "--max-unpacked-gb", 100,
                        "--retries", 2, "--backoff", 0.01, "--log", tmp_path / f"{name}.log", *extra)
     return result, out
 
@@ -50,7 +51,6 @@ def test_a_file_is_fetched_verified_and_its_digest_recorded(server, tmp_path):
     assert (out / "chat.jsonl").read_bytes() == CHAT
     stats = json.loads((tmp_path / "chat.jsonl.json").read_text())
     assert stats["sha256"] == sha256 and stats["verified"] and stats["files"] == 1
-    assert not (tmp_path / "partial" / "chat.jsonl").exists()
 
 
 def test_without_a_checksum_the_log_says_what_to_pin(server, tmp_path):
@@ -69,12 +69,20 @@ def test_a_cut_transfer_resumes_and_503s_are_retried(server, tmp_path):
     assert json.loads((tmp_path / "chat.jsonl.json").read_text())["resumed"]
 
 
-def test_a_wrong_checksum_keeps_nothing_and_names_the_url(server, tmp_path):
+def test_a_wrong_checksum_says_what_to_do_and_a_new_pin_needs_no_new_download(server, tmp_path):
+    sha256 = hashlib.sha256(CHAT).hexdigest()
     result, out = fetch(server, tmp_path, "chat.jsonl", "--sha256", "0" * 64)
     assert result.returncode == 1 and not out.exists()
     [line] = result.stderr.strip().splitlines()
-    assert line.startswith(f"fetch_data: error: {server.mirror}/data/chat.jsonl: SHA-256 mismatch")
-    assert not [p for p in (tmp_path / "partial").rglob("*") if p.is_file()]
+    kept = tmp_path / "downloads" / "chat.jsonl" / "chat.jsonl"
+    assert line.startswith(f"fetch_data: error: {server.mirror}/data/chat.jsonl: SHA-256 mismatch: expected {'0' * 64}, "
+                           f"got {sha256}. The file is not the one pinned")
+    assert f"set its sha256 to {sha256} in config" in line and f"delete {kept} to fetch it again" in line
+    assert kept.read_bytes() == CHAT
+    requests = len(server.requests)
+    result, out = fetch(server, tmp_path, "chat.jsonl", "--sha256", sha256)  # the user pins what upstream serves
+    assert result.returncode == 0, result.stderr
+    assert (out / "chat.jsonl").read_bytes() == CHAT and len(server.requests) == requests
 
 
 @pytest.mark.parametrize("name", ["ceval.zip", "ceval.tar.gz"])
@@ -94,6 +102,6 @@ def test_members_escaping_the_folder_are_refused(server, tmp_path, name):
 
 
 def test_an_oversized_download_is_refused(server, tmp_path):
-    result, out = fetch(server, tmp_path, "chat.jsonl", "--max-gb", 1e-6)
+    result, out = fetch(server, tmp_path, "chat.jsonl", max_gb=1e-6)
     assert result.returncode == 1 and not out.exists()
     assert "larger than the 1,073-byte limit" in result.stderr

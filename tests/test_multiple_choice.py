@@ -7,7 +7,8 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from conftest import REPO, SHARED_DATA
 from workflow_scripts.lib.common import StageError
-from workflow_scripts.multiple_choice import LETTERS, ClozeScoring, Question, accuracy, load_set, prompt, read_questions
+from workflow_scripts.multiple_choice import (LETTERS, ClozeScoring, LetterScoring, Question, accuracy, fitted_prompt,
+                                              load_set, prompt, read_questions)
 
 
 def write_csv(path, header, rows):
@@ -84,7 +85,7 @@ def test_cloze_scoring_picks_the_option_text_the_model_favours(tokenizer):
 def test_k_shot_prompt_holds_answered_dev_questions(tmp_path):
     tests, devs = load_set(ceval_set(tmp_path, ["D"]))
     text = prompt("high_school_physics", tests["high_school_physics"][0], devs["high_school_physics"][:2])
-    assert text.startswith("以下是关于high school physics的单项选择题")
+    assert text.startswith("以下是关于高中物理的单项选择题")
     assert text.count("答案：B\n\n") == 2 and text.endswith("问题0\nA. 甲\nB. 乙\nC. 丙\nD. 丁\n答案：")
 
 
@@ -146,3 +147,33 @@ def test_subjects_limit_the_set_and_an_unknown_one_is_named(tmp_path):
     assert list(tests) == list(devs) == ["历史"] and len(tests["历史"]) == 2
     with pytest.raises(StageError, match="no subject 天文 in test/"):
         load_set(root, ["天文"])
+
+
+def test_subjects_are_named_in_chinese_as_the_benchmarks_own_prompts_do(tmp_path):
+    question = Question("问题", ("甲", "乙", "丙", "丁"), "A")
+    assert prompt("computer_network", question, []).startswith("以下是关于计算机网络的单项选择题")
+    assert prompt("agronomy", question, []).startswith("以下是关于农学的单项选择题")  # CMMLU
+    assert prompt("地理", question, []).startswith("以下是关于地理的单项选择题")  # a set of one's own
+
+
+@pytest.mark.parametrize("scoring", [LetterScoring, ClozeScoring], ids=["letter", "cloze"])
+def test_a_prompt_that_does_not_fit_loses_whole_shots_never_its_question(tmp_path, tokenizer, scoring):
+    tests, devs = load_set(cmmlu_set(tmp_path, ["C", "C", "A", "C"]))
+    questions, examples = tests["地理"], devs["地理"]
+    scorer = scoring(tokenizer)
+    lengths = [len(tokenizer.encode(prompt("地理", questions[0], examples[:k], scorer))) for k in range(6)]
+    room = lengths[2] + scorer.answer_tokens(tokenizer, questions[0])  # two shots fit, three do not
+    ids, kept = fitted_prompt(scorer, tokenizer, "地理", questions[0], examples, room)
+    assert kept == 2 and tokenizer.decode(ids) == prompt("地理", questions[0], examples[:2], scorer)
+    model = always_answers("C", tokenizer)
+    result = accuracy(model, tokenizer, tests, devs, 5, room, scoring.name)
+    assert result["prompts_shortened"] == 4 and result["too_long"] == 0 and result["questions"] == 4
+    roomy = accuracy(model, tokenizer, tests, devs, 5, 512, scoring.name)
+    assert roomy["prompts_shortened"] == 0 and roomy["overall"] == result["overall"]  # its answer ignores the prompt
+
+
+def test_a_question_too_long_even_alone_is_counted_not_cut(tmp_path, tokenizer):
+    tests, devs = load_set(cmmlu_set(tmp_path, ["C", "C"]))
+    alone = len(tokenizer.encode(prompt("地理", tests["地理"][0], [])))
+    result = accuracy(always_answers("C", tokenizer), tokenizer, tests, devs, 5, alone - 1)
+    assert result["too_long"] == 2 and result["questions"] == 0 and result["subjects"]["地理"]["too_long"] == 2

@@ -8,13 +8,17 @@ A set is a directory as CMMLU and C-Eval are distributed: one CSV per subject in
 CSVs have an answer column (CMMLU), else `val/` (C-Eval's test answers are not public). Both
 header layouts are read: CMMLU's `,Question,A,B,C,D,Answer` (an unnamed index first) and C-Eval's
 `id,question,A,B,C,D,answer[,explanation]`; C-Eval's `{subject}_{split}.csv` names are understood.
---subjects limits the run to some subjects. The first k dev questions of the subject, answered,
-come before each question. Two ways to score, both by log-likelihood: `letter` lists the options
+--subjects limits the run to some subjects; prompts name them in Chinese (CMMLU's and C-Eval's
+own wording). The first k dev questions of the subject, answered, come before each question. A
+prompt longer than --max-len loses whole shots from its end, never part of the instruction or the
+question: each result counts the questions that got fewer than k shots (`prompts_shortened`), and
+a question that does not fit even at 0 shots is counted (`too_long`) and left unscored. Two ways to score, both by log-likelihood: `letter` lists the options
 and takes the likeliest next letter A-D (CMMLU's protocol); `cloze` scores each option's text as
 the answer, per byte (what small models, which have not learnt the letter format, are measured
 by). Accuracy is reported per subject and overall (micro-averaged), beside the chance level 1/4.
 """
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +27,9 @@ import torch
 from tqdm import tqdm
 
 from workflow_scripts.lib.common import StageError, log, markdown_table, stage_cli, write_json, write_text
+from workflow_scripts.lib.exam_subjects import chinese_name
 from workflow_scripts.lib.models import load_causal_lm
+from workflow_scripts.lib.user_files import folder_contents, read_utf8
 
 LETTERS = ("A", "B", "C", "D")
 SPLIT_SUFFIXES = ("_test", "_val", "_dev")
@@ -39,9 +45,8 @@ class Question:
 def read_questions(path: Path):
     """Questions of one CSV in either layout; a malformed file or row is a one-line error."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        rows = list(csv.reader(io.StringIO(read_utf8(path), newline="")))
+    except (OSError, csv.Error) as err:
         raise StageError(f"{path}: cannot be read as CSV ({err})") from None
     if not rows:
         raise StageError(f"{path}: empty file; expected a header ',Question,A,B,C,D,Answer' "
@@ -76,8 +81,7 @@ def subject_files(folder: Path):
 
 
 def has_answers(csv_path: Path):
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-        header = next(csv.reader(fh), [])
+    header = next(csv.reader(io.StringIO(read_utf8(csv_path), newline="")), [])
     return "answer" in (h.strip().lower() for h in header)
 
 
@@ -89,7 +93,9 @@ def scored_split(directory: Path):
         return test
     if val.is_dir():
         return val
-    raise StageError(f"{directory}: no test/ or val/ folder of subject CSVs (CMMLU or C-Eval layout)")
+    raise StageError(f"{directory}: no test/ or val/ folder of subject CSVs (CMMLU or C-Eval layout); it holds "
+                     f"{folder_contents(directory) if directory.is_dir() else 'nothing'}: name the folder that "
+                     "holds them with member: in config")
 
 
 def load_set(directory: Path, subjects=()):
@@ -128,10 +134,13 @@ class LetterScoring:
         lines = [question.text] + [f"{letter}. {option}" for letter, option in zip(LETTERS, question.options)]
         return "\n".join(lines) + "\n答案：" + (question.answer + "\n\n" if with_answer else "")
 
+    @staticmethod
+    def answer_tokens(tokenizer, question):
+        return 0
+
     @torch.no_grad()
-    def predict(self, model, tokenizer, text, question, max_len):
-        ids = tokenizer.encode(text, add_special_tokens=False)[-max_len:]
-        logits = model(input_ids=torch.tensor([ids], device=model.device)).logits[0, -1].float()
+    def predict(self, model, context, question):
+        logits = model(input_ids=torch.tensor([context], device=model.device)).logits[0, -1].float()
         return LETTERS[int(torch.argmax(logits[self.letters]))]
 
 
@@ -143,6 +152,7 @@ class ClozeScoring:
     head = "以下是关于{subject}的问题。\n\n"
 
     def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     @staticmethod
@@ -150,11 +160,17 @@ class ClozeScoring:
         answer = question.options[LETTERS.index(question.answer)]
         return question.text + "\n答案：" + (answer + "\n\n" if with_answer else "")
 
+    def option_ids(self, question):
+        return [self.tokenizer.encode(option, add_special_tokens=False) or [self.pad_id] for option in question.options]
+
+    def answer_tokens(self, tokenizer, question):
+        """Positions the longest option takes after the prompt (the last one is never fed)."""
+        return max(map(len, self.option_ids(question))) - 1
+
     @torch.no_grad()
-    def predict(self, model, tokenizer, text, question, max_len):
-        options = [tokenizer.encode(option, add_special_tokens=False) or [self.pad_id] for option in question.options]
+    def predict(self, model, context, question):
+        options = self.option_ids(question)
         longest = max(map(len, options))
-        context = tokenizer.encode(text, add_special_tokens=False)[-(max_len - longest):]
         rows = torch.tensor([context + o + [self.pad_id] * (longest - len(o)) for o in options], device=model.device)
         logprobs = torch.log_softmax(model(input_ids=rows[:, :-1]).logits.float(), -1)
         first = len(context) - 1  # the position that predicts an option's first token
@@ -167,8 +183,19 @@ SCORINGS = {scoring.name: scoring for scoring in (LetterScoring, ClozeScoring)}
 
 
 def prompt(subject, question, shots, scoring=LetterScoring):
-    head = scoring.head.format(subject=subject.replace("_", " "))
+    head = scoring.head.format(subject=chinese_name(subject))
     return head + "".join(scoring.format(q, True) for q in shots) + scoring.format(question, False)
+
+
+def fitted_prompt(scorer, tokenizer, subject, question, examples, max_len):
+    """(prompt ids, shots kept) with as many of the examples as fit in max_len, whole shots dropped
+    from the end; None when the question does not fit even alone."""
+    room = max_len - scorer.answer_tokens(tokenizer, question)
+    for kept in range(len(examples), -1, -1):
+        ids = tokenizer.encode(prompt(subject, question, examples[:kept], scorer), add_special_tokens=False)
+        if len(ids) <= room:
+            return ids, kept
+    return None
 
 
 def accuracy(model, tokenizer, tests, devs, shots, max_len, scoring="letter", progress=None):
@@ -179,14 +206,28 @@ def accuracy(model, tokenizer, tests, devs, shots, max_len, scoring="letter", pr
         if len(examples) < shots:
             raise StageError(f"subject {subject}: {shots}-shot needs {shots} dev questions, the dev split has "
                              f"{len(examples)}")
-        correct = sum(scorer.predict(model, tokenizer, prompt(subject, q, examples, scorer), q, max_len) == q.answer
-                      for q in questions)
-        subjects[subject] = {"questions": len(questions), "correct": correct, "accuracy": correct / len(questions)}
+        subjects[subject] = subject_accuracy(model, tokenizer, scorer, subject, questions, examples, max_len)
         if progress is not None:
             progress.update(len(questions))
-    total = sum(s["questions"] for s in subjects.values())
-    return {"shots": shots, "scoring": scoring, "overall": sum(s["correct"] for s in subjects.values()) / total,
-            "questions": total, "chance": 1 / len(LETTERS), "subjects": subjects}
+    counts = {key: sum(s[key] for s in subjects.values()) for key in ("questions", "correct", "shortened", "too_long")}
+    return {"shots": shots, "scoring": scoring, "overall": counts["correct"] / max(1, counts["questions"]),
+            "questions": counts["questions"], "chance": 1 / len(LETTERS), "prompts_shortened": counts["shortened"],
+            "too_long": counts["too_long"], "subjects": subjects}
+
+
+def subject_accuracy(model, tokenizer, scorer, subject, questions, examples, max_len):
+    correct = shortened = too_long = 0
+    for question in questions:
+        fitted = fitted_prompt(scorer, tokenizer, subject, question, examples, max_len)
+        if fitted is None:
+            too_long += 1
+            continue
+        ids, kept = fitted
+        shortened += kept < len(examples)
+        correct += scorer.predict(model, ids, question) == question.answer
+    scored = len(questions) - too_long
+    return {"questions": scored, "correct": correct, "accuracy": correct / max(1, scored), "shortened": shortened,
+            "too_long": too_long}
 
 
 def markdown(results, name):
@@ -194,6 +235,8 @@ def markdown(results, name):
              *(f"{r['subjects'][subject]['accuracy']:.1%}" for r in results)] for subject in results[0]["subjects"]]
     rows.append(["**overall**", results[0]["questions"], *(f"**{r['overall']:.1%}**" for r in results)])
     rows.append(["chance", "", *(f"{r['chance']:.0%}" for r in results)])
+    rows.append(["prompts with fewer shots", "", *(str(r["prompts_shortened"]) for r in results)])
+    rows.append(["too long to score", "", *(str(r["too_long"]) for r in results)])
     return markdown_table([name, "questions", *(f"{r['shots']}-shot {r['scoring']}" for r in results)], rows)
 
 
@@ -206,7 +249,7 @@ def add_arguments(ap):
     ap.add_argument("--scoring", nargs="+", choices=sorted(SCORINGS), default=["letter"],
                     help="letter: the likeliest option letter; cloze: the likeliest option text")
     ap.add_argument("--max-len", type=int, default=0,
-                    help="prompt tokens kept (the end of the prompt); 0 = the model's context")
+                    help="longest prompt in tokens (shots are dropped to fit); 0 = the model's context")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--markdown", type=Path, required=True)
 

@@ -52,9 +52,18 @@ def stage_times(paths, root):
 
 
 def accuracy_rows(mc_results):
-    """(model, set, shots, scoring, accuracy, questions, chance) per multiple-choice result."""
-    return [(model_name(r), r["name"], s["shots"], s["scoring"], s["overall"], s["questions"], s["chance"])
-            for r in mc_results for s in r["results"]]
+    """(model, set, shots, scoring, accuracy, questions, chance, prompts with fewer shots, questions too
+    long to score) per multiple-choice result."""
+    return [(model_name(r), r["name"], s["shots"], s["scoring"], s["overall"], s["questions"], s["chance"],
+             s["prompts_shortened"], s["too_long"]) for r in mc_results for s in r["results"]]
+
+
+def accuracy_measure(name, shots, scoring, questions, chance, shortened, too_long):
+    """The summary's words for one accuracy, with the prompts that did not fit the context."""
+    notes = [f"{questions} questions", f"chance {chance:.0%}"]
+    notes += [f"{shortened} with fewer shots"] if shots else []
+    notes += [f"{too_long} too long to score"] if too_long else []
+    return f"{name} {shots}-shot {scoring} accuracy ({', '.join(notes)})"
 
 
 def expansion_rows(expansion):
@@ -86,9 +95,9 @@ def summary_rows(corpus, tokenizer, expansion, training, bpb, mc_results, times)
     for result in bpb:
         rows += [(model_name(result), "bits per byte (validation)", fmt(result["bits_per_byte"])),
                  (model_name(result), "perplexity (validation)", fmt(result["perplexity"], 2))]
-    rows += [(model, f"{name} {shots}-shot {scoring} accuracy ({questions} questions, chance {chance:.0%})",
-              f"{accuracy:.1%}")
-             for model, name, shots, scoring, accuracy, questions, chance in accuracy_rows(mc_results)]
+    rows += [(model, accuracy_measure(name, shots, scoring, questions, chance, shortened, too_long), f"{accuracy:.1%}")
+             for model, name, shots, scoring, accuracy, questions, chance, shortened, too_long
+             in accuracy_rows(mc_results)]
     rows += [("wall time", f"{stage} ({jobs} job{'s' * (jobs > 1)})", f"{seconds:,.1f} s")
              for stage, (jobs, seconds) in times.items()]
     return rows
@@ -141,9 +150,11 @@ def evaluation_page(bpb, mc_results):
         [(model_name(r), r["bits_per_byte"], r["perplexity"], r["tokens"], r["bytes"], r["bytes_per_token"])
          for r in bpb]))]
     sections.append(("Multiple choice, overall", html_table(
-        ["model", "set", "shots", "scoring", "accuracy", "questions", "chance"],
-        [(model, name, shots, scoring, f"{accuracy:.1%}", questions, f"{chance:.1%}")
-         for model, name, shots, scoring, accuracy, questions, chance in accuracy_rows(mc_results)])))
+        ["model", "set", "shots", "scoring", "accuracy", "questions", "chance", "prompts with fewer shots",
+         "too long to score"],
+        [(model, name, shots, scoring, f"{accuracy:.1%}", questions, f"{chance:.1%}", shortened, too_long)
+         for model, name, shots, scoring, accuracy, questions, chance, shortened, too_long
+         in accuracy_rows(mc_results)])))
     for result in mc_results:
         subjects = result["results"][0]["subjects"]
         rows = [(subject, *(f"{s['subjects'][subject]['accuracy']:.1%}" for s in result["results"]),

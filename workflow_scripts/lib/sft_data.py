@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workflow_scripts.lib.common import IGNORE_INDEX, StageError
+from workflow_scripts.lib.user_files import folder_contents, read_utf8
 
 ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "system": "system",
                   "history": "history"}
@@ -49,7 +50,10 @@ class ReadStats:
 
 def raw_records(path: Path):
     """(where, record) pairs: 'line N' for JSONL, 'record N' for a JSON array."""
-    text = path.read_text(encoding="utf-8")
+    if path.is_dir():
+        raise StageError(f"{path}: is a folder, not a chat file (it holds {folder_contents(path)}); name the file "
+                         "inside an archive with member: in config")
+    text = read_utf8(path)
     if text.lstrip().startswith("["):
         try:
             records = json.loads(text)

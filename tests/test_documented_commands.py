@@ -1,0 +1,78 @@
+"""Every `snakemake` command the docs show, dry-run exactly as typed: README.md, config/README.md,
+docs/, the Snakefile's header and the comments of config/presets and profiles. A command with `…`
+is a fragment of prose and is exempt; `--report` needs a finished run and is run as typed by
+test_workflow.py's report test."""
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, copy_workflow
+
+MARKDOWN = [REPO / "README.md", REPO / "config" / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+COMMENTED = [REPO / "Snakefile", *sorted((REPO / "config" / "presets").glob("*.yaml")),
+             *sorted((REPO / "profiles").glob("*/config.yaml"))]
+# Files a command names that the user brings: a second config file, and an existing model copied
+# aside as the continued preset's header says (`cp -r results/base_model existing_base`).
+USER_FILES = {"mine.yaml": "sft:\n  lr: 0.001\n",
+              "existing_base/config.json": '{"model_type": "llama", "max_position_embeddings": 256}\n'}
+
+
+def joined_lines(text, comment):
+    """Lines with a trailing backslash joined to the next; comment markers (#) dropped."""
+    lines = [line.strip().removeprefix("#").strip() if comment else line for line in text.splitlines()]
+    return re.sub(r"\\\n\s*(#\s*)?", " ", "\n".join(lines)).splitlines()
+
+
+def commands_in(path):
+    found = []
+    comment = path.suffix != ".md"
+    for line in joined_lines(path.read_text(encoding="utf-8"), comment):
+        pieces = re.findall(r"`(snakemake [^`]+)`", line) or ([line.strip()] if comment or line.startswith("    ")
+                                                                else [])
+        for piece in pieces:
+            for part in re.split(r"&&|;", piece):
+                part = re.sub(r"\s+#.*$", "", part.strip())
+                if part.startswith("snakemake ") and "…" not in part and "--report" not in part:
+                    found.append(part)
+    return found
+
+
+def documented_commands():
+    """{command: the files that show it}."""
+    commands = {}
+    for path in MARKDOWN + COMMENTED:
+        for command in commands_in(path):
+            commands.setdefault(" ".join(command.split()), []).append(str(path.relative_to(REPO)))
+    return dict(sorted(commands.items()))
+
+
+DOCUMENTED = documented_commands()
+
+
+def test_the_docs_show_commands():
+    assert len(DOCUMENTED) > 20
+    assert "README.md" in DOCUMENTED["snakemake --cores all all"]
+    assert "config/presets/gpu-0.1b.yaml" in DOCUMENTED[
+        "snakemake --cores all base_model --resources gpu=8 --configfile config.yaml config/presets/zhwiki.yaml "
+        "config/presets/gpu-0.1b.yaml"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    workdir = copy_workflow(tmp_path_factory.mktemp("docs"))
+    for name, text in USER_FILES.items():
+        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / name).write_text(text)
+    return workdir
+
+
+@pytest.mark.parametrize("command", DOCUMENTED)
+def test_a_documented_command_dry_runs_as_typed(workdir, command):
+    words = shlex.split(command)
+    where = f"{', '.join(DOCUMENTED[command])}: {command}"
+    assert {"--cores", "-c", "--profile"} & set(words), f"{where}: says neither --cores nor --profile"
+    result = subprocess.run([sys.executable, "-m", *words, "--dry-run"], cwd=workdir, capture_output=True, text=True)
+    assert result.returncode == 0, f"{where}\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
