@@ -27,6 +27,7 @@ include: "rules/fetch.smk"
 include: "rules/model.smk"
 include: "rules/continued.smk"
 include: "rules/eval.smk"
+include: "rules/stage_targets.smk"
 
 
 rule all:

@@ -257,8 +257,8 @@ def ingest_options(wildcards):
 
 def convert_input(wildcards):
     if wildcards.part.startswith("zhwiki-"):
-        return rules.extract.output.docs.format(shard=wildcards.part[-3:])
-    return rules.ingest.output.docs.format(part=wildcards.part)
+        return rules.extract_shard.output.docs.format(shard=wildcards.part[-3:])
+    return rules.ingest_part.output.docs.format(part=wildcards.part)
 
 
 def corpus_weights():
@@ -330,7 +330,7 @@ def stage_benchmarks(wildcards):
         if stage.benchmark is None or stage.name in not_in_run:
             continue
         shards = TOKEN_SHARDS if stage.name == "token_shard" else SHARDS
-        parts = EXTRA_PARTS if stage.name == "ingest" else PARTS
+        parts = EXTRA_PARTS if stage.name == "ingest_part" else PARTS
         pattern = strip_wildcard_constraints(str(stage.benchmark))
         paths.update(expand(pattern, shard=shards, part=parts, split=SPLITS, model=MODELS, set=list(MC_SETS),
                             tokens=list(TOKENIZERS), kind=CHAT_KINDS, fetched=RUN_FETCHES, group=BAND_GROUPS))
@@ -356,7 +356,7 @@ CONTINUED = config["continued_pretrain"]["enabled"]
 CONTINUED_EXPANSION_KEYS = ("enabled", "base", "vocab_size", "max_chars", "init", "gpus", "processes")
 MODELS = (["base_model", "sft_model"] + (["dpo_model"] if config["dpo"]["enabled"] else [])
           + (["continued_model"] if CONTINUED else []))
-TOKENIZERS = {"tokens": "results/tokenizer", "expanded_tokens": "results/expanded_base"}
+TOKENIZERS = {"tokens": "results/tokenizer", **({"expanded_tokens": "results/expanded_base"} if CONTINUED else {})}
 MC_ENTRIES = {entry["name"]: entry for entry in config["eval"]["multiple_choice"]}
 MC_SETS = {name: source_path(entry) for name, entry in MC_ENTRIES.items()}
 FETCHES = {fetched_key(entry): entry for entry in data_sources(config) if "url" in entry}

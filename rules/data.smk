@@ -33,7 +33,7 @@ rule download:
         " --stats {output.stats} --log {log}"
 
 
-rule extract:
+rule extract_shard:
     input:
         # Touching a multi-GB dump must not rerun the DAG, so its mtime is ignored (ancient); a new
         # download rewrites the small sha1sums file, and that is what reruns extraction.
@@ -64,7 +64,7 @@ rule extract:
         " --out {output.docs} --stats {output.stats} --log {log}"
 
 
-rule ingest:
+rule ingest_part:
     input:
         files=extra_corpus_files,
     output:
@@ -88,7 +88,7 @@ rule ingest:
         " --shard {params.shard} --out {output.docs} --stats {output.stats} --log {log}"
 
 
-rule convert:
+rule convert_part:
     input:
         docs=convert_input,
     output:
@@ -108,9 +108,9 @@ rule convert:
         " --out {output.docs} --stats {output.stats} --log {log}"
 
 
-rule clean:
+rule clean_part:
     input:
-        docs=rules.convert.output.docs,
+        docs=rules.convert_part.output.docs,
     output:
         docs="results/clean/{part}.parquet",
         stats="results/clean/{part}.json",
@@ -128,9 +128,9 @@ rule clean:
         " --out {output.docs} --stats {output.stats} --log {log}"
 
 
-rule minhash:
+rule minhash_part:
     input:
-        docs=rules.clean.output.docs,
+        docs=rules.clean_part.output.docs,
     output:
         signatures="results/minhash/{part}.npz",
     params:
@@ -149,9 +149,9 @@ rule minhash:
         " --num-perm {params.num_perm} --seed {params.seed} --out {output.signatures} --log {log}"
 
 
-rule dedup_bands:
+rule dedup_band_group:
     input:
-        signatures=expand(rules.minhash.output.signatures, part=PARTS),
+        signatures=expand(rules.minhash_part.output.signatures, part=PARTS),
     output:
         pairs="results/dedup/bands/{group}.npz",
         stats="results/dedup/bands/{group}.json",
@@ -175,8 +175,8 @@ rule dedup_bands:
 
 rule dedup:
     input:
-        signatures=expand(rules.minhash.output.signatures, part=PARTS),
-        pairs=expand(rules.dedup_bands.output.pairs, group=BAND_GROUPS),
+        signatures=expand(rules.minhash_part.output.signatures, part=PARTS),
+        pairs=expand(rules.dedup_band_group.output.pairs, group=BAND_GROUPS),
     output:
         report="results/dedup/removed.parquet",
         stats="results/dedup/stats.json",
@@ -199,7 +199,7 @@ rule dedup:
 
 rule split:
     input:
-        docs=expand(rules.clean.output.docs, part=PARTS),
+        docs=expand(rules.clean_part.output.docs, part=PARTS),
         removed=rules.dedup.output.report,
     output:
         train="results/corpus/train.parquet",
@@ -224,10 +224,10 @@ rule split:
 
 rule corpus_summary:
     input:
-        extract=expand(rules.extract.output.stats, shard=SHARDS),
-        ingest=expand(rules.ingest.output.stats, part=EXTRA_PARTS),
-        convert=expand(rules.convert.output.stats, part=PARTS),
-        clean=expand(rules.clean.output.stats, part=PARTS),
+        extract=expand(rules.extract_shard.output.stats, shard=SHARDS),
+        ingest=expand(rules.ingest_part.output.stats, part=EXTRA_PARTS),
+        convert=expand(rules.convert_part.output.stats, part=PARTS),
+        clean=expand(rules.clean_part.output.stats, part=PARTS),
         dedup=rules.dedup.output.stats,
         split=rules.split.output.stats,
     output:

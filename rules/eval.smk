@@ -1,7 +1,7 @@
 # Evaluation of the base and the SFT model, and the run summary the report is built from.
 
 
-rule bits_per_byte:
+rule bits_per_byte_model:
     input:
         model="results/{model}",
         text=rules.split.output.validation,
@@ -22,7 +22,7 @@ rule bits_per_byte:
         " --text {input.text} {params.options} --out {output} --log {log}"
 
 
-rule multiple_choice:
+rule multiple_choice_model:
     input:
         model="results/{model}",
         data=multiple_choice_inputs,
@@ -50,7 +50,7 @@ rule multiple_choice:
         " --out {output.json} --markdown {output.markdown} --log {log}"
 
 
-rule samples:
+rule samples_model:
     input:
         model="results/{model}",
         prompts=config["eval"]["prompts"],
@@ -87,9 +87,9 @@ rule run_summary:
         dpo=[rules.dpo_model.output.summary] if "dpo_model" in MODELS else [],
         continued=[rules.continued_model.output.summary] if CONTINUED else [],
         expansion=[rules.expand_vocab.output.report] if CONTINUED else [],
-        bpb=expand(rules.bits_per_byte.output, model=MODELS),
-        multiple_choice=expand(rules.multiple_choice.output.json, model=MODELS, set=MC_SETS),
-        samples=expand(rules.samples.output.json, model=MODELS),
+        bpb=expand(rules.bits_per_byte_model.output, model=MODELS),
+        multiple_choice=expand(rules.multiple_choice_model.output.json, model=MODELS, set=MC_SETS),
+        samples=expand(rules.samples_model.output.json, model=MODELS),
         benchmarks=stage_benchmarks,
     output:
         json="results/summary.json",

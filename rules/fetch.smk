@@ -1,7 +1,7 @@
 # Data given by URL in sft.data, dpo.data or eval.multiple_choice: fetched once, verified, unpacked.
 
 
-rule fetch_data:
+rule fetch_url:
     output:
         folder=directory(f"{FETCHED}/{{fetched}}"),
         stats=f"{FETCHED}/{{fetched}}.json",

@@ -37,7 +37,7 @@ rule base_model:
         " --log {log}"
 
 
-rule chat_data:
+rule chat_data_kind:
     input:
         sources=lambda wildcards: [source_input(entry) for entry in as_entries(config[wildcards.kind]["data"])],
     output:
@@ -63,7 +63,7 @@ rule sft_model:
     input:
         model=sft_base(),
         # Read and checked by chat_data first: a bad file fails there and leaves this model in place.
-        data=rules.chat_data.output.data.format(kind="sft"),
+        data=rules.chat_data_kind.output.data.format(kind="sft"),
         replay=sft_replay_input(),
     output:
         model=directory("results/sft_model"),
@@ -98,7 +98,7 @@ rule sft_model:
 rule dpo_model:
     input:
         model=rules.sft_model.output.model,
-        data=rules.chat_data.output.data.format(kind="dpo"),
+        data=rules.chat_data_kind.output.data.format(kind="dpo"),
     output:
         model=directory("results/dpo_model"),
         metrics="results/dpo/metrics.jsonl",

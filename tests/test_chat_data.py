@@ -58,3 +58,24 @@ def test_each_bad_input_is_one_line_naming_the_file(tmp_path):
               json.dumps([{"path": str(REPO / "demo/dpo/demo_pairs.jsonl"), "weight": 1e-9}]), "--kind", "dpo",
               "--out", tmp_path / "o.jsonl", "--stats", tmp_path / "o.json")
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_bytes_that_are_not_utf8_are_one_line_with_the_file_and_line(tmp_path):
+    bad = tmp_path / "gbk.jsonl"
+    lines = [json.dumps({"instruction": "你好", "output": "你好！"}, ensure_ascii=False).encode(),
+             json.dumps({"instruction": "再见", "output": "再见！"}, ensure_ascii=False).encode("gb18030")]
+    bad.write_bytes(b"\n".join(lines) + b"\n")
+    run_fails("chat_data", rf"chat_data: error: {bad}: line 2 \(byte \d+\): .* is not UTF-8; save the file as UTF-8",
+              "--kind", "sft", "--sources", json.dumps([{"path": str(bad)}]), "--out", tmp_path / "o.jsonl",
+              "--stats", tmp_path / "o.json")
+
+
+def test_an_archive_folder_given_without_member_lists_what_it_holds(tmp_path):
+    """A zip whose chat file sits in a folder unpacks to that folder; chat_data then gets the folder."""
+    unpacked = tmp_path / "fetched"
+    (unpacked / "belle" / "data").mkdir(parents=True)
+    (unpacked / "belle" / "data" / "train.json").write_text("[]")
+    sources = json.dumps([{"path": str(unpacked)}])
+    line = run_fails("chat_data", "is a folder, not a chat file", "--kind", "sft", "--sources", sources,
+                     "--out", tmp_path / "o.jsonl", "--stats", tmp_path / "o.json")
+    assert "belle/, belle/data/, belle/data/train.json" in line and "member:" in line

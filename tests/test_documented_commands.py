@@ -76,3 +76,21 @@ def test_a_documented_command_dry_runs_as_typed(workdir, command):
     assert {"--cores", "-c", "--profile"} & set(words), f"{where}: says neither --cores nor --profile"
     result = subprocess.run([sys.executable, "-m", *words, "--dry-run"], cwd=workdir, capture_output=True, text=True)
     assert result.returncode == 0, f"{where}\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+
+
+def readme_stage_targets():
+    """The targets README's stage table names (its second column, without the parenthesised job rules)."""
+    rows = [line.split(" | ")[1] for line in (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+            if line.startswith("| ") and " | `" in line and ".py`" in line]
+    return sorted({name for cell in rows for name in re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", cell))})
+
+
+def test_every_stage_of_the_readme_table_is_a_target(workdir):
+    targets = readme_stage_targets()
+    assert {"extract", "clean", "minhash", "tokens", "chat_data", "multiple_choice", "samples"} <= set(targets)
+    continued = {"expand_vocab", "continued_model"}  # they need the continued preset, as its header says
+    for names, options in ((set(targets) - continued, []),
+                           (continued, ["--configfile", "config.yaml", "config/presets/continued.yaml"])):
+        result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--dry-run", *names, *options],
+                                cwd=workdir, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

@@ -75,8 +75,8 @@ def test_a_wrong_checksum_says_what_to_do_and_a_new_pin_needs_no_new_download(se
     assert result.returncode == 1 and not out.exists()
     [line] = result.stderr.strip().splitlines()
     kept = tmp_path / "downloads" / "chat.jsonl" / "chat.jsonl"
-    assert line.startswith(f"fetch_data: error: {server.mirror}/data/chat.jsonl: SHA-256 mismatch: expected {'0' * 64}, "
-                           f"got {sha256}. The file is not the one pinned")
+    assert line.startswith(f"fetch_data: error: {server.mirror}/data/chat.jsonl: SHA-256 mismatch: "
+                           f"expected {'0' * 64}, got {sha256}. The file is not the one pinned")
     assert f"set its sha256 to {sha256} in config" in line and f"delete {kept} to fetch it again" in line
     assert kept.read_bytes() == CHAT
     requests = len(server.requests)

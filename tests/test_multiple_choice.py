@@ -177,3 +177,18 @@ def test_a_question_too_long_even_alone_is_counted_not_cut(tmp_path, tokenizer):
     alone = len(tokenizer.encode(prompt("地理", tests["地理"][0], [])))
     result = accuracy(always_answers("C", tokenizer), tokenizer, tests, devs, 5, alone - 1)
     assert result["too_long"] == 2 and result["questions"] == 0 and result["subjects"]["地理"]["too_long"] == 2
+
+
+def test_a_benchmark_csv_that_is_not_utf8_names_its_line(tmp_path):
+    path = tmp_path / "test" / "地理.csv"
+    path.parent.mkdir()
+    path.write_bytes(",Question,A,B,C,D,Answer\n".encode() + "0,问题,甲,乙,丙,丁,A\n".encode("gb18030"))
+    with pytest.raises(StageError, match=r"地理.csv: line 2 \(byte 27\): .* is not UTF-8"):
+        read_questions(path)
+
+
+def test_a_set_nested_in_its_archive_names_member(tmp_path):
+    cmmlu_set(tmp_path / "cmmlu_v1" / "data", ["A"])
+    with pytest.raises(StageError, match=r"no test/ or val/ folder .* it holds cmmlu_v1/, cmmlu_v1/data/, .*: name "
+                                         r"the folder that holds them with member: in config"):
+        load_set(tmp_path)

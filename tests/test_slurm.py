@@ -21,8 +21,9 @@ from dedup_scaling import reference_removals  # noqa: E402  the single job dedup
 
 FAKE_SLURM = REPO / "tests" / "fake_slurm.py"
 SLURM_COMMANDS = ("sbatch", "srun", "sacct", "squeue", "scancel", "sinfo", "sacctmgr", "sshare", "scontrol")
-SHARD_GROUP = "shard_clean_convert_extract_minhash"  # the plugin names a group job after its group and rules
-GROUPS = {SHARD_GROUP: ["extract", "convert", "clean", "minhash"]}
+# The plugin names a group job after its group and rules.
+SHARD_GROUP = "shard_clean_part_convert_part_extract_shard_minhash_part"
+GROUPS = {SHARD_GROUP: ["extract_shard", "convert_part", "clean_part", "minhash_part"]}
 QUICK = {"pretrain": {"max_steps": 6, "eval_every": 3, "checkpoint_every": 3, "gpus": 1},
          "sft": {"max_steps": 4, "eval_every": 2, "checkpoint_every": 2},
          "eval": {"shots": [0], "scoring": ["letter"], "max_new_tokens": 4}}
@@ -65,10 +66,10 @@ def test_the_slurm_profile_runs_the_demo(slurm_run):
     assert len({job["id"] for job in jobs}) == len(jobs) == 24  # every job but the local `all`
     by_rule = submitted(jobs)
     assert {rule: len(options) for rule, options in by_rule.items()} == {
-        "download": 1, SHARD_GROUP: 2, "dedup_bands": 2, "dedup": 1, "split": 1,
-        "corpus_summary": 1, "tokenizer": 1, "token_shard": 4, "tokens_index": 1, "base_model": 1, "chat_data": 1,
+        "download": 1, SHARD_GROUP: 2, "dedup_band_group": 2, "dedup": 1, "split": 1,
+        "corpus_summary": 1, "tokenizer": 1, "token_shard": 4, "tokens_index": 1, "base_model": 1, "chat_data_kind": 1,
         "sft_model": 1,
-        "bits_per_byte": 2, "multiple_choice": 2, "samples": 2, "run_summary": 1}
+        "bits_per_byte_model": 2, "multiple_choice_model": 2, "samples_model": 2, "run_summary": 1}
     assert len(list((workdir / "results/minhash").glob("zhwiki-*.npz"))) == 2
     assert json.loads((workdir / "results/pretrain/summary.json").read_text())["steps"] == 6
     assert (workdir / "results/summary.md").exists() and (workdir / "results/sft_model/model.safetensors").exists()
@@ -91,7 +92,7 @@ def test_gpu_rules_ask_for_their_gpus(slurm_run):
     _, _, jobs = slurm_run
     by_rule = submitted(jobs)
     assert [o.get("gpus") for o in by_rule["base_model"]] == ["1"]  # pretrain.gpus from the config
-    assert all(o.get("gpus") == "1" for rule in ("bits_per_byte", "multiple_choice", "samples")
+    assert all(o.get("gpus") == "1" for rule in ("bits_per_byte_model", "multiple_choice_model", "samples_model")
                for o in by_rule[rule])  # from the profile
     assert "gpus" not in by_rule["sft_model"][0] and "gpus" not in by_rule[SHARD_GROUP][0]
     assert by_rule["base_model"][0]["cpus-per-gpu"] == "8"

@@ -14,8 +14,9 @@ import yaml
 from conftest import FileServer, snakemake, zip_of
 
 pytestmark = pytest.mark.slow
-DATA_JOBS = {"extract", "convert", "clean", "minhash", "dedup_bands", "dedup", "split", "corpus_summary"}
-EVAL_JOBS = {"bits_per_byte": 2, "multiple_choice": 2, "samples": 2, "run_summary": 1}
+DATA_JOBS = {"extract_shard", "convert_part", "clean_part", "minhash_part", "dedup_band_group", "dedup", "split",
+             "corpus_summary"}
+EVAL_JOBS = {"bits_per_byte_model": 2, "multiple_choice_model": 2, "samples_model": 2, "run_summary": 1}
 
 
 def planned_jobs(workdir, target="corpus", *options):
@@ -71,13 +72,13 @@ def test_touching_the_dump_reruns_nothing(built):
 
 def test_changing_opencc_config_reruns_convert_and_downstream(built):
     jobs = jobs_after_edit(built, "convert", "opencc_config", "tw2sp")
-    assert set(jobs) == DATA_JOBS - {"extract"} | {"corpus"}
-    assert jobs["convert"] == 2
+    assert set(jobs) == DATA_JOBS - {"extract_shard"} | {"corpus"}
+    assert jobs["convert_part"] == 2
 
 
 def test_changing_dedup_threshold_reruns_dedup_and_split_only(built):
     jobs = jobs_after_edit(built, "dedup", "threshold", 0.7)
-    assert set(jobs) == {"dedup_bands", "dedup", "split", "corpus_summary", "corpus"}
+    assert set(jobs) == {"dedup_band_group", "dedup", "split", "corpus_summary", "corpus"}
 
 
 def test_changing_vocab_size_reruns_the_tokenizer_and_after_only(built):
@@ -130,8 +131,10 @@ def test_changing_sft_settings_reruns_sft_and_its_evaluation_only(built):
 
 
 def test_changing_an_evaluation_setting_reruns_that_evaluation_only(built):
-    assert jobs_after_edit(built, "eval", "shots", [0], "all") == {"multiple_choice": 2, "run_summary": 1, "all": 1}
-    assert jobs_after_edit(built, "eval", "max_new_tokens", 8, "all") == {"samples": 2, "run_summary": 1, "all": 1}
+    assert jobs_after_edit(built, "eval", "shots", [0], "all") == {"multiple_choice_model": 2, "run_summary": 1,
+                                                                   "all": 1}
+    assert jobs_after_edit(built, "eval", "max_new_tokens", 8, "all") == {"samples_model": 2, "run_summary": 1,
+                                                                          "all": 1}
 
 
 def test_editing_the_prompt_file_reruns_the_samples_only(built):
@@ -139,7 +142,7 @@ def test_editing_the_prompt_file_reruns_the_samples_only(built):
     original = prompts.read_text(encoding="utf-8")
     prompts.write_text(original + "请介绍一下你自己。\n", encoding="utf-8")
     try:
-        assert planned_jobs(built, "all") == {"samples": 2, "run_summary": 1, "all": 1}
+        assert planned_jobs(built, "all") == {"samples_model": 2, "run_summary": 1, "all": 1}
     finally:
         prompts.write_text(original, encoding="utf-8")
 
@@ -209,7 +212,8 @@ def jobs_after_code_edit(workdir, module, edit, target):
 
 def test_a_logic_change_reruns_the_stage_and_what_follows_it_only(built):
     jobs = jobs_after_code_edit(built, "clean", lambda s: s + "\nUNUSED_LIMIT = 1\n", "corpus")
-    assert set(jobs) == {"clean", "minhash", "dedup_bands", "dedup", "split", "corpus_summary", "corpus"}  # not extract
+    assert set(jobs) == {"clean_part", "minhash_part", "dedup_band_group", "dedup", "split", "corpus_summary",
+                         "corpus"}  # not extract
 
 
 def test_a_change_to_a_library_function_reruns_the_stages_that_use_it(built):
@@ -217,7 +221,7 @@ def test_a_change_to_a_library_function_reruns_the_stages_that_use_it(built):
     returned = "    return model, tokenizer"
     jobs = jobs_after_code_edit(built, "lib/models",
                                 lambda s: s.replace(returned, "    model.train(False)\n" + returned), "all")
-    assert jobs["multiple_choice"] == 2 and jobs["samples"] == 2 and "extract" not in jobs
+    assert jobs["multiple_choice_model"] == 2 and jobs["samples_model"] == 2 and "extract_shard" not in jobs
 
 
 def test_comments_and_docstrings_rerun_nothing(built):
@@ -231,8 +235,9 @@ def test_comments_and_docstrings_rerun_nothing(built):
 # breaks the corpus.
 def test_dpo_preset_tunes_and_evaluates_a_third_model_and_reruns_nothing_else(built):
     preset = ("--configfile", "config.yaml", "config/presets/dpo.yaml")
-    assert planned_jobs(built, "all", *preset) == {"chat_data": 1, "dpo_model": 1, "bits_per_byte": 1,
-                                                   "multiple_choice": 1, "samples": 1, "run_summary": 1, "all": 1}
+    assert planned_jobs(built, "all", *preset) == {"chat_data_kind": 1, "dpo_model": 1, "bits_per_byte_model": 1,
+                                                   "multiple_choice_model": 1, "samples_model": 1, "run_summary": 1,
+                                                   "all": 1}
     snakemake(built, "all", *preset)
     summary = json.loads((built / "results/dpo/summary.json").read_text())
     assert summary["pairs"] == 296 and summary["steps"] == 120
@@ -249,8 +254,8 @@ def test_continued_preset_expands_the_vocabulary_and_pretrains_further(built):
     shutil.copytree(built / "results/base_model", built / "existing_base")
     preset = ("--configfile", "config.yaml", "config/presets/continued.yaml")
     assert planned_jobs(built, "all", *preset) == {
-        "expand_vocab": 1, "token_shard": 4, "tokens_index": 1, "continued_model": 1, "bits_per_byte": 1,
-        "multiple_choice": 1, "samples": 1, "run_summary": 1, "all": 1}
+        "expand_vocab": 1, "token_shard": 4, "tokens_index": 1, "continued_model": 1, "bits_per_byte_model": 1,
+        "multiple_choice_model": 1, "samples_model": 1, "run_summary": 1, "all": 1}
     snakemake(built, "all", *preset)
     report = json.loads((built / "results/expand/report.json").read_text())
     assert report["base_vocab"] == 4096 and report["added_tokens"] > 1000
@@ -271,8 +276,9 @@ def test_the_real_dump_presets_plan_a_gpu_run(workflow_dir):
     preset's batch geometry (checked against the config before any job runs)."""
     presets = ("--configfile", "config.yaml", "config/presets/zhwiki.yaml", "config/presets/gpu-0.1b.yaml")
     assert planned_jobs(workflow_dir, "base_model", *presets) == {
-        "download": 1, "extract": 32, "convert": 32, "clean": 32, "minhash": 32, "dedup_bands": 2, "dedup": 1,
-        "split": 1, "tokenizer": 1, "token_shard": 32, "tokens_index": 1, "base_model": 1}
+        "download": 1, "extract_shard": 32, "convert_part": 32, "clean_part": 32, "minhash_part": 32,
+        "dedup_band_group": 2, "dedup": 1, "split": 1, "tokenizer": 1, "token_shard": 32, "tokens_index": 1,
+        "base_model": 1}
     command = snakemake(workflow_dir, "-n", "-p", "base_model", *presets).stdout
     assert "workflow_scripts.launch --gpus 8 --processes 1 --nodes 1 -- -m workflow_scripts.pretrain" in command
     assert all(option in command for option in ("--preset 0.1b", "--seq-len 1024", "--micro-batch 32",
@@ -286,8 +292,8 @@ def test_the_real_presets_go_from_the_dump_to_an_evaluated_chat_model_without_de
     for presets in (("config/presets/zhwiki.yaml",), ("config/presets/zhwiki.yaml", "config/presets/gpu-0.1b.yaml")):
         options = ("--configfile", "config.yaml", *presets)
         jobs = planned_jobs(workflow_dir, "all", *options)
-        assert jobs["fetch_data"] == 4 and jobs["chat_data"] == 1 and jobs["sft_model"] == 1
-        assert jobs["multiple_choice"] == 4  # CMMLU and C-Eval, for the base and the SFT model
+        assert jobs["fetch_url"] == 4 and jobs["chat_data_kind"] == 1 and jobs["sft_model"] == 1
+        assert jobs["multiple_choice_model"] == 4  # CMMLU and C-Eval, for the base and the SFT model
         plan = snakemake(workflow_dir, "-n", "-p", "all", *options).stdout
         assert "demo" not in plan
         for url in ("haonan-li/cmmlu/resolve/", "ceval/ceval-exam/resolve/", "alpaca-zh/resolve/"):
@@ -301,6 +307,41 @@ def test_config_typo_fails_with_one_line_naming_the_key(built, tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("invalid config: dedup: unknown key treshold")
     assert "Traceback" not in result.stderr
+
+
+def test_a_length_beyond_the_models_context_is_refused_before_any_job(workflow_dir, tmp_path):
+    for override, key in (("sft:\n  max_len: 1024\n", "sft.max_len: 1024"),
+                          ("eval:\n  max_prompt_tokens: 512\n", "eval.max_prompt_tokens: 512"),
+                          ("dpo:\n  enabled: true\n  max_len: 300\n", "dpo.max_len: 300")):
+        result = snakemake(workflow_dir, "-n", "all", *with_override(tmp_path, override), check=False)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"invalid config: {key} is longer than the model's context, pretrain.seq_len = 256; lower "
+            f"{key.split(':')[0]} or raise pretrain.seq_len")
+    assert snakemake(workflow_dir, "-n", "sft_model", *with_override(
+        tmp_path, "pretrain:\n  seq_len: 1024\n  global_batch_tokens: 8192\nsft:\n  max_len: 1024\n")).returncode == 0
+
+
+def test_numbers_given_with_config_on_the_command_line_are_read_as_numbers(workflow_dir):
+    plan = snakemake(workflow_dir, "-n", "-p", "sft_model", "--config", 'sft={"lr": 0.001, "max_steps": "7"}').stdout
+    sft = next(line for line in plan.splitlines() if "-m workflow_scripts.sft " in line)
+    assert "--lr 0.001" in sft and "--max-steps 7" in sft
+
+
+def test_a_target_of_an_optional_recipe_names_its_preset(workflow_dir):
+    result = snakemake(workflow_dir, "-n", "continued_model", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "invalid config: continued_model needs continued_pretrain.enabled and a base model")
+    assert "config/presets/continued.yaml" in result.stderr
+
+
+def test_fetch_settings_reach_the_fetch_rule(workflow_dir, tmp_path):
+    """fetch.mirrors rewrites a url's prefix, and fetch.max_gb is the download's size cap."""
+    settings = {"sft": {"data": [{"url": "https://huggingface.co/datasets/o/n/resolve/abc/chat.jsonl", "weight": 1.0}]},
+                "fetch": {"mirrors": {"https://huggingface.co": "https://hf-mirror.com"}, "max_gb": 2}}
+    plan = snakemake(workflow_dir, "-n", "-p", "fetch_data", *with_override(tmp_path, yaml.safe_dump(settings))).stdout
+    assert "--url https://hf-mirror.com/datasets/o/n/resolve/abc/chat.jsonl" in plan and "--max-gb 2 " in plan
 
 
 def with_override(tmp_path, text):
@@ -331,7 +372,7 @@ def test_a_fetched_file_is_read_where_fetch_data_saves_it(workflow_dir, tmp_path
     url = "https://example.org/d/my%20chat.jsonl"
     plan = snakemake(workflow_dir, "-n", "-p", "results/chat_data/sft.jsonl", *with_override(
         tmp_path, yaml.safe_dump({"sft": {"data": [{"url": url, "weight": 1.0}]}}))).stdout
-    fetched = re.search(r"fetch_data --url \S+ --sha256 '' --out (\S+)", plan).group(1)
+    fetched = re.search(r"fetch_data --url \S+ --sha256 '' .*?--out (\S+)", plan).group(1)
     assert f'"path": "{fetched}/my chat.jsonl"' in plan
 
 
@@ -350,15 +391,15 @@ def test_chat_data_and_benchmarks_given_by_url_are_fetched_and_used(built, tmp_p
                                  {"path": "demo/sft/demo_alpaca.json", "weight": 1.0}]},
                 "eval": {"multiple_choice": [{"name": "demo", "url": f"{server.mirror}/d/demo_eval.zip"}]}}))
         right = config(hashlib.sha256(chat).hexdigest())
-        assert planned_jobs(built, "all", *right) == {"fetch_data": 2, "chat_data": 1, "sft_model": 1,
-                                                      "bits_per_byte": 1, "samples": 1, "multiple_choice": 2,
-                                                      "run_summary": 1, "all": 1}
+        assert planned_jobs(built, "all", *right) == {"fetch_url": 2, "chat_data_kind": 1, "sft_model": 1,
+                                                      "bits_per_byte_model": 1, "samples_model": 1,
+                                                      "multiple_choice_model": 2, "run_summary": 1, "all": 1}
         snakemake(built, "results/chat_data/sft.jsonl", "results/eval/base_model/mc-demo.json", *right)
         assert (built / "results/chat_data/sft.jsonl").read_bytes() == normalised
         assert json.loads((built / "results/eval/base_model/mc-demo.json").read_text())["results"] == scores
         assert planned_jobs(built, "results/chat_data/sft.jsonl", *right) == {}
         wrong = config("0" * 64)
-        assert planned_jobs(built, "results/chat_data/sft.jsonl", *wrong) == {"fetch_data": 1, "chat_data": 1}
+        assert planned_jobs(built, "results/chat_data/sft.jsonl", *wrong) == {"fetch_url": 1, "chat_data_kind": 1}
         result = snakemake(built, "results/chat_data/sft.jsonl", *wrong, check=False)
     assert result.returncode == 1 and f"{server.mirror}/d/demo_chat.jsonl: SHA-256 mismatch" in result.stderr
 
@@ -390,7 +431,7 @@ def test_a_corpus_filtered_to_nothing_fails_and_keeps_earlier_results(built, tmp
     assert "dedup: error: clean left no documents" in result.stderr
     assert extract.stat().st_mtime_ns == before
     assert (built / "results/corpus/train.parquet").exists()
-    assert planned_jobs(built)["clean"] == 2  # the default settings rebuild what the failed run replaced
+    assert planned_jobs(built)["clean_part"] == 2  # the default settings rebuild what the failed run replaced
 
 
 
@@ -398,7 +439,8 @@ def test_a_corpus_filtered_to_nothing_fails_and_keeps_earlier_results(built, tmp
 def test_corpora_preset_mixes_three_formats_with_zhwiki(built, tmp_path):
     preset = ("--configfile", "config.yaml", "config/presets/corpora.yaml")
     jobs = planned_jobs(built, "corpus", *preset)
-    assert jobs["ingest"] == 3 and jobs["convert"] == 3 and jobs["minhash"] == 5  # zhwiki is not converted again
+    # zhwiki is not converted again
+    assert jobs["ingest_part"] == 3 and jobs["convert_part"] == 3 and jobs["minhash_part"] == 5
     snakemake(built, "corpus", *preset)
     summary = json.loads((built / "results/corpus/summary.json").read_text())
     rows = {row["source"]: row for row in summary["sources"]}
@@ -423,8 +465,8 @@ def test_corpora_preset_mixes_three_formats_with_zhwiki(built, tmp_path):
     (tmp_path / "mirror.yaml").write_text(yaml.safe_dump(extra, allow_unicode=True))
     with_mirror = ("--configfile", "config.yaml", str(tmp_path / "mirror.yaml"))
     assert planned_jobs(built, "corpus", *with_mirror) == {
-        "ingest": 1, "convert": 1, "clean": 1, "minhash": 1, "dedup_bands": 2, "dedup": 1, "split": 1,
-        "corpus_summary": 1, "corpus": 1}
+        "ingest_part": 1, "convert_part": 1, "clean_part": 1, "minhash_part": 1, "dedup_band_group": 2, "dedup": 1,
+        "split": 1, "corpus_summary": 1, "corpus": 1}
     snakemake(built, "corpus", *with_mirror)
     removed = pq.read_table(built / "results/dedup/removed.parquet").to_pylist()
     assert sorted(r["duplicate_of"] for r in removed if r["source"] == "mirror") == sorted(d["id"] for d in copies)

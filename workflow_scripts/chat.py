@@ -4,8 +4,10 @@
     python -m workflow_scripts.chat results/sft_model --prompt "北京是哪个国家的首都？" --temperature 0
 
 Multi-turn: the whole conversation goes through the model's chat template each turn. Commands:
-/reset starts over, /exit (or Ctrl-D) leaves. --temperature 0 decodes greedily; otherwise
-top-p sampling with --seed for repeatable answers.
+/reset starts over, /help lists the commands, /exit (or Ctrl-D, or Ctrl-C twice) leaves; Ctrl-C
+during an answer stops it and keeps the conversation. --temperature 0 decodes greedily; otherwise
+top-p sampling with --seed for repeatable answers. An answer is at most --max-new-tokens long and
+never runs past the model's context.
 """
 import sys
 from pathlib import Path
@@ -24,14 +26,31 @@ def load(model_dir: Path):
     return model, tokenizer
 
 
+HELP = "命令：/reset 开始新的对话，/help 显示本说明，/exit 退出（或按 Ctrl-D）；回答时按 Ctrl-C 可中断回答。"
+NO_ROOM = "（对话已超出模型的上下文长度，请输入 /reset 开始新的对话）"
+
+
 def answer(model, tokenizer, messages, settings, out):
-    """Stream the assistant's reply to `out` and return it."""
+    """Stream the assistant's reply to `out` and return it: None when the conversation leaves no
+    room in the model's context; what was said so far when Ctrl-C stops it."""
+    ids = chat_prompt_ids(tokenizer, messages)
+    room = model.config.max_position_embeddings - len(ids)
+    if room < 1:
+        out.write(NO_ROOM + "\n")
+        return None
+    pieces = []
+
     def emit(piece):
+        pieces.append(piece)
         out.write(piece)
         out.flush()
-    reply = generate_reply(model, tokenizer, chat_prompt_ids(tokenizer, messages), settings, emit)
+    try:
+        generate_reply(model, tokenizer, ids, {**settings, "max_new_tokens": min(settings["max_new_tokens"], room)},
+                       emit)
+    except KeyboardInterrupt:
+        out.write("（已中断）")
     out.write("\n")
-    return reply.text
+    return "".join(pieces)
 
 
 def add_arguments(ap):
@@ -54,22 +73,40 @@ def run(args, progress_stream):
     if args.prompt is not None:
         answer(model, tokenizer, start + [{"role": "user", "content": args.prompt}], settings, sys.stdout)
         return
+    converse(model, tokenizer, settings, start)
+
+
+def converse(model, tokenizer, settings, start):
+    """The interactive loop: one line a turn, the commands of HELP."""
     messages = list(start)
-    print("/reset starts over, /exit leaves", file=sys.stderr)
+    print(HELP, file=sys.stderr)
+    interrupted = False
     while True:
         try:
             line = input("你: ").strip()
         except EOFError:
+            print()
             return
+        except KeyboardInterrupt:
+            if interrupted:
+                print()
+                return
+            print("\n（再按一次 Ctrl-C 退出）", file=sys.stderr)
+            interrupted = True
+            continue
+        interrupted = False
         if line == "/exit":
             return
-        if line == "/reset":
+        if line == "/help":
+            print(HELP)
+        elif line == "/reset":
             messages = list(start)
-            continue
-        if line:
-            messages.append({"role": "user", "content": line})
+            print("（已开始新的对话）")
+        elif line:
             sys.stdout.write("助手: ")
-            messages.append({"role": "assistant", "content": answer(model, tokenizer, messages, settings, sys.stdout)})
+            reply = answer(model, tokenizer, messages + [{"role": "user", "content": line}], settings, sys.stdout)
+            if reply is not None:
+                messages += [{"role": "user", "content": line}, {"role": "assistant", "content": reply}]
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ header layouts are read: CMMLU's `,Question,A,B,C,D,Answer` (an unnamed index fi
 own wording). The first k dev questions of the subject, answered, come before each question. A
 prompt longer than --max-len loses whole shots from its end, never part of the instruction or the
 question: each result counts the questions that got fewer than k shots (`prompts_shortened`), and
-a question that does not fit even at 0 shots is counted (`too_long`) and left unscored. Two ways to score, both by log-likelihood: `letter` lists the options
+a question that does not fit even at 0 shots is counted (`too_long`) and left unscored.
+Two ways to score, both by log-likelihood: `letter` lists the options
 and takes the likeliest next letter A-D (CMMLU's protocol); `cloze` scores each option's text as
 the answer, per byte (what small models, which have not learnt the letter format, are measured
 by). Accuracy is reported per subject and overall (micro-averaged), beside the chance level 1/4.

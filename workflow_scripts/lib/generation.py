@@ -8,8 +8,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
+
+from workflow_scripts.lib.utf8_guard import utf8_processors
 
 # Defaults of the terminal chat and of the server's requests that leave a setting out.
 DEFAULTS = {"temperature": 0.7, "top_p": 0.9, "max_tokens": 256, "repetition_penalty": 1.1}
@@ -141,6 +143,7 @@ def generate_replies(model, tokenizer, requests, settings):
     with torch.no_grad():
         model.generate(input_ids=inputs, attention_mask=mask, streamer=BatchStream(rows),
                        stopping_criteria=StoppingCriteriaList([RowsEnded(rows)]),
+                       logits_processor=LogitsProcessorList(utf8_processors(tokenizer, model.config.vocab_size)),
                        **{**settings, "max_new_tokens": max(r.max_tokens for r in requests)})
     return [row.reply() for row in rows]
 
