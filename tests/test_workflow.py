@@ -398,10 +398,15 @@ def test_chat_data_and_benchmarks_given_by_url_are_fetched_and_used(built, tmp_p
         assert (built / "results/chat_data/sft.jsonl").read_bytes() == normalised
         assert json.loads((built / "results/eval/base_model/mc-demo.json").read_text())["results"] == scores
         assert planned_jobs(built, "results/chat_data/sft.jsonl", *right) == {}
+        fetched_before = sorted((built / "results/fetched").glob("*/*"))
         wrong = config("0" * 64)
         assert planned_jobs(built, "results/chat_data/sft.jsonl", *wrong) == {"fetch_url": 1, "chat_data_kind": 1}
+        requests = len(server.requests)
         result = snakemake(built, "results/chat_data/sft.jsonl", *wrong, check=False)
     assert result.returncode == 1 and f"{server.mirror}/d/demo_chat.jsonl: SHA-256 mismatch" in result.stderr
+    assert f"set its sha256 to {hashlib.sha256(chat).hexdigest()} in config" in result.stderr
+    assert len(server.requests) == requests  # the kept download was checked, not fetched again
+    assert all(path.exists() for path in fetched_before)  # what was fetched before stays
 
 
 def test_a_bad_chat_file_fails_before_training_and_keeps_the_model(built, tmp_path):
