@@ -22,8 +22,9 @@ def test_a_stage_covers_what_it_imports_transitively(package):
     _, fingerprint = package
     # multiple_choice loads its model through lib.models, which needs only lib.common: a change to the
     # training loop does not rerun evaluations. Training stages reach the loop's modules through it.
-    assert fingerprint.closure("multiple_choice") == {"multiple_choice", "lib.common", "lib.models"}
-    assert fingerprint.closure("chat_data") == {"chat_data", "lib.common", "lib.sft_data"}
+    assert fingerprint.closure("multiple_choice") == {"multiple_choice", "lib.common", "lib.models",
+                                                      "lib.exam_subjects", "lib.user_files"}
+    assert fingerprint.closure("chat_data") == {"chat_data", "lib.common", "lib.sft_data", "lib.user_files"}
     assert fingerprint.closure("download") == {"download", "lib.common", "lib.http_fetch"}
     assert {"lib.training", "lib.engines", "lib.checkpoints", "lib.metrics", "lib.plots", "lib.token_data",
             "lib.token_training"} < fingerprint.closure("pretrain")

@@ -79,6 +79,8 @@ def rule_envs_and_modules():
     uses = {}
     for smk in (REPO / "rules").glob("*.smk"):
         for block in re.split(r"\n(?=rule \w+:)", smk.read_text())[1:]:
+            if "shell:" not in block:  # a stage's target (rules/stage_targets.smk) runs nothing itself
+                continue
             env = re.search(r'conda:\s*"\.\./envs/(\w+\.yaml)"', block).group(1)
             uses.setdefault(env, set()).update(re.findall(r"workflow_scripts\.(\w+)", block))
     return uses
