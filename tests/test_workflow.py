@@ -289,7 +289,8 @@ def test_the_real_dump_presets_plan_a_gpu_run(workflow_dir):
 def test_the_real_presets_go_from_the_dump_to_an_evaluated_chat_model_without_demo_files(workflow_dir):
     """zhwiki.yaml alone (the 26m model on one GPU) and with gpu-0.1b.yaml: the chat sets and
     benchmarks are fetched by URL, and no file of demo/ is read or written anywhere in the plan."""
-    for presets in (("config/presets/zhwiki.yaml",), ("config/presets/zhwiki.yaml", "config/presets/gpu-0.1b.yaml")):
+    for presets, context in ((("config/presets/zhwiki.yaml",), 512),
+                             (("config/presets/zhwiki.yaml", "config/presets/gpu-0.1b.yaml"), 1024)):
         options = ("--configfile", "config.yaml", *presets)
         jobs = planned_jobs(workflow_dir, "all", *options)
         assert jobs["fetch_url"] == 4 and jobs["chat_data_kind"] == 1 and jobs["sft_model"] == 1
@@ -299,7 +300,7 @@ def test_the_real_presets_go_from_the_dump_to_an_evaluated_chat_model_without_de
         for url in ("haonan-li/cmmlu/resolve/", "ceval/ceval-exam/resolve/", "alpaca-zh/resolve/"):
             assert url in plan
         sft = next(line for line in plan.splitlines() if "-m workflow_scripts.sft " in line)
-        assert all(option in sft for option in ("--epochs 2", "--lr 5e-05", "--max-len 1024"))
+        assert all(option in sft for option in ("--epochs 2", "--lr 5e-05", f"--max-len {context} "))
 
 
 def test_config_typo_fails_with_one_line_naming_the_key(built, tmp_path):
