@@ -28,6 +28,7 @@ include: "rules/model.smk"
 include: "rules/continued.smk"
 include: "rules/eval.smk"
 include: "rules/stage_targets.smk"
+include: "rules/slurm.smk"
 
 
 rule all:

@@ -218,12 +218,27 @@ def threads_per_process(section):
     return lambda wildcards, threads: max(1, threads // (config[section]["gpus"] or config[section]["processes"]))
 
 
+def training_allocation(section):
+    """A training job's resources for SLURM. Across nodes: one task per node (srun starts a launcher
+    on each), GPUs per node (gres; `gpu` is the whole job's), and `mpi`, without which the plugin runs
+    the job's command inside a one-node `srun -n1` step, where srun cannot reach the other node
+    ("Only allocated 1 nodes asked for 2" on the CI's two-node partition). tasks_per_gpu 0 keeps the
+    plugin from turning `tasks` into --ntasks-per-gpu."""
+    settings = config[section]
+    nodes = settings.get("nodes", 1)
+    if nodes == 1:
+        return {"gpu": settings["gpus"], "nodes": 1}
+    gpus = {"gres": f"gpu:{settings['gpus']}", "tasks_per_gpu": 0} if settings["gpus"] else {}
+    return {"nodes": nodes, "mpi": "srun", "tasks": nodes, **gpus}
+
+
 def launcher(section):
     """The training launcher (workflow_scripts/launch.py: accelerate launch, GPUs claimed per job);
     across nodes, srun starts one launcher on each node of the job's allocation."""
     settings = config[section]
     nodes = settings.get("nodes", 1)
-    srun = f"srun --overlap --nodes={nodes} --ntasks-per-node=1 " if nodes > 1 else ""
+    # --ntasks: the job step Snakemake runs the command in sets SLURM_NTASKS=1, which srun would take.
+    srun = f"srun --overlap --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 " if nodes > 1 else ""
     processes = settings.get("processes", 1)
     return (f"{srun}python -m workflow_scripts.launch --gpus {settings['gpus']} --processes {processes}"
             f" --nodes {nodes} --")

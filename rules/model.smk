@@ -26,8 +26,7 @@ rule base_model:
     # pin each job to one thread through OMP_NUM_THREADS).
     threads: ALL_CORES
     resources:
-        gpu=config["pretrain"]["gpus"],
-        nodes=config["pretrain"]["nodes"],
+        **training_allocation("pretrain"),
     conda:
         "../envs/training.yaml"
     shell:

@@ -8,6 +8,7 @@ in the background on this machine; sacct and squeue report each job as RUNNING u
 then COMPLETED or FAILED, waiting (up to 30 s) for one of the running jobs to end first; srun
 drops its options and runs the command; scontrol expands `host[01-02]` node lists.
 """
+import getpass
 import json
 import os
 import re
@@ -132,11 +133,14 @@ def scontrol(argv):
 
 
 def sinfo(argv):
-    print("PARTITION\ncpu*\ngpu")
+    """Two partitions: cpu (the default; 64 CPUs, 512 GB) and gpu (8 GPUs, two days)."""
+    print("cpu01|64|512000|(null)|cpu*|infinite\ngpu01|64|512000|gpu:h100:8(S:0-1)|gpu|2-00:00:00")
 
 
 def sacctmgr(argv):
-    print(os.environ.get("FAKE_SLURM_ACCOUNT", "my_account"))
+    """The user's account; with -P (parsable), as `user|account`."""
+    account = os.environ.get("FAKE_SLURM_ACCOUNT", "my_account")
+    print(f"{getpass.getuser()}|{account}" if "-P" in argv else account)
 
 
 COMMANDS = {"sbatch": sbatch, "srun": srun, "sacct": sacct, "squeue": squeue, "scancel": scancel, "sinfo": sinfo,

@@ -17,6 +17,7 @@ COMMENTED = [REPO / "Snakefile", *sorted((REPO / "config" / "presets").glob("*.y
 # Files a command names that the user brings: a second config file, and an existing model copied
 # aside as the continued preset's header says (`cp -r results/base_model existing_base`).
 USER_FILES = {"mine.yaml": "sft:\n  lr: 0.001\n",
+              "mycluster.yaml": "slurm:\n  partition: cpu\n  max_cpus: 2\n  max_mem_mb: 22000\n",
               "existing_base/config.json": '{"model_type": "llama", "max_position_embeddings": 256}\n'}
 
 

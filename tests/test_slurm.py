@@ -1,5 +1,7 @@
-"""The SLURM profile end to end against stand-in SLURM commands, the multi-node launch command,
-and sharded data stages giving the same corpus as one shard."""
+"""The SLURM profile against stand-in SLURM commands, for what the real one-node SLURM of
+tests/test_real_slurm.py cannot show: GPU nodes and partitions (each rule's sbatch options), GPU
+allocations across nodes; the pre-flight check's reading of sinfo; and sharded data stages giving
+the same corpus as one shard."""
 import json
 import os
 import subprocess
@@ -13,6 +15,7 @@ import yaml
 
 from conftest import REPO, copy_workflow, snakemake
 from workflow_scripts.launch import RENDEZVOUS_PORT, accelerate_command, claim_gpus
+from workflow_scripts.lib import slurm_cluster
 from workflow_scripts.lib.common import StageError
 from workflow_scripts.lib.signature_files import SignatureFiles
 
@@ -24,9 +27,11 @@ SLURM_COMMANDS = ("sbatch", "srun", "sacct", "squeue", "scancel", "sinfo", "sacc
 # The plugin names a group job after its group and rules.
 SHARD_GROUP = "shard_clean_part_convert_part_extract_shard_minhash_part"
 GROUPS = {SHARD_GROUP: ["extract_shard", "convert_part", "clean_part", "minhash_part"]}
-QUICK = {"pretrain": {"max_steps": 6, "eval_every": 3, "checkpoint_every": 3, "gpus": 1},
+QUICK = {"extract": {"shards": 1}, "dedup": {"band_jobs": 1}, "tokens": {"shards": 1},
+         "pretrain": {"max_steps": 6, "eval_every": 3, "checkpoint_every": 3, "gpus": 1},
          "sft": {"max_steps": 4, "eval_every": 2, "checkpoint_every": 2},
-         "eval": {"shots": [0], "scoring": ["letter"], "max_new_tokens": 4}}
+         "eval": {"shots": [0], "scoring": ["letter"], "max_new_tokens": 4},
+         "slurm": {"partition": "cpu", "gpu_partition": "gpu", "account": "my_account"}}
 
 
 @pytest.fixture(scope="module")
@@ -63,20 +68,21 @@ def submitted(jobs):
 def test_the_slurm_profile_runs_the_demo(slurm_run):
     workdir, result, jobs = slurm_run
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert len({job["id"] for job in jobs}) == len(jobs) == 24  # every job but the local `all`
+    assert len({job["id"] for job in jobs}) == len(jobs) == 20  # every job but the local `all`
     by_rule = submitted(jobs)
     assert {rule: len(options) for rule, options in by_rule.items()} == {
-        "download": 1, SHARD_GROUP: 2, "dedup_band_group": 2, "dedup": 1, "split": 1,
-        "corpus_summary": 1, "tokenizer": 1, "token_shard": 4, "tokens_index": 1, "base_model": 1, "chat_data_kind": 1,
+        "download": 1, SHARD_GROUP: 1, "dedup_band_group": 1, "dedup": 1, "split": 1,
+        "corpus_summary": 1, "tokenizer": 1, "token_shard": 2, "tokens_index": 1, "base_model": 1, "chat_data_kind": 1,
         "sft_model": 1,
         "bits_per_byte_model": 2, "multiple_choice_model": 2, "samples_model": 2, "run_summary": 1}
-    assert len(list((workdir / "results/minhash").glob("zhwiki-*.npz"))) == 2
+    assert len(list((workdir / "results/minhash").glob("zhwiki-*.npz"))) == 1
     assert json.loads((workdir / "results/pretrain/summary.json").read_text())["steps"] == 6
     assert (workdir / "results/summary.md").exists() and (workdir / "results/sft_model/model.safetensors").exists()
 
 
 def test_every_job_asks_for_memory_time_partition_and_account(slurm_run):
-    """A group job asks for the most memory of its steps and the sum of their time limits."""
+    """A group job asks for the most memory of its steps and the sum of their time limits; jobs
+    asking for GPUs go to slurm.gpu_partition, the others to slurm.partition."""
     _, _, jobs = slurm_run
     profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
     defaults, per_rule = profile["default-resources"], profile["set-resources"]
@@ -85,7 +91,7 @@ def test_every_job_asks_for_memory_time_partition_and_account(slurm_run):
         for options in submissions:
             assert options["mem"] == str(max(step["mem_mb"] for step in steps)), rule
             assert options["t"] == str(sum(step["runtime"] for step in steps)), rule
-            assert options["p"] == steps[0]["slurm_partition"] and options["A"] == steps[0]["slurm_account"], rule
+            assert options["p"] == ("gpu" if "gpus" in options else "cpu") and options["A"] == "my_account", rule
 
 
 def test_gpu_rules_ask_for_their_gpus(slurm_run):
@@ -116,8 +122,9 @@ def test_the_rule_starts_one_launcher_per_node(fake_slurm, workflow_dir, tmp_pat
     (tmp_path / "nodes.yaml").write_text("pretrain:\n  nodes: 2\n  gpus: 4\n  global_batch_tokens: 16384\n")
     out = snakemake(workflow_dir, "-n", "-p", "base_model", "--configfile", "config.yaml",
                     str(tmp_path / "nodes.yaml")).stdout
-    assert "srun --overlap --nodes=2 --ntasks-per-node=1 python -m workflow_scripts.launch --gpus 4 --processes 1 " \
-           "--nodes 2 -- -m workflow_scripts.pretrain" in out
+    assert "srun --overlap --nodes=2 --ntasks=2 --ntasks-per-node=1 python -m workflow_scripts.launch --gpus 4 " \
+           "--processes 1 --nodes 2 -- -m workflow_scripts.pretrain" in out
+    assert "gres=gpu:4" in out and "nodes=2" in out  # GPUs per node; `gpu` would be the whole job's
     hostnames = subprocess.run(["scontrol", "show", "hostnames", "gpu[07-08],cpu1"], env=fake_slurm,
                                capture_output=True, text=True, check=True).stdout.split()
     assert hostnames == ["gpu07", "gpu08", "cpu1"]
@@ -157,3 +164,74 @@ def test_sharded_data_stages_give_the_same_corpus_as_one_shard(tmp_path):
         assert removed == single_job_removals(workdir) and len(removed) > 10
     assert corpora[0] == corpora[1]
     assert len(corpora[0]["train"]) > 1000
+
+
+SINFO = ("cpu01|64|256000|(null)|cpu*|infinite\ncpu02|32|512000|(null)|cpu*|infinite\n"
+         "gpu01|64|512000|gpu:a100:4(S:0-1),mps:100|gpu|2-00:00:00\n")
+
+
+def test_sinfo_is_read_into_partitions_of_nodes():
+    cluster = slurm_cluster.read_cluster(lambda command: SINFO)
+    assert cluster["cpu"].default and not cluster["gpu"].default
+    assert [(n.name, n.cpus, n.mem_mb, n.gpus) for n in cluster["cpu"].nodes] == [("cpu01", 64, 256000, 0),
+                                                                                ("cpu02", 32, 512000, 0)]
+    assert cluster["gpu"].nodes[0].gpus == 4 and cluster["gpu"].max_minutes == 2880
+    assert cluster["cpu"].max_minutes is None and slurm_cluster.read_cluster(lambda command: None) is None
+    assert [slurm_cluster.minutes(t) for t in ("1-02:03:00", "4:00:00", "30:00", "90", "UNLIMITED")] == \
+        [1563, 240, 30, 90, None]
+
+
+def ask(**asked):
+    defaults = {"rule": "tokenizer", "partition": "", "cpus": 1, "mem_mb": 1000, "gpus": 0, "nodes": 1,
+                "runtime": 60}
+    return slurm_cluster.Ask(**{**defaults, **asked})
+
+
+def test_a_job_no_node_can_run_is_one_line_naming_the_rule_the_ask_and_the_largest_node():
+    cluster = slurm_cluster.read_cluster(lambda command: SINFO)
+    assert slurm_cluster.refusal(ask(cpus=64, mem_mb=256000), cluster) is None
+    assert slurm_cluster.refusal(ask(cpus=65, mem_mb=600000), cluster) == (
+        "slurm: rule tokenizer asks for cpus 65 and mem_mb 600000, and the largest node of partition cpu "
+        "(cpu01/cpu02) has 64 cpus and 512000 mem_mb: lower its ask in profiles/slurm/config.yaml or "
+        "config.yaml, or set slurm.max_cpus: 64, slurm.max_mem_mb: 512000 in config to fit every rule to it")
+    assert "no node of partition cpu has all of them" in slurm_cluster.refusal(ask(cpus=64, mem_mb=512000), cluster)
+    assert "asks for gpus 1, and the largest node of partition cpu (cpu01) has 0 gpus" in \
+        slurm_cluster.refusal(ask(gpus=1), cluster)
+    assert slurm_cluster.refusal(ask(partition="gpu", gpus=4, cpus=32), cluster) is None
+    assert "asks for 2 nodes, and partition gpu has 1" in slurm_cluster.refusal(ask(partition="gpu", nodes=2),
+                                                                                cluster)
+    assert "asks for runtime 2881 min, and partition gpu allows 2880" in \
+        slurm_cluster.refusal(ask(partition="gpu", runtime=2881), cluster)
+    assert "asks for partition 'a100', which the cluster does not have (sinfo: cpu, gpu)" in \
+        slurm_cluster.refusal(ask(partition="a100"), cluster)
+    declared = slurm_cluster.declared_cluster({"max_cpus": 8, "max_mem_mb": None, "max_gpus": 0,
+                                               "max_runtime": 60})
+    assert slurm_cluster.refusal(ask(cpus=8, mem_mb=10**6), declared) is None
+    assert "the largest node of the cluster (declared in config) has 8 cpus" in \
+        slurm_cluster.refusal(ask(cpus=9), declared)
+
+
+def test_the_status_check_is_one_that_answers_here():
+    assert slurm_cluster.status_command("auto", True, 300, 40) == ("squeue", None)
+    assert slurm_cluster.status_command("auto", True, 60, 40) == ("sacct", None)
+    assert slurm_cluster.status_command("auto", False, 3600, 40) == ("squeue", None)
+    assert slurm_cluster.status_command("sacct", True, 3600, 40) == ("sacct", None)
+    command, why = slurm_cluster.status_command("auto", False, 60, 40)
+    assert command is None and "squeue forgets a finished job after MinJobAge = 60 s, under the 120 s" in why
+    assert "slurm.status_command is sacct, and sacct does not answer" in slurm_cluster.status_command(
+        "sacct", False, 3600, 40)[1]
+    assert "slurm.status_command is squeue, and squeue forgets" in slurm_cluster.status_command(
+        "squeue", True, None, 40)[1]
+
+
+def test_the_profile_asks_are_lowered_to_the_declared_cluster(fake_slurm, workflow_dir, tmp_path):
+    """config slurm fits the profile to a small cluster without losing a rule's own ask."""
+    (tmp_path / "small.yaml").write_text(yaml.safe_dump({"slurm": {"max_cpus": 4, "max_mem_mb": 30000,
+                                                                   "max_runtime": 240, "partition": "cpu"}}))
+    plan = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "-n", "all",
+                           "--configfile", "config.yaml", str(tmp_path / "small.yaml")],
+                          cwd=workflow_dir, env=fake_slurm, capture_output=True, text=True, check=True).stdout
+    jobs = {block.split("\n")[0].strip(): block for block in plan.split("rule ")[1:]}
+    assert "threads: 4" in jobs["tokenizer:"] and "mem_mb=30000" in jobs["tokenizer:"]
+    assert "runtime=240" in jobs["tokenizer:"] and "slurm_partition=cpu" in jobs["tokenizer:"]
+    assert "mem_mb=8000" in jobs["extract_shard:"] and "runtime=60" in jobs["extract_shard:"]  # fits: kept

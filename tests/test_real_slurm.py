@@ -1,0 +1,229 @@
+"""The workflow through --profile profiles/slurm on a real SLURM with accounting (.ci/slurm_up.sh:
+partition cpu, this machine as one node; partition pair, two slurmd on it): the pre-flight check,
+the demo's group jobs and training, a failing rule, pretraining across two nodes, a training job
+cancelled mid-run and resumed, and a run with accounting down.
+
+Skipped where SLURM does not answer, unless REQUIRE_SLURM is set (CI sets it). Every Snakemake run
+has a hard timeout: SLURM's failure modes are hangs."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import copy_workflow
+from workflow_scripts.lib import slurm_cluster
+
+SET_UP_HERE = "cpu" in (slurm_cluster.read_cluster() or {})
+pytestmark = pytest.mark.skipif(not (os.environ.get("REQUIRE_SLURM") or SET_UP_HERE),
+                                reason="no SLURM set up by .ci/slurm_up.sh answers here")
+AS_ROOT = [] if os.geteuid() == 0 else ["sudo"]
+# One shard, one band job, one token shard: every kind of job, fewer of them (each costs ~12 s of
+# the plugin's status polling on top of its work).
+SMALL = {"extract": {"shards": 1}, "dedup": {"band_jobs": 1}, "tokens": {"shards": 1},
+         "pretrain": {"max_steps": 8, "eval_every": 4, "checkpoint_every": 4},
+         "sft": {"max_steps": 4, "eval_every": 2, "checkpoint_every": 2}}
+# The plugin's first status check after 2 s, and the next ones at most 5 s apart (defaults 40 s, 180 s).
+FAST_CHECKS = ("--slurm-init-seconds-before-status-checks", "2", "--max-status-checks-per-second", "1")
+
+
+def node():
+    """The node .ci/slurm_up.sh set up, in partition cpu."""
+    cluster = slurm_cluster.read_cluster()
+    if cluster is None or "cpu" not in cluster:
+        pytest.fail("REQUIRE_SLURM is set, and no partition cpu answers sinfo: run .ci/slurm_up.sh first")
+    return cluster["cpu"].nodes[0]
+
+
+def fitted(extra=None):
+    """The cluster section a user writes for this node (config/README.md, `slurm`)."""
+    biggest = node()
+    fit = {"partition": "cpu", "account": "ci_account", "max_cpus": biggest.cpus,
+           "max_mem_mb": biggest.mem_mb - 1000, "max_gpus": 0}
+    return {**SMALL, "slurm": {**fit, **(extra or {})}}
+
+
+def run_on_slurm(workdir, target, overlay, *options, timeout_s=600):
+    """snakemake --profile profiles/slurm TARGET --configfile config.yaml OVERLAY, killed with its
+    process group at the timeout."""
+    (workdir / "overlay.yaml").write_text(yaml.safe_dump(overlay))
+    command = [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", target, *FAST_CHECKS, *options,
+               "--configfile", "config.yaml", "overlay.yaml"]
+    process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    try:
+        out, _ = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        subprocess.run(["scancel", "--user", os.environ.get("USER", "root")], check=False)
+        pytest.fail(f"snakemake {target} on SLURM hung for {timeout_s} s:\n{process.communicate()[0][-3000:]}")
+    return process.returncode, out
+
+
+def slurm_jobs(workdir, rule):
+    """SLURM job ids of a rule's (or group's) jobs submitted from this workdir, from Snakemake's logs
+    (the plugin deletes a successful job's own log)."""
+    submitted = re.compile(rf"submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/(?:rule|group)_{rule}/")
+    logs = Path(workdir, ".snakemake/log").glob("*.snakemake.log")
+    return sorted(int(job) for log in logs for job in submitted.findall(log.read_text()))
+
+
+def states(job_ids):
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(map(str, job_ids))],
+                         capture_output=True, text=True, check=True).stdout
+    return dict(line.split("|", 1) for line in out.splitlines() if line)
+
+
+@pytest.fixture(scope="module")
+def demo_on_slurm(tmp_path_factory):
+    workdir = copy_workflow(tmp_path_factory.mktemp("real-slurm"))
+    started = time.monotonic()
+    returncode, out = run_on_slurm(workdir, "sft_model", fitted({"status_command": "sacct"}))
+    return workdir, returncode, out, time.monotonic() - started
+
+
+def test_the_shipped_profile_is_refused_before_any_job_in_one_line_per_rule(tmp_path):
+    """On a 2-core, 24 GB node the profile's tokenizer (32 threads, mem_mb 64000) could never run:
+    SLURM would leave it pending forever (CPUs) or refuse it at sbatch after the jobs before it."""
+    workdir = copy_workflow(tmp_path)
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "sft_model"],
+                            cwd=workdir, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and time.monotonic() - started < 60
+    biggest = node()
+    refusals = [line for line in result.stderr.splitlines() if line.startswith("slurm: rule ")]
+    assert (f"slurm: rule tokenizer asks for cpus 32 and mem_mb 64000, and the largest node of partition cpu "
+            f"({biggest.name}) has {biggest.cpus} cpus and {biggest.mem_mb} mem_mb: lower its ask in "
+            f"profiles/slurm/config.yaml or config.yaml, or set slurm.max_cpus: {biggest.cpus}, "
+            f"slurm.max_mem_mb: {biggest.mem_mb} in config to fit every rule to it") in refusals
+    assert {re.match(r"slurm: rule (\w+)", line).group(1) for line in refusals} >= {"tokenizer", "base_model"}
+    assert "Traceback" not in result.stderr and not (workdir / ".snakemake/slurm_logs").exists()
+
+
+def test_a_gpu_rule_on_a_node_without_gpus_is_refused(tmp_path):
+    """Training asks for config's GPUs, which shape the run: checked against the node, never capped."""
+    workdir = copy_workflow(tmp_path)
+    overlay = fitted()
+    overlay["pretrain"] = {**overlay["pretrain"], "gpus": 1}
+    returncode, out = run_on_slurm(workdir, "base_model", overlay, timeout_s=120)
+    assert returncode == 1
+    assert "slurm: rule base_model asks for gpus 1, and the largest node of partition cpu" in out
+    assert not (workdir / ".snakemake/slurm_logs").exists()
+
+
+def test_the_demo_runs_through_the_profile_on_real_slurm(demo_on_slurm):
+    workdir, returncode, out, seconds = demo_on_slurm
+    assert returncode == 0, out[-4000:]
+    print(f"demo sft_model on real SLURM: {seconds:.0f} s")
+    shard_group = slurm_jobs(workdir, "shard_clean_part_convert_part_extract_shard_minhash_part")
+    training = slurm_jobs(workdir, "base_model") + slurm_jobs(workdir, "sft_model")
+    assert len(shard_group) == 1 and len(training) == 2  # a shard's four steps as one job
+    assert set(states(shard_group + training).values()) == {"COMPLETED"}
+    assert "job status checks by" not in out  # slurm.status_command: sacct, the plugin's default, with accounting
+    assert (workdir / "results/sft_model/model.safetensors").exists()
+
+
+def test_a_failing_rule_is_reported_failed(demo_on_slurm, tmp_path):
+    workdir = demo_on_slurm[0]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"instruction": "你好", "output": "你好！"}\n{"instruction": \n', encoding="utf-8")
+    overlay = fitted()
+    overlay["sft"] = {**overlay["sft"], "data": [{"path": str(broken), "weight": 1.0}], "skip_bad_records": False}
+    returncode, out = run_on_slurm(workdir, "chat_data", overlay, "--retries", "0", timeout_s=300)
+    assert returncode == 1
+    assert "Error in rule chat_data_kind" in out
+    assert f"{broken}: line 2: not valid JSON" in out  # the stage's own line, from its log
+    failed = slurm_jobs(workdir, "chat_data_kind")[-1:]
+    assert list(states(failed).values()) == ["FAILED"]
+
+
+def test_pretraining_spans_two_nodes(demo_on_slurm):
+    """pretrain.nodes 2 on partition pair (two slurmd on this host): SLURM allocates both nodes,
+    srun starts a launcher on each, and the two processes train as one (gloo)."""
+    workdir = demo_on_slurm[0]
+    overlay = fitted({"partition": "pair"})
+    overlay["pretrain"] = {**overlay["pretrain"], "nodes": 2, "processes": 1}
+    returncode, out = run_on_slurm(workdir, "base_model", overlay, timeout_s=300)
+    assert returncode == 0, out[-4000:]
+    job = slurm_jobs(workdir, "base_model")[-1]
+    allocation = subprocess.run(["sacct", "-j", str(job), "-X", "-n", "-P", "-o", "NNodes,NodeList"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+    assert allocation.startswith("2|")
+    summary = json.loads((workdir / "results/pretrain/summary.json").read_text())
+    assert summary["processes"] == 2 and summary["gradient_accumulation"] == 2 and summary["steps"] == 8
+
+
+def test_a_training_job_cancelled_mid_run_is_resubmitted_and_resumes(demo_on_slurm):
+    """scancel, as a preemption or a node failure would end it: the profile's retries submit the
+    job again, and pretraining resumes from its last checkpoint instead of step 0."""
+    workdir = demo_on_slurm[0]
+    overlay = fitted()
+    overlay["pretrain"] = {**overlay["pretrain"], "max_steps": 40, "checkpoint_every": 5}
+    (workdir / "long.yaml").write_text(yaml.safe_dump(overlay))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "base_model", *FAST_CHECKS,
+         "--configfile", "config.yaml", "long.yaml"],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        cancelled = cancel_after_first_checkpoint(workdir)
+        out, _ = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, out[-4000:]
+    jobs = [job for job in slurm_jobs(workdir, "base_model") if job >= cancelled]
+    assert [states(jobs)[str(job)].split()[0] for job in jobs] == ["CANCELLED", "COMPLETED"]
+    log = (workdir / "results/logs/base_model.log").read_text()
+    resumed = re.search(r"resuming from \S*step-0*(\d+)", log)
+    assert resumed and 0 < int(resumed.group(1)) < 40, log[-2000:]
+    assert yaml.safe_load((workdir / "results/pretrain/summary.json").read_text())["steps"] == 40
+
+
+def cancel_after_first_checkpoint(workdir, timeout_s=300):
+    """scancel the running job (the run's only one: base_model) once it has written a checkpoint
+    of this run; its SLURM job id."""
+    before = set(Path(workdir, "results/checkpoints/base_model").glob("*/step-*[0-9]"))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        running = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True,
+                                 check=True).stdout.split()
+        if running and set(Path(workdir, "results/checkpoints/base_model").glob("*/step-*[0-9]")) - before:
+            subprocess.run(["scancel", running[0]], check=True)
+            return int(running[0])
+        time.sleep(0.5)
+    pytest.fail("base_model never wrote a checkpoint on SLURM")
+
+
+@pytest.fixture
+def accounting_down():
+    """slurmdbd stopped, as on a cluster without accounting: sacct no longer answers."""
+    subprocess.run([*AS_ROOT, "pkill", "-x", "slurmdbd"], check=True)
+    deadline = time.monotonic() + 20
+    while slurm_cluster.accounting_answers() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    yield
+    subprocess.run([*AS_ROOT, "slurmdbd"], check=True)
+    deadline = time.monotonic() + 30
+    while not slurm_cluster.accounting_answers() and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+def test_a_run_with_accounting_down_finishes_with_squeue(demo_on_slurm, accounting_down):
+    """The plugin's default, sacct, would lose every finished job and wait forever: squeue follows
+    them, and sacct asked for by name is refused before any job."""
+    workdir = demo_on_slurm[0]
+    returncode, out = run_on_slurm(workdir, "corpus_summary", fitted({"account": "", "status_command": "sacct"}),
+                                   "--forcerun", "corpus_summary", timeout_s=120)
+    assert returncode == 1 and out.strip().splitlines()[-1] == (
+        "slurm: slurm.status_command is sacct, and sacct does not answer (accounting is off or slurmdbd is down); "
+        "set slurm.status_command: auto")
+    returncode, out = run_on_slurm(workdir, "corpus_summary", fitted({"account": ""}), "--forcerun",
+                                   "corpus_summary", timeout_s=300)
+    assert returncode == 0, out[-4000:]
+    assert "slurm: job status checks by squeue (sacct answers: no; MinJobAge = 3600 s)" in out
