@@ -50,13 +50,14 @@ def refusals(jobs, limits):
     lines = {}
     for job in jobs:
         name = job.rule.name
+        if name in lines:  # one line per rule
+            continue
         account = job.resources.get("slurm_account")
         if account and accounts and account.lower() not in accounts:
-            lines.setdefault(name, f"slurm: rule {name} asks for account {account!r}, and SLURM knows "
-                                   f"{', '.join(sorted(accounts))} for you; set slurm.account in config.yaml")
-        line = slurm_cluster.refusal(job_ask(job), cluster)
-        if line:
-            lines.setdefault(name, line)
+            lines[name] = (f"slurm: rule {name} asks for account {account!r}, and SLURM knows "
+                           f"{', '.join(sorted(accounts))} for you; set slurm.account in config.yaml")
+        elif line := slurm_cluster.refusal(job_ask(job), cluster):
+            lines[name] = line
     return list(lines.values())
 
 
@@ -79,8 +80,9 @@ fit_rules_to_cluster(config["slurm"])
 
 onstart:
     if workflow.executor_plugin.name == "slurm":
-        problems = refusals(list(workflow.dag.needrun_jobs()), config["slurm"])
-        problems += filter(None, [choose_status_command(workflow.executor_settings,
-                                                        config["slurm"]["status_command"])])
+        problems = refusals(workflow.dag.needrun_jobs(), config["slurm"])
+        status_problem = choose_status_command(workflow.executor_settings, config["slurm"]["status_command"])
+        if status_problem:
+            problems.append(status_problem)
         if problems:
             sys.exit("\n".join(problems))

@@ -49,21 +49,31 @@ def fitted(extra=None):
     return {**SMALL, "slurm": {**fit, **(extra or {})}}
 
 
-def run_on_slurm(workdir, target, overlay, *options, timeout_s=600):
-    """snakemake --profile profiles/slurm TARGET --configfile config.yaml OVERLAY, killed with its
-    process group at the timeout."""
+def start_on_slurm(workdir, target, overlay, *options):
+    """snakemake --profile profiles/slurm TARGET --configfile config.yaml OVERLAY, in its own
+    process group."""
     (workdir / "overlay.yaml").write_text(yaml.safe_dump(overlay))
     command = [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", target, *FAST_CHECKS, *options,
                "--configfile", "config.yaml", "overlay.yaml"]
-    process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
+    return subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def finish(process, timeout_s):
+    """(returncode, output) of a started run; at the timeout it is killed with its process group,
+    its jobs cancelled, and the test fails."""
     try:
         out, _ = process.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         subprocess.run(["scancel", "--user", os.environ.get("USER", "root")], check=False)
-        pytest.fail(f"snakemake {target} on SLURM hung for {timeout_s} s:\n{process.communicate()[0][-3000:]}")
+        pytest.fail(f"{' '.join(process.args[2:6])} on SLURM hung for {timeout_s} s:\n"
+                    f"{process.communicate()[0][-3000:]}")
     return process.returncode, out
+
+
+def run_on_slurm(workdir, target, overlay, *options, timeout_s=600):
+    return finish(start_on_slurm(workdir, target, overlay, *options), timeout_s)
 
 
 def slurm_jobs(workdir, rule):
@@ -165,18 +175,14 @@ def test_a_training_job_cancelled_mid_run_is_resubmitted_and_resumes(demo_on_slu
     workdir = demo_on_slurm[0]
     overlay = fitted()
     overlay["pretrain"] = {**overlay["pretrain"], "max_steps": 40, "checkpoint_every": 5}
-    (workdir / "long.yaml").write_text(yaml.safe_dump(overlay))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "base_model", *FAST_CHECKS,
-         "--configfile", "config.yaml", "long.yaml"],
-        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = start_on_slurm(workdir, "base_model", overlay)
     try:
         cancelled = cancel_after_first_checkpoint(workdir)
-        out, _ = process.communicate(timeout=600)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-    assert process.returncode == 0, out[-4000:]
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    returncode, out = finish(process, timeout_s=600)
+    assert returncode == 0, out[-4000:]
     jobs = [job for job in slurm_jobs(workdir, "base_model") if job >= cancelled]
     assert [states(jobs)[str(job)].split()[0] for job in jobs] == ["CANCELLED", "COMPLETED"]
     log = (workdir / "results/logs/base_model.log").read_text()
