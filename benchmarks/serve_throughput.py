@@ -1,20 +1,26 @@
-"""Serving throughput: the server at 1, 4 and 16 concurrent clients against calling generate directly.
+"""Serving throughput and time to first token: continuous batching against the earlier scheduler
+(batches of the requests that waited together and shared settings, as of --baseline-rev), and
+against transformers' generate on fixed batches, in one run.
 
     snakemake --cores all sft_model
     python benchmarks/serve_throughput.py --model results/sft_model
 
 Every request asks for exactly --max-tokens new tokens (ignore_eos; min_new_tokens for generate),
 greedy, on the demo's evaluation prompts through the chat template, so all rows do the same work.
-Rows: `generate` one prompt at a time in this process, and on padded batches of 4 and 16 prompts
-(what the server's batches can reach at best); the server, started as users start it, with 1, 4
-and 16 clients sending non-streaming requests (it batches the requests that wait together).
-Same torch threads everywhere. Writes benchmarks/results/serve_throughput.{json,md}.
+Rows: `generate` one prompt at a time and on padded batches of 16 in this process (the batch
+reachable at best, with no server); each server (this tree's, and --baseline-rev's from a git
+worktree), started as users start it, at each --threads, with 1, 4 and 16 clients streaming their
+requests (stream_options.include_usage), as chat front-ends do. Time to first token is from a
+request's send to its first piece of text. Writes benchmarks/results/serve_throughput.{json,md}.
 """
 import argparse
 import json
+import os
 import socket
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +35,8 @@ from results_io import provenance, save  # noqa: E402
 from workflow_scripts.lib.generation import chat_prompt_ids, left_padded  # noqa: E402
 from workflow_scripts.lib.models import load_causal_lm  # noqa: E402
 
+CLIENTS = (1, 4, 16)
+
 
 def prompts(count):
     lines = [line.strip() for line in (REPO / "demo/eval/prompts.txt").read_text(encoding="utf-8").splitlines()]
@@ -36,13 +44,15 @@ def prompts(count):
     return [questions[n % len(questions)] for n in range(count)]
 
 
-def row(name, requests, tokens, seconds):
-    return {"run": name, "requests": requests, "tokens": tokens, "seconds": round(seconds, 2),
-            "requests_per_s": round(requests / seconds, 2), "tokens_per_s": round(tokens / seconds, 1)}
+def row(name, threads, clients, requests, tokens, seconds, first_tokens=()):
+    return {"run": name, "threads": threads, "clients": clients, "requests": requests, "tokens": tokens,
+            "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 1),
+            "ttft_ms": round(1000 * statistics.mean(first_tokens), 1) if first_tokens else None}
 
 
-def direct(model_dir, questions, max_tokens, batch):
+def direct(model_dir, questions, max_tokens, batch, threads):
     """generate on batches of `batch` prompts (left-padded), every reply exactly max_tokens long."""
+    torch.set_num_threads(threads)
     model, tokenizer = load_causal_lm(model_dir)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids = [chat_prompt_ids(tokenizer, [{"role": "user", "content": q}]) for q in questions]
@@ -57,7 +67,7 @@ def direct(model_dir, questions, max_tokens, batch):
                                     pad_token_id=pad)
             tokens += (output.shape[1] - inputs.shape[1]) * len(group)
     name = "generate, one at a time" if batch == 1 else f"generate, batches of {batch}"
-    return row(name, len(ids), tokens, time.perf_counter() - started)
+    return row(name, threads, batch, len(ids), tokens, time.perf_counter() - started)
 
 
 def free_port():
@@ -66,10 +76,12 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def start_server(model_dir, threads):
+def start_server(tree, model_dir, threads):
+    """The server of the source tree `tree`, as users start it."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "workflow_scripts.serve", str(model_dir), "--port", str(port),
-                                "--threads", str(threads), "--max-queue", "64"], cwd=REPO,
+                                "--threads", str(threads), "--max-queue", "64"], cwd=tree,
+                               env={**os.environ, "PYTHONPATH": str(tree)},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
@@ -79,56 +91,87 @@ def start_server(model_dir, threads):
         except OSError:
             time.sleep(0.2)
     process.kill()
-    raise SystemExit("the server did not start in two minutes")
+    raise SystemExit(f"the server of {tree} did not start in two minutes")
 
 
-def request(url, model, question, max_tokens):
+def streamed_request(url, model, question, max_tokens):
+    """(seconds to the first piece of text, completion tokens) of one streamed greedy request."""
     body = {"model": model, "messages": [{"role": "user", "content": question}], "max_tokens": max_tokens,
-            "temperature": 0, "ignore_eos": True}
+            "temperature": 0, "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
     call = urllib.request.Request(url + "/v1/chat/completions", json.dumps(body).encode(),
                                   {"Content-Type": "application/json"})
+    sent, first, tokens = time.perf_counter(), None, 0
     with urllib.request.urlopen(call, timeout=600) as response:
-        return json.load(response)["usage"]["completion_tokens"]
+        for line in response:
+            if not line.startswith(b"data: {"):
+                continue
+            chunk = json.loads(line[6:])
+            if first is None and any(c.get("delta", {}).get("content") for c in chunk["choices"]):
+                first = time.perf_counter() - sent
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+    return first, tokens
 
 
-def served(url, model, questions, max_tokens, clients):
+def served(name, url, model, questions, max_tokens, clients, threads):
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        tokens = sum(pool.map(lambda q: request(url, model, q, max_tokens), questions))
-    return row(f"server, {clients} client{'s' if clients > 1 else ''}", len(questions), tokens,
-               time.perf_counter() - started)
+        results = list(pool.map(lambda q: streamed_request(url, model, q, max_tokens), questions))
+    return row(name, threads, clients, len(questions), sum(t for _, t in results), time.perf_counter() - started,
+               [first for first, _ in results])
+
+
+def baseline_tree(revision):
+    """A git worktree of the repository at `revision`, in a temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix="serve-baseline-")) / "tree"
+    subprocess.run(["git", "worktree", "add", "--detach", str(folder), revision], cwd=REPO, check=True,
+                   capture_output=True)
+    return folder
 
 
 def markdown(report):
     lines = [f"# Serving throughput ({report['machine']})", "", f"`{report['command']}`", "",
              f"{report['requests']} greedy chat requests of exactly {report['max_tokens']} new tokens each, "
-             f"{report['threads']} torch threads.", "",
-             "| run | requests/s | tokens/s | seconds |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['run']} | {r['requests_per_s']} | {r['tokens_per_s']} | {r['seconds']} |" for r in report["rows"]]
+             f"streamed; the earlier scheduler is commit `{report['baseline_rev']}`'s server.", "",
+             "| run | threads | clients | tokens/s | × one client | time to first token (ms) | seconds |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    single = {(r["run"], r["threads"]): r["tokens_per_s"] for r in report["rows"] if r["clients"] == 1}
+    for r in report["rows"]:
+        ratio = r["tokens_per_s"] / single[(r["run"], r["threads"])]
+        ttft = "" if r["ttft_ms"] is None else r["ttft_ms"]
+        lines.append(f"| {r['run']} | {r['threads']} | {r['clients']} | {r['tokens_per_s']} | {ratio:.1f} | {ttft} "
+                     f"| {r['seconds']} |")
     return "\n".join(lines) + "\n"
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=REPO / "results" / "sft_model")
-    ap.add_argument("--requests", type=int, default=32)
+    ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--baseline-rev", default="8d4f637", help="the commit whose server is the earlier scheduler")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    model_dir = args.model.resolve()
     questions = prompts(args.requests)
-    rows = [direct(args.model, questions, args.max_tokens, batch) for batch in (1, 4, 16)]
-    process, url = start_server(args.model, args.threads)
+    rows = [direct(model_dir, questions, args.max_tokens, batch, max(args.threads)) for batch in (1, 16)]
+    baseline = baseline_tree(args.baseline_rev)
     try:
-        request(url, args.model.name, questions[0], 4)  # the first request pays for lazy initialisation
-        rows += [served(url, args.model.name, questions, args.max_tokens, clients) for clients in (1, 4, 16)]
+        for tree, name in ((REPO, "continuous batching"), (baseline, "earlier scheduler")):
+            for threads in args.threads:
+                process, url = start_server(tree, model_dir, threads)
+                try:
+                    streamed_request(url, model_dir.name, questions[0], 4)  # lazy initialisation
+                    for clients in CLIENTS:
+                        rows.append(served(name, url, model_dir.name, questions, args.max_tokens, clients, threads))
+                        print(rows[-1], flush=True)
+                finally:
+                    process.terminate()
+                    process.wait()
     finally:
-        process.terminate()
-        process.wait()
-    for r in rows:
-        print(r, flush=True)
-    report = {**provenance(), "requests": args.requests, "max_tokens": args.max_tokens, "threads": args.threads,
-              "rows": rows}
+        subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], cwd=REPO, check=False)
+    report = {**provenance(), "requests": args.requests, "max_tokens": args.max_tokens,
+              "baseline_rev": args.baseline_rev, "rows": rows}
     save("serve_throughput", report, markdown(report))
 
 

@@ -3,6 +3,7 @@ import contextlib
 import glob
 import hashlib
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -365,7 +366,9 @@ EXTRA_PART_PATTERN = "|".join(rf"{c['name']}-\d{{3}}" for c in EXTRA_CORPORA) or
 SPLITS = ["train", "validation"]
 DL = "results/download/zhwiki-pages-articles-multistream"
 FETCHED = "results/fetched"
-SAMPLE_DIR = str(Path(workflow.basedir, "demo", "zhwiki"))
+# Relative to the working directory, so that a run moved or copied elsewhere (a cluster's other
+# mount point) does not see download's params change and rerun every stage.
+SAMPLE_DIR = os.path.relpath(Path(workflow.basedir, "demo", "zhwiki"))
 CONTINUED = config["continued_pretrain"]["enabled"]
 # Keys of continued_pretrain that are expand_vocab's (or the launcher's), not the training's.
 CONTINUED_EXPANSION_KEYS = ("enabled", "base", "vocab_size", "max_chars", "init", "gpus", "processes")

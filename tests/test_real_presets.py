@@ -112,7 +112,7 @@ def overlay(mirror):
                          "max_steps": 12, "warmup_steps": 2, "eval_every": 6, "eval_windows": 8, "checkpoint_every": 6},
             "sft": {"gpus": 0, "max_len": 256, "batch_tokens": 2048, "epochs": 0, "max_steps": 8, "warmup_steps": 2,
                     "eval_every": 4, "checkpoint_every": 4},
-            "eval": {"max_new_tokens": 8}}
+            "eval": {"max_new_tokens": 8, "shots": [5], "scoring": ["letter"]}}
 
 
 @pytest.fixture(scope="module")

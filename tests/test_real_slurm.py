@@ -1,6 +1,6 @@
 """The workflow through --profile profiles/slurm on a real SLURM with accounting (.ci/slurm_up.sh:
 partition cpu, this machine as one node; partition pair, two slurmd on it): the pre-flight check,
-the demo's group jobs and training, a failing rule, pretraining across two nodes, a training job
+the demo's group jobs and pretraining, a failing rule, pretraining across two nodes, a training job
 cancelled mid-run and resumed, and a run with accounting down.
 
 Skipped where SLURM does not answer, unless REQUIRE_SLURM is set (CI sets it). Every Snakemake run
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import copy_workflow
+from conftest import REPO, copy_workflow
 from workflow_scripts.lib import slurm_cluster
 
 SET_UP_HERE = "cpu" in (slurm_cluster.read_cluster() or {})
@@ -27,9 +27,12 @@ AS_ROOT = [] if os.geteuid() == 0 else ["sudo"]
 # One shard, one band job, one token shard: every kind of job, fewer of them (each costs ~12 s of
 # the plugin's status polling on top of its work).
 SMALL = {"extract": {"shards": 1}, "dedup": {"band_jobs": 1}, "tokens": {"shards": 1},
-         "pretrain": {"max_steps": 8, "eval_every": 4, "checkpoint_every": 4},
-         "sft": {"max_steps": 4, "eval_every": 2, "checkpoint_every": 2}}
-# The plugin's first status check after 2 s, and the next ones at most 5 s apart (defaults 40 s, 180 s).
+         "pretrain": {"max_steps": 8, "eval_every": 4, "checkpoint_every": 4}}
+SHARD_GROUP = "shard_clean_part_convert_part_extract_shard_minhash_part"  # the plugin's name for a group job
+GROUPS = {SHARD_GROUP: ["extract_shard", "convert_part", "clean_part", "minhash_part"]}
+# The plugin checks job status 2 s after a job started or ended (default 40 s), then 10 s later each
+# time none has ended. A demo job runs 6-8 s, so most are seen ending 14 s after submission (with
+# 5 s, 20 s: measured).
 FAST_CHECKS = ("--slurm-init-seconds-before-status-checks", "2", "--max-status-checks-per-second", "1")
 
 
@@ -76,12 +79,19 @@ def run_on_slurm(workdir, target, overlay, *options, timeout_s=600):
     return finish(start_on_slurm(workdir, target, overlay, *options), timeout_s)
 
 
-def slurm_jobs(workdir, rule):
-    """SLURM job ids of a rule's (or group's) jobs submitted from this workdir, from Snakemake's logs
+def submitted_jobs(workdir):
+    """{rule or group: SLURM job ids} of the jobs submitted from this workdir, from Snakemake's logs
     (the plugin deletes a successful job's own log)."""
-    submitted = re.compile(rf"submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/(?:rule|group)_{rule}/")
-    logs = Path(workdir, ".snakemake/log").glob("*.snakemake.log")
-    return sorted(int(job) for log in logs for job in submitted.findall(log.read_text()))
+    submitted = re.compile(r"submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/(?:rule|group)_(\w+?)/")
+    jobs = {}
+    for log in sorted(Path(workdir, ".snakemake/log").glob("*.snakemake.log")):
+        for job, rule in submitted.findall(log.read_text()):
+            jobs.setdefault(rule, []).append(int(job))
+    return jobs
+
+
+def slurm_jobs(workdir, rule):
+    return sorted(submitted_jobs(workdir).get(rule, []))
 
 
 def states(job_ids):
@@ -94,7 +104,7 @@ def states(job_ids):
 def demo_on_slurm(tmp_path_factory):
     workdir = copy_workflow(tmp_path_factory.mktemp("real-slurm"))
     started = time.monotonic()
-    returncode, out = run_on_slurm(workdir, "sft_model", fitted({"status_command": "sacct"}))
+    returncode, out = run_on_slurm(workdir, "base_model", fitted({"status_command": "sacct"}))
     return workdir, returncode, out, time.monotonic() - started
 
 
@@ -128,15 +138,42 @@ def test_a_gpu_rule_on_a_node_without_gpus_is_refused(tmp_path):
 
 
 def test_the_demo_runs_through_the_profile_on_real_slurm(demo_on_slurm):
+    """The demo's data stages (a shard's four steps as one group job) and pretraining."""
     workdir, returncode, out, seconds = demo_on_slurm
     assert returncode == 0, out[-4000:]
-    print(f"demo sft_model on real SLURM: {seconds:.0f} s")
-    shard_group = slurm_jobs(workdir, "shard_clean_part_convert_part_extract_shard_minhash_part")
-    training = slurm_jobs(workdir, "base_model") + slurm_jobs(workdir, "sft_model")
-    assert len(shard_group) == 1 and len(training) == 2  # a shard's four steps as one job
+    print(f"demo base_model on real SLURM: {seconds:.0f} s")
+    shard_group = slurm_jobs(workdir, SHARD_GROUP)
+    training = slurm_jobs(workdir, "base_model")
+    assert len(shard_group) == 1 and len(training) == 1
     assert set(states(shard_group + training).values()) == {"COMPLETED"}
     assert "job status checks by" not in out  # slurm.status_command: sacct, the plugin's default, with accounting
-    assert (workdir / "results/sft_model/model.safetensors").exists()
+    assert (workdir / "results/base_model/model.safetensors").exists()
+
+
+def test_each_job_asks_for_its_rules_resources_fitted_to_the_node(demo_on_slurm):
+    """What SLURM recorded of each job: slurm.partition and slurm.account; a group job the most
+    memory of its steps and the sum of their time limits; asks beyond the node lowered to it."""
+    workdir = demo_on_slurm[0]
+    profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    limits = fitted()["slurm"]
+    jobs = submitted_jobs(workdir)
+    assert {"download", SHARD_GROUP, "tokenizer", "base_model"} <= set(jobs)
+    for rule, ids in jobs.items():
+        steps = [{**profile["default-resources"], **profile["set-resources"].get(step, {})}
+                 for step in GROUPS.get(rule, [rule])]
+        threads = max(profile["set-threads"].get(step, 1) for step in GROUPS.get(rule, [rule]))
+        memory = min(max(step["mem_mb"] for step in steps), limits["max_mem_mb"])
+        expected = (limits["partition"], limits["account"], f"{memory}M", sum(step["runtime"] for step in steps),
+                    min(threads, limits["max_cpus"]))
+        for job in ids:
+            partition, account, memory, limit, cpus = recorded(job)
+            assert (partition, account, memory, slurm_cluster.minutes(limit), int(cpus)) == expected, rule
+
+
+def recorded(job):
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "Partition,Account,ReqMem,Timelimit,ReqCPUS", "-j",
+                          str(job)], capture_output=True, text=True, check=True).stdout
+    return out.strip().split("|")
 
 
 def test_a_failing_rule_is_reported_failed(demo_on_slurm, tmp_path):
@@ -144,7 +181,7 @@ def test_a_failing_rule_is_reported_failed(demo_on_slurm, tmp_path):
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"instruction": "你好", "output": "你好！"}\n{"instruction": \n', encoding="utf-8")
     overlay = fitted()
-    overlay["sft"] = {**overlay["sft"], "data": [{"path": str(broken), "weight": 1.0}], "skip_bad_records": False}
+    overlay["sft"] = {"data": [{"path": str(broken), "weight": 1.0}], "skip_bad_records": False}
     returncode, out = run_on_slurm(workdir, "chat_data", overlay, "--retries", "0", timeout_s=300)
     assert returncode == 1
     assert "Error in rule chat_data_kind" in out
@@ -174,7 +211,7 @@ def test_a_training_job_cancelled_mid_run_is_resubmitted_and_resumes(demo_on_slu
     job again, and pretraining resumes from its last checkpoint instead of step 0."""
     workdir = demo_on_slurm[0]
     overlay = fitted()
-    overlay["pretrain"] = {**overlay["pretrain"], "max_steps": 40, "checkpoint_every": 5}
+    overlay["pretrain"] = {**overlay["pretrain"], "max_steps": 20, "checkpoint_every": 5}
     process = start_on_slurm(workdir, "base_model", overlay)
     try:
         cancelled = cancel_after_first_checkpoint(workdir)
@@ -187,8 +224,8 @@ def test_a_training_job_cancelled_mid_run_is_resubmitted_and_resumes(demo_on_slu
     assert [states(jobs)[str(job)].split()[0] for job in jobs] == ["CANCELLED", "COMPLETED"]
     log = (workdir / "results/logs/base_model.log").read_text()
     resumed = re.search(r"resuming from \S*step-0*(\d+)", log)
-    assert resumed and 0 < int(resumed.group(1)) < 40, log[-2000:]
-    assert yaml.safe_load((workdir / "results/pretrain/summary.json").read_text())["steps"] == 40
+    assert resumed and 0 < int(resumed.group(1)) < 20, log[-2000:]
+    assert yaml.safe_load((workdir / "results/pretrain/summary.json").read_text())["steps"] == 20
 
 
 def cancel_after_first_checkpoint(workdir, timeout_s=300):

@@ -1,18 +1,24 @@
-"""The OpenAI-compatible server on the demo's SFT model: the official client, limits, load, the page."""
+"""The OpenAI-compatible server on the demo's models: the official client, hostile requests, the
+fields it serves and refuses, lm-eval through it, load, the page."""
+import collections
 import json
 import os
 import shutil
 import socket
+import shlex
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from pathlib import Path
 
 import openai
 import pytest
+import torch
 
 from conftest import REPO
 
@@ -27,17 +33,20 @@ def free_port():
 
 
 @contextmanager
-def serving(model, *options):
-    """A server on a free port of 127.0.0.1; yields its base URL once /health answers."""
+def serving(models, *options, log=None):
+    """A server of a model directory (or a list of them) on a free port of 127.0.0.1, its log to
+    `log`; yields its base URL once /health answers."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "workflow_scripts.serve", str(model), "--port", str(port),
-                                "--threads", "2", *options], cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    log = log or Path(tempfile.mkdtemp()) / "serve.log"
+    models = [str(model) for model in (models if isinstance(models, list) else [models])]
+    with open(log, "w") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "workflow_scripts.serve", *models, "--port", str(port),
+                                    *options], cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
-            assert process.poll() is None, process.stderr.read()
+            assert process.poll() is None, log.read_text()
             with suppress(OSError):
                 if health(url)["status"] == "ok":
                     break
@@ -54,15 +63,16 @@ def health(url):
         return json.load(response)
 
 
-def post(url, path, body, headers=None):
-    """(status, parsed JSON) of a POST; `body` bytes are sent as they are."""
+def post(url, path, body, headers=None, with_headers=False):
+    """(status, parsed JSON[, response headers]) of a POST; `body` bytes are sent as they are."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     request = urllib.request.Request(url + path, data, {"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.load(response)
+            result = response.status, json.load(response), response.headers
     except urllib.error.HTTPError as err:
-        return err.code, json.load(err)
+        result = err.code, json.load(err), err.headers
+    return result if with_headers else result[:2]
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +81,14 @@ def sft_model(built):
 
 
 @pytest.fixture(scope="module")
-def server(sft_model):
-    with serving(sft_model, "--max-queue", "16", "--max-tokens", "200") as url:
+def server_log(tmp_path_factory):
+    return tmp_path_factory.mktemp("serve") / "serve.log"
+
+
+@pytest.fixture(scope="module")
+def server(sft_model, built, server_log):
+    with serving([sft_model, built / "results" / "base_model"], "--max-queue", "16", "--max-tokens", "200",
+                 log=server_log) as url:
         yield url
 
 
@@ -125,7 +141,10 @@ def test_stop_and_max_tokens_are_honoured(client):
 
 
 def test_models_completions_and_the_page(client, server):
-    assert [m.id for m in client.models.list().data] == ["sft_model"]
+    assert [m.id for m in client.models.list().data] == ["sft_model", "base_model"]
+    assert client.models.retrieve("base_model").id == "base_model"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-9")
     completion = client.completions.create(model="sft_model", prompt="安宁市", max_tokens=7, temperature=0,
                                            extra_body={"ignore_eos": True})
     assert completion.usage.completion_tokens == 7 and completion.choices[0].finish_reason == "length"
@@ -134,13 +153,97 @@ def test_models_completions_and_the_page(client, server):
     assert "/v1/chat/completions" in html and "http" not in html.replace("http://", "").split("<script>")[0]
 
 
+def test_n_choices_logprobs_and_a_seed_that_holds_under_load(client):
+    """A seeded request gives the same choices alone and while the server generates for others."""
+    def sampled():
+        return client.chat.completions.create(model="sft_model", messages=[{"role": "user", "content": PROMPTS[1]}],
+                                              n=3, temperature=1.0, seed=7, max_tokens=12, logprobs=True,
+                                              top_logprobs=3)
+    alone = sampled()
+    with ThreadPoolExecutor(8) as pool:
+        others = [pool.submit(ask, client, prompt, max_tokens=40) for prompt in PROMPTS * 2]
+        busy = sampled()
+        assert all(other.result().choices for other in others)
+    texts = [choice.message.content for choice in alone.choices]
+    assert [choice.message.content for choice in busy.choices] == texts and len(set(texts)) > 1
+    assert sum(len(choice.logprobs.content) for choice in alone.choices) == alone.usage.completion_tokens
+    for choice in alone.choices:
+        entries = choice.logprobs.content
+        assert b"".join(bytes(e.bytes) for e in entries).decode(errors="replace").startswith(choice.message.content)
+        for entry in entries:
+            tops = [top.logprob for top in entry.top_logprobs]
+            assert len(tops) == 3 and tops == sorted(tops, reverse=True) and entry.logprob <= 0
+
+
+def test_echo_gives_the_prompt_logprobs_the_model_gives(client, built):
+    """What lm-eval's loglikelihood tasks read: token-id prompts, echo, logprobs, max_tokens 0."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    model_dir = built / "results" / "base_model"
+    tokenizer, model = AutoTokenizer.from_pretrained(model_dir), AutoModelForCausalLM.from_pretrained(model_dir)
+    ids = [tokenizer.encode(text, add_special_tokens=False) for text in ("安宁市位于", "王勇研究什么")]
+    out = client.completions.create(model="base_model", prompt=ids, echo=True, logprobs=2, max_tokens=0)
+    for choice, prompt in zip(out.choices, ids):
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(torch.tensor([prompt])).logits[0, :-1], -1)
+        expected = logprobs[torch.arange(len(prompt) - 1), prompt[1:]].tolist()
+        assert choice.logprobs.token_logprobs[0] is None
+        assert choice.logprobs.token_logprobs[1:] == pytest.approx(expected, abs=1e-4)
+        assert choice.text == tokenizer.decode(prompt) and choice.finish_reason == "length"
+    assert out.usage.completion_tokens == 0
+    text = client.completions.create(model="base_model", prompt="青松市", echo=True, logprobs=0, max_tokens=0)
+    assert text.choices[0].text == "青松市" and None not in text.choices[0].logprobs.token_logprobs
+
+
+def test_developer_is_system_and_penalties_and_bias_steer_the_tokens(client, built):
+    as_system, as_developer = (client.chat.completions.create(
+        model="sft_model", temperature=0, max_tokens=20,
+        messages=[{"role": role, "content": "你是乐于助人的助手。"}, {"role": "user", "content": PROMPTS[0]}])
+        .choices[0].message.content for role in ("system", "developer"))
+    assert as_system == as_developer and as_system
+    plain = {"model": "base_model", "prompt": "，，，", "max_tokens": 30, "temperature": 0, "logprobs": 0,
+             "extra_body": {"repetition_penalty": 1.0, "ignore_eos": True}}
+    repeats = [max(collections.Counter(client.completions.create(**plain, **penalties).choices[0].logprobs.tokens)
+                   .values()) for penalties in ({}, {"frequency_penalty": 2.0, "presence_penalty": 1.0})]
+    assert repeats[1] < repeats[0]
+    from transformers import AutoTokenizer
+    [city] = AutoTokenizer.from_pretrained(built / "results" / "base_model").encode("市", add_special_tokens=False)
+    biased = client.completions.create(model="base_model", prompt="安宁", max_tokens=3, temperature=0,
+                                       logit_bias={str(city): 100}, extra_body={"repetition_penalty": 1.0})
+    assert biased.choices[0].text == "市市市"
+
+
+def test_lm_eval_scores_the_served_base_model_as_the_multiple_choice_stage_does(server, built):
+    """README's lm-eval command (port aside) through local-completions: the demo set's letter
+    prompt at 0 shots, question by question as the stage scores it."""
+    [command] = [line.strip() for line in joined_readme_lines()
+                 if line.strip().startswith("lm_eval --model local-completions ")]
+    command = command.replace("http://127.0.0.1:8000", server)
+    result = subprocess.run(shlex.split(command), cwd=built, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [scores] = sorted((built / "results" / "lm_eval" / "base_model").glob("results_*.json"))[-1:]
+    lm_eval_correct = {task.removeprefix("zhwiki_demo_"): round(metrics["acc,none"] * 40)
+                       for task, metrics in json.loads(scores.read_text())["results"].items()
+                       if task.startswith("zhwiki_demo_")}
+    stage = json.loads((built / "results" / "eval" / "base_model" / "mc-demo.json").read_text())
+    [zero_shot] = [r for r in stage["results"] if r["shots"] == 0 and r["scoring"] == "letter"]
+    stage_correct = {"people": zero_shot["subjects"]["人物"]["correct"],
+                     "geography": zero_shot["subjects"]["地理"]["correct"]}
+    assert lm_eval_correct.keys() == stage_correct.keys()
+    assert sum(abs(lm_eval_correct[s] - stage_correct[s]) for s in stage_correct) <= 1, (lm_eval_correct,
+                                                                                       stage_correct)
+
+
+def joined_readme_lines():
+    return (REPO / "README.md").read_text(encoding="utf-8").replace("\\\n", " ").splitlines()
+
+
 GOOD = {"model": "sft_model", "messages": [{"role": "user", "content": "你好"}], "max_tokens": 4}
 BAD = [
     (b'{"model": "sft_model", "messages": [', 400, None),
     ({**GOOD, "model": "gpt-9"}, 404, "model"),
     ({**GOOD, "messages": []}, 400, "messages"),
     ({**GOOD, "messages": [{"role": "robot", "content": "x"}]}, 400, "messages.0.role"),
-    ({**GOOD, "messages": [{"role": "user", "content": 42}]}, 400, "messages.0.content.str"),
+    ({**GOOD, "messages": [{"role": "user", "content": 42}]}, 400, "messages.0.content"),
     ({**GOOD, "messages": [{"role": "user", "content": "问"}] * 65}, 400, "messages"),
     ({**GOOD, "messages": [{"role": "user", "content": "长" * 16001}]}, 400, "messages"),
     ({**GOOD, "temperature": 2.5}, 400, "temperature"),
@@ -149,8 +252,28 @@ BAD = [
     ({**GOOD, "max_tokens": "4"}, 400, "max_tokens"),
     ({**GOOD, "top_p": 0}, 400, "top_p"),
     ({**GOOD, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
-    ({**GOOD, "n": 2}, 400, "n"),
+    ({**GOOD, "n": 17}, 400, "n"),
+    # Hostile: each once stopped the server, answered 500 or was silently ignored.
+    ({**GOOD, "seed": 2**64}, 400, "seed"),
+    ({**GOOD, "seed": -2**63 - 1}, 400, "seed"),
+    (b'{"model": "sft_model", "messages": [{"role": "user", "content": "\\ud800"}]}', 400, "messages.0.content"),
+    (b'{"model": "sft_model", "messages": [{"role": "user", "content": "\xff\xfe"}]}', 400, None),
+    ({**GOOD, "max_tokens": 10**12}, 400, "max_tokens"),
+    ({**GOOD, "top_p": -0.5}, 400, "top_p"),
+    ({**GOOD, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools"),
+    ({**GOOD, "messages": [{"role": "tool", "content": "1", "tool_call_id": "x"}]}, 400, "messages.0"),
+    ({**GOOD, "messages": [{"role": "assistant", "content": None, "tool_calls": []}]}, 400, "messages.0"),
+    ({**GOOD, "response_format": {"type": "json_object"}}, 400, "response_format.type"),
+    ({**GOOD, "logit_bias": {"99999": 5}}, 400, "logit_bias"),
+    ({**GOOD, "top_logprobs": 2}, 400, "top_logprobs"),
+    ({**GOOD, "best_of": 2}, 400, "best_of"),
 ]
+# A value of the wrong type in every field a chat request takes.
+WRONG_TYPES = {"model": 1, "messages": "你好", "max_tokens": "4", "max_completion_tokens": 4.0, "temperature": "0",
+               "top_p": [1], "repetition_penalty": "1", "presence_penalty": {}, "frequency_penalty": "0",
+               "logit_bias": [1], "stop": 5, "seed": 1.5, "n": True, "stream": "yes", "stream_options": 1,
+               "ignore_eos": 1, "user": 5, "logprobs": 1, "top_logprobs": "2", "response_format": "text"}
+BAD += [({**GOOD, field: value}, 400, field) for field, value in WRONG_TYPES.items()]
 
 
 @pytest.mark.parametrize("body,status,param", BAD, ids=[str(b[2]) + str(n) for n, b in enumerate(BAD)])
@@ -159,6 +282,7 @@ def test_a_bad_request_gets_an_openai_error_and_the_server_goes_on(server, body,
     assert code == status, answer
     assert answer["error"]["param"] == param and answer["error"]["message"]
     assert post(server, "/v1/chat/completions", GOOD)[0] == 200
+    assert health(server)["status"] == "ok"
 
 
 def test_sixteen_concurrent_streams_each_equal_the_answer_alone(client):
@@ -189,7 +313,7 @@ def wait_idle(url, seconds=30):
     return state
 
 
-def test_a_client_that_hangs_up_stops_its_generation(server):
+def test_a_client_that_hangs_up_stops_its_generation_quietly(server, server_log):
     before = wait_idle(server)
     sock = raw_stream(server, {"model": "sft_model", "prompt": "安宁市", "max_tokens": 200, "stream": True,
                                "ignore_eos": True})
@@ -200,21 +324,35 @@ def test_a_client_that_hangs_up_stops_its_generation(server):
     after = wait_idle(server)
     assert after["cancelled"] == before["cancelled"] + 1
     assert after["completion_tokens"] - before["completion_tokens"] < 100
+    assert post(server, "/v1/chat/completions", GOOD)[0] == 200 and health(server)["status"] == "ok"
+    log = server_log.read_text()
+    assert "the client hung up; its generation stopped" in log
+    assert "Traceback" not in log and "CancelledError" not in log
 
 
-def test_api_key_and_the_bounded_queue(sft_model):
-    with serving(sft_model, "--api-key", "s3cret", "--max-queue", "1") as url:
+def test_api_key_cors_and_the_bounded_queue(sft_model):
+    front = "http://front.example"
+    with serving(sft_model, "--api-key", "s3cret", "--max-queue", "1", "--max-batch", "1",
+                 "--cors-origin", front) as url:
         assert post(url, "/v1/chat/completions", GOOD)[0] == 401
         key = {"Authorization": "Bearer s3cret"}
         assert post(url, "/v1/chat/completions", GOOD, key)[0] == 200
-        # While one generates, of two more at once one waits and the other finds the queue full.
+        # While one generates (the batch holds one), of two more at once one waits and the other
+        # finds the queue full, and is told when to try again.
         long = {"model": "sft_model", "prompt": "安宁市", "max_tokens": 240, "ignore_eos": True}
         with ThreadPoolExecutor(3) as pool:
             first = pool.submit(post, url, "/v1/completions", long, key)
             while not health(url)["busy"]:
                 time.sleep(0.01)
-            results = list(pool.map(lambda _: post(url, "/v1/completions", long, key)[0], range(2)))
-        assert first.result()[0] == 200 and sorted(results) == [200, 503]
+            results = list(pool.map(lambda _: post(url, "/v1/completions", long, key, with_headers=True), range(2)))
+        assert first.result()[0] == 200 and sorted(status for status, _, _ in results) == [200, 503]
+        [(_, _, refused)] = [r for r in results if r[0] == 503]
+        assert refused["Retry-After"] == "1"
+        preflight = urllib.request.Request(f"{url}/v1/chat/completions", method="OPTIONS", headers={
+            "Origin": front, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type"})
+        with urllib.request.urlopen(preflight, timeout=10) as response:
+            assert response.headers["Access-Control-Allow-Origin"] == front
 
 
 def chromium():
@@ -223,24 +361,41 @@ def chromium():
 
 @pytest.mark.skipif(not chromium() and not os.environ.get("REQUIRE_BROWSER"),
                     reason="no Chromium (Debian: apt-get install chromium; .ci/run installs it)")
-def test_the_chat_page_streams_answers_and_keeps_the_conversation(server, tmp_path):
+def test_the_chat_page_streams_answers_keeps_the_conversation_and_trims_it_to_the_context(server, tmp_path):
     from playwright.sync_api import sync_playwright
     requests = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 900, "height": 640})
+        page = browser.new_page(viewport={"width": 900, "height": 640}, locale="zh-CN")
         page.on("request", lambda r: r.method == "POST" and requests.append(json.loads(r.post_data)))
         page.goto(server + "/")
         page.wait_for_selector("#model option[value=sft_model]", state="attached")
         for turn, question in enumerate(PROMPTS[:2], start=1):
-            page.fill("#input", question)
-            page.keyboard.press("Enter")
-            page.wait_for_selector(f".assistant >> nth={turn - 1}", state="attached")
-            page.wait_for_function(f"document.querySelectorAll('.assistant[data-done]').length === {turn}",
-                                   timeout=60000)
+            say(page, question, turn)
         answers = page.locator(".assistant").all_inner_texts()
+        assert all(answers) and len(answers) == 2
+        assert [m["role"] for m in requests[1]["messages"]] == ["user", "assistant", "user"]
+        assert requests[1]["messages"][1]["content"] == answers[0]
+        # 200 new tokens leave no room in the model's 256 for the first turns: they are trimmed.
+        page.fill("#max_tokens", "200")
+        say(page, PROMPTS[2], 3)
+        trimmed = page.locator(".msg.trimmed").count()
+        assert trimmed in (2, 4) and len(requests[-1]["messages"]) == 5 - trimmed
+        assert f"最早的 {trimmed // 2} 轮不再发给模型" in page.locator(".note").first.inner_text()
         page.screenshot(path=os.environ.get("CHAT_PAGE_SCREENSHOT", str(tmp_path / "chat_page.png")))
+        page.fill("#max_tokens", "201")  # over the server's --max-tokens 200
+        page.fill("#input", PROMPTS[3])
+        page.keyboard.press("Enter")
+        assert "超出了服务器允许的范围" in page.wait_for_selector(".error").inner_text()
+        english = browser.new_page(locale="en-US")
+        english.goto(server + "/")
+        english.wait_for_selector("#model option[value=sft_model]", state="attached")
+        assert english.locator("#send").inner_text() == "Send"
         browser.close()
-    assert all(answers) and len(answers) == 2
-    assert [m["role"] for m in requests[1]["messages"]] == ["user", "assistant", "user"]
-    assert requests[1]["messages"][1]["content"] == answers[0]
+
+
+def say(page, question, turn):
+    """Ask on the page and wait for its turn-th answer to finish."""
+    page.fill("#input", question)
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"document.querySelectorAll('.assistant[data-done]').length === {turn}", timeout=60000)

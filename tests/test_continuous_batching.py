@@ -1,0 +1,76 @@
+"""lib.continuous_batching on a small random LLaMA: rows that join a running batch at any step and
+leave it when they end give what each gives alone, greedy (as transformers' generate) or seeded."""
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from workflow_scripts.lib.continuous_batching import ContinuousBatch, RowSampling
+from workflow_scripts.lib.generation import ReplyRequest, generate_replies, sampling_settings
+
+TEXTS = ["青松市位于景临省", "长天河", "一座历史悠久的城市，", "景", "Its river: 长天河。青松"]
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(trained):
+    tokenizer = AutoTokenizer.from_pretrained(trained[0])
+    torch.manual_seed(0)
+    # A wide initialisation makes the logits peaked, so that greedy choices do not hang on the last
+    # bits of a float that batching may change.
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
+                         initializer_range=0.5, eos_token_id=tokenizer.eos_token_id)
+    model = LlamaForCausalLM(config).eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, tokenizer
+
+
+def prompts(tokenizer):
+    return [[tokenizer.eos_token_id, *tokenizer.encode(text, add_special_tokens=False)] for text in TEXTS]
+
+
+def run_staggered(batch, rows, joins):
+    """Admit rows[n] before step joins[n]; step until every row has ended."""
+    step = 0
+    while batch.rows or any(j >= step for j in joins):
+        for row, join in zip(rows, joins):
+            if join == step:
+                batch.admit([row])
+        if batch.rows:
+            batch.step()
+        step += 1
+
+
+def test_rows_joining_at_any_step_get_what_generate_gives_each_alone(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    ids = prompts(tokenizer)
+    lengths = [12, 5, 20, 9, 15]
+    alone = [generate_replies(model, tokenizer, [ReplyRequest(p, n, lambda piece: None)],
+                              sampling_settings(tokenizer, 0, 1.0, n, 1.1))[0] for p, n in zip(ids, lengths)]
+    batch = ContinuousBatch(model, tokenizer, max_rows=4)
+    rows = [batch.row(ReplyRequest(p, n, lambda piece: None), RowSampling(0, repetition_penalty=1.1))
+            for p, n in zip(ids, lengths)]
+    run_staggered(batch, rows, [0, 0, 3, 4, 11])
+    together = [row.stream.reply() for row in rows]
+    assert [(r.text, r.completion_tokens, r.finish_reason) for r in together] == \
+        [(r.text, r.completion_tokens, r.finish_reason) for r in alone]
+    assert batch.rows == [] and batch.cache is None
+
+
+def test_a_seeded_row_samples_the_same_tokens_alone_and_among_others(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    ids = prompts(tokenizer)
+    sampling = RowSampling(1.0, top_p=0.9, presence_penalty=0.5, frequency_penalty=0.5, seed=2**64 - 1,
+                           min_tokens=16, top_logprobs=2)
+
+    def seeded(batch):
+        return batch.row(ReplyRequest(ids[0], 16, lambda piece: None), sampling)
+    by_itself = ContinuousBatch(model, tokenizer, 8)
+    alone = seeded(by_itself)
+    run_staggered(by_itself, [alone], [0])
+    crowded = ContinuousBatch(model, tokenizer, 8)
+    others = [crowded.row(ReplyRequest(p, 10, lambda piece: None), RowSampling(0.8)) for p in ids[1:]]
+    among = seeded(crowded)
+    run_staggered(crowded, [*others[:2], among, *others[2:]], [0, 1, 2, 2, 5])
+    assert [e.token for e in among.logprobs] == [e.token for e in alone.logprobs]
+    assert among.stream.reply().completion_tokens == 16  # min_tokens: no end of text before 16
+    assert all(e.top[0][1] >= e.top[1][1] and e.logprob <= 0 for e in among.logprobs)
