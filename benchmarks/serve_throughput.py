@@ -135,9 +135,9 @@ def markdown(report):
              f"streamed; the earlier scheduler is commit `{report['baseline_rev']}`'s server.", "",
              "| run | threads | clients | tokens/s | × one client | time to first token (ms) | seconds |",
              "|---|---:|---:|---:|---:|---:|---:|"]
-    single = {(r["run"], r["threads"]): r["tokens_per_s"] for r in report["rows"] if r["clients"] == 1}
+    single = {(r["run"].split(",")[0], r["threads"]): r["tokens_per_s"] for r in report["rows"] if r["clients"] == 1}
     for r in report["rows"]:
-        ratio = r["tokens_per_s"] / single[(r["run"], r["threads"])]
+        ratio = r["tokens_per_s"] / single[(r["run"].split(",")[0], r["threads"])]
         ttft = "" if r["ttft_ms"] is None else r["ttft_ms"]
         lines.append(f"| {r['run']} | {r['threads']} | {r['clients']} | {r['tokens_per_s']} | {ratio:.1f} | {ttft} "
                      f"| {r['seconds']} |")

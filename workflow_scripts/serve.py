@@ -8,8 +8,8 @@ OpenAI client works: base_url http://127.0.0.1:8000/v1, any api_key unless --api
 does lm-eval's local-completions (echo and prompt logprobs, token-id prompts). What is served and
 what is refused: lib/openai_protocol.py and README's serve section. Requests join the running
 batch between decode steps, each with its own settings (continuous batching,
-lib/continuous_batching.py; on the demo model 16 clients get over 10 times the tokens/s of one:
-benchmarks/results/serve_throughput.md); more than --max-queue waiting answer 503 with Retry-After.
+lib/continuous_batching.py; on the demo model and 2 cores 16 clients get 4.8 times the tokens/s
+of one: benchmarks/results/serve_throughput.md); more than --max-queue waiting answer 503 with Retry-After.
 Binds 127.0.0.1; give --host 0.0.0.0 and --api-key to serve beyond this machine, and
 --cors-origin for a chat front-end on another origin.
 """
@@ -38,9 +38,6 @@ from workflow_scripts.lib.openai_protocol import (ApiError, ChatRequest, Complet
 from workflow_scripts.lib.serving_worker import Choice, Generation, Worker
 
 PAGE = Path(__file__).resolve().parent / "web" / "chat.html"
-# Measured on 2 cores (benchmarks/results/serve_throughput.md): torch on every core starves the
-# thread that speaks HTTP, and 16 clients got fewer tokens/s than with one thread less.
-DEFAULT_THREADS = max(1, (os.cpu_count() or 2) - 1)
 
 
 @dataclass
@@ -403,8 +400,9 @@ def add_arguments(ap):
     ap.add_argument("--api-key", help="require this key as 'Authorization: Bearer KEY' on /v1/*")
     ap.add_argument("--cors-origin", action="append", default=[],
                     help="an origin whose pages may call the API (a chat front-end elsewhere); repeat for more, or *")
-    ap.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                    help=f"CPU threads for generation (default: one less than the cores, {DEFAULT_THREADS} here)")
+    # Measured on 2 cores (benchmarks/results/serve_throughput.md): PyTorch's default (2) gave more
+    # tokens/s than 1 thread at 1, 4 and 16 clients, though the HTTP thread shares the cores.
+    ap.add_argument("--threads", type=int, help="CPU threads for generation (default: PyTorch's, all cores)")
     ap.add_argument("--max-queue", type=int, default=32, help="requests that may wait; more answer 503")
     ap.add_argument("--max-batch", type=int, default=16, help="replies generated together, per model")
     ap.add_argument("--max-messages", type=int, default=Limits.max_messages)
@@ -414,7 +412,8 @@ def add_arguments(ap):
 
 def run(args, progress_stream):
     import uvicorn
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     limits = Limits(args.max_messages, args.max_prompt_chars, args.max_tokens)
     server = Server(args.models, limits, args.max_queue, args.max_batch, args.api_key)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
