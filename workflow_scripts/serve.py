@@ -400,8 +400,8 @@ def add_arguments(ap):
     ap.add_argument("--api-key", help="require this key as 'Authorization: Bearer KEY' on /v1/*")
     ap.add_argument("--cors-origin", action="append", default=[],
                     help="an origin whose pages may call the API (a chat front-end elsewhere); repeat for more, or *")
-    # Measured on 2 cores (benchmarks/results/serve_throughput.md): PyTorch's default (2) gave more
-    # tokens/s than 1 thread at 1, 4 and 16 clients, though the HTTP thread shares the cores.
+    # Measured on 2 cores (benchmarks/results/serve_throughput.md), twice: 1 and 2 threads traded
+    # places between runs (16 clients: 1,820 vs 2,116 tokens/s, then 2,050 vs 1,627), so PyTorch's.
     ap.add_argument("--threads", type=int, help="CPU threads for generation (default: PyTorch's, all cores)")
     ap.add_argument("--max-queue", type=int, default=32, help="requests that may wait; more answer 503")
     ap.add_argument("--max-batch", type=int, default=16, help="replies generated together, per model")
