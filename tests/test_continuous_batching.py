@@ -1,11 +1,15 @@
 """lib.continuous_batching on a small random LLaMA: rows that join a running batch at any step and
-leave it when they end give what each gives alone, greedy (as transformers' generate) or seeded."""
+leave it when they end give what each gives alone, greedy (as transformers' generate) or seeded;
+and lib.serving_worker's joint prefill fails a request that breaks it alone."""
+import asyncio
+
 import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from workflow_scripts.lib.continuous_batching import ContinuousBatch, RowSampling
 from workflow_scripts.lib.generation import ReplyRequest, generate_replies, sampling_settings
+from workflow_scripts.lib.serving_worker import Choice, Generation, Worker
 
 TEXTS = ["青松市位于景临省", "长天河", "一座历史悠久的城市，", "景", "Its river: 长天河。青松"]
 
@@ -74,3 +78,31 @@ def test_a_seeded_row_samples_the_same_tokens_alone_and_among_others(model_and_t
     assert [e.token for e in among.logprobs] == [e.token for e in alone.logprobs]
     assert among.stream.reply().completion_tokens == 16  # min_tokens: no end of text before 16
     assert all(e.top[0][1] >= e.top[1][1] and e.logprob <= 0 for e in among.logprobs)
+
+
+def test_a_request_that_breaks_the_joint_prefill_fails_alone(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    prompt = prompts(tokenizer)[0]
+    loop = asyncio.new_event_loop()
+    worker = Worker({"m": (model, tokenizer)}, max_queue=4, max_rows=4, on_failure=print)
+
+    def generation(last_token):  # a token id past the vocabulary, as a validation slip would let in
+        return Generation("m", [Choice(0, [*prompt, last_token], 6, RowSampling(0))], [], False, len(prompt), loop)
+
+    async def outcomes(*generations):
+        return await asyncio.gather(*(outcome(generation) for generation in generations))
+
+    async def outcome(generation):
+        while (event := await asyncio.wait_for(generation.events.get(), 60))[0] == "text":
+            pass
+        return event
+
+    broken, sound, alone = generation(len(tokenizer) + 5), generation(prompt[1]), generation(prompt[1])
+    with worker.ready:  # both wait when the worker looks, so they are prefilled together
+        worker.submit(broken)
+        worker.submit(sound)
+    failed, answered = loop.run_until_complete(outcomes(broken, sound))
+    worker.submit(alone)
+    assert failed[0] == "error" and "index out of range" in failed[2]
+    assert answered[0] == "done" and answered[2] == loop.run_until_complete(outcomes(alone))[0][2]
+    assert worker.counts["failed"] == 1 and worker.counts["finished"] == 2

@@ -55,7 +55,7 @@ def test_every_config_key_is_documented_and_in_the_demo_config():
 
 
 def pins(lines):
-    return dict(re.fullmatch(r"\s*-?\s*([A-Za-z0-9_.\-]+)==(\S+)\s*", line).groups() for line in lines
+    return dict(re.fullmatch(r"\s*-?\s*([A-Za-z0-9_.\-]+)==([^\s;]+)\s*(?:;.*)?", line).groups() for line in lines
                 if "==" in line)
 
 

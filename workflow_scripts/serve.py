@@ -201,20 +201,24 @@ def validation_error(exc: RequestValidationError):
 
 
 async def events(generation, request):
-    """The generation's events until every choice is done; ClientGone when the client hangs up."""
-    remaining = len(generation.choices)
+    """The generation's events until every choice is done, in lists of those that arrived together
+    (a stream writes each list at once); ClientGone when the client hangs up."""
+    remaining, queue = len(generation.choices), generation.events
     try:
         while remaining:
             try:
-                event = await asyncio.wait_for(generation.events.get(), timeout=0.5)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(0.5):  # not wait_for: it makes a task per event
+                    arrived = [await queue.get()]
+            except TimeoutError:
                 if await request.is_disconnected():
                     raise ClientGone from None
                 continue
-            if event[0] == "error":
-                raise ApiError(500, event[2], kind="server_error")
-            remaining -= event[0] == "done"
-            yield event
+            while not queue.empty():
+                arrived.append(queue.get_nowait())
+            if errors := [event for event in arrived if event[0] == "error"]:
+                raise ApiError(500, errors[0][2], kind="server_error")
+            remaining -= sum(event[0] == "done" for event in arrived)
+            yield arrived
     finally:
         generation.cancel.set()
 
@@ -309,24 +313,16 @@ class Reply:
 
     async def whole(self, request):
         replies = {}
-        async for kind, index, value, _ in events(self.generation, request):
-            if kind == "done":
-                replies[index] = value
+        async for arrived in events(self.generation, request):
+            replies.update({index: value for kind, index, value, _ in arrived if kind == "done"})
         choices = [self.choice(self.generation.choices[index], replies[index]) for index in sorted(replies)]
         return {**self.head(self.kind), "choices": choices, "usage": self.usage(replies)}
 
     async def chunks(self, request):
         kind, replies, opened = f"{self.kind}.chunk", {}, set()
         try:
-            async for event, index, value, entries in events(self.generation, request):
-                if index not in opened:  # once the choice's prompt is read (echo shows it)
-                    opened.add(index)
-                    if (opening := self.opening(self.generation.choices[index])) is not None:
-                        yield sse({**self.head(kind), "choices": [opening]})
-                finish = None
-                if event == "done":
-                    replies[index], value, finish = value, "", value.finish_reason
-                yield sse({**self.head(kind), "choices": [self.delta(index, value, entries, finish)]})
+            async for arrived in events(self.generation, request):
+                yield "".join(self.messages(arrived, kind, replies, opened))
             if self.body.stream_options and self.body.stream_options.include_usage:
                 yield sse({**self.head(kind), "choices": [], "usage": self.usage(replies)})
             yield "data: [DONE]\n\n"
@@ -337,6 +333,18 @@ class Reply:
             raise
         except ApiError as err:
             yield sse(error_body(err.message, kind=err.kind))
+
+    def messages(self, arrived, kind, replies, opened):
+        """The server-sent events of the events that arrived together."""
+        for event, index, value, entries in arrived:
+            if index not in opened:  # once the choice's prompt is read (echo shows it)
+                opened.add(index)
+                if (opening := self.opening(self.generation.choices[index])) is not None:
+                    yield sse({**self.head(kind), "choices": [opening]})
+            finish = None
+            if event == "done":
+                replies[index], value, finish = value, "", value.finish_reason
+            yield sse({**self.head(kind), "choices": [self.delta(index, value, entries, finish)]})
 
     def usage(self, replies):
         completion = sum(reply.completion_tokens for reply in replies.values())
@@ -400,8 +408,9 @@ def add_arguments(ap):
     ap.add_argument("--api-key", help="require this key as 'Authorization: Bearer KEY' on /v1/*")
     ap.add_argument("--cors-origin", action="append", default=[],
                     help="an origin whose pages may call the API (a chat front-end elsewhere); repeat for more, or *")
-    # Measured on 2 cores (benchmarks/results/serve_throughput.md), twice: 1 and 2 threads traded
-    # places between runs (16 clients: 1,820 vs 2,116 tokens/s, then 2,050 vs 1,627), so PyTorch's.
+    # Four runs on 2 cores (benchmarks/results/serve_throughput.md) found no steady winner under
+    # 16 clients: 1 thread gave 1,820, 2,050, 2,466 and 2,298 tokens/s, 2 threads 2,116, 1,627,
+    # 1,798 and 2,975; one client was faster at 2 threads in three. Hence PyTorch's.
     ap.add_argument("--threads", type=int, help="CPU threads for generation (default: PyTorch's, all cores)")
     ap.add_argument("--max-queue", type=int, default=32, help="requests that may wait; more answer 503")
     ap.add_argument("--max-batch", type=int, default=16, help="replies generated together, per model")
