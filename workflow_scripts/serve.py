@@ -8,8 +8,8 @@ OpenAI client works: base_url http://127.0.0.1:8000/v1, any api_key unless --api
 does lm-eval's local-completions (echo and prompt logprobs, token-id prompts). What is served and
 what is refused: lib/openai_protocol.py and README's serve section. Requests join the running
 batch between decode steps, each with its own settings (continuous batching,
-lib/continuous_batching.py; on the demo model and 2 cores 16 clients get 4.8 times the tokens/s
-of one: benchmarks/results/serve_throughput.md); more than --max-queue waiting answer 503 with Retry-After.
+lib/continuous_batching.py; on the demo model and 2 cores 16 clients get about 5 times the
+tokens/s of one: benchmarks/results/serve_throughput.md); more than --max-queue waiting answer 503 with Retry-After.
 Binds 127.0.0.1; give --host 0.0.0.0 and --api-key to serve beyond this machine, and
 --cors-origin for a chat front-end on another origin.
 """
