@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 from results_io import provenance, save  # noqa: E402
 
 from workflow_scripts.lib.near_duplicates import band_shape, find_duplicates  # noqa: E402
-from workflow_scripts.minhash import exact_key, signature  # noqa: E402
+from workflow_scripts.lib.minhash_signatures import exact_key, signature  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 SENTENCE = re.compile(r"(?<=[。！？；\n])")

@@ -26,7 +26,7 @@ from results_io import RESULTS, provenance, save
 
 REPO = RESULTS.parents[1]
 sys.path.insert(0, str(REPO))
-from workflow_scripts.lib.common import MINHASH_SCHEME  # noqa: E402
+from workflow_scripts.lib.minhash_signatures import MINHASH_SCHEME  # noqa: E402
 from workflow_scripts.lib.signature_files import SignatureFiles  # noqa: E402
 
 SHARDS, NUM_PERM, THRESHOLD = 20, 128, 0.55

@@ -25,7 +25,7 @@ from datasketch import MinHash
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from workflow_scripts.minhash import SCHEME, WHITESPACE, shingles  # noqa: E402
+from workflow_scripts.lib.minhash_signatures import MINHASH_SCHEME, WHITESPACE, shingles  # noqa: E402
 from results_io import provenance, save  # noqa: E402
 
 NOVELS = REPO.parent / "shared" / "data" / "pretrain_text" / "chinese-novels"
@@ -35,7 +35,7 @@ HASHES = {"zhwiki-llm (crc32)": zlib.crc32, "datasketch default (SHA-1)": None}
 def signatures(shingle_sets, hashfunc, num_perm, seed):
     signed = []
     for shingle_set in shingle_sets:
-        minhash = MinHash(num_perm=num_perm, seed=seed, hashfunc=hashfunc, scheme=SCHEME)
+        minhash = MinHash(num_perm=num_perm, seed=seed, hashfunc=hashfunc, scheme=MINHASH_SCHEME)
         minhash.update_batch(list(shingle_set))
         signed.append(minhash.hashvalues)
     return np.array(signed)

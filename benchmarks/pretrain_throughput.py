@@ -54,7 +54,7 @@ def trainer(args, work: Path):
     import torch
     from transformers import AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 
-    from workflow_scripts.pretrain import build_model
+    from workflow_scripts.lib.model_presets import build_model
     from workflow_scripts.lib.token_data import Sampler, TokenWindows
     from workflow_scripts.lib.training import set_seed
 

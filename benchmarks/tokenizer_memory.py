@@ -19,8 +19,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from workflow_scripts.clean import normalize  # noqa: E402
 from workflow_scripts.lib.common import peak_rss_mb  # noqa: E402
+from workflow_scripts.lib.text_normalization import normalize  # noqa: E402
 from results_io import provenance, save  # noqa: E402
 
 NOVELS = REPO.parent / "shared" / "data" / "pretrain_text" / "chinese-novels"
@@ -50,11 +50,14 @@ def training_lines(limit_mb):
 
 
 def worker(setup, limit_mb, vocab_size):
-    from workflow_scripts.tokenizer import train
+    import yaml
+
+    from workflow_scripts.lib.bpe_training import train
+    settings = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))["tokenizer"]
     lines, size = training_lines(limit_mb)
     before = peak_rss_mb()
     started = time.perf_counter()
-    tokenizer = train(lines, vocab_size, pre_tokenization=setup)
+    tokenizer = train(lines, vocab_size, setup, settings["han_run_max"], settings["min_frequency"])
     seconds, peak = time.perf_counter() - started, peak_rss_mb()
     held_out = "\n".join(chapters(held_out=True))
     tokens = len(tokenizer.encode(held_out).ids)

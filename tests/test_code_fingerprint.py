@@ -1,5 +1,6 @@
 """Code fingerprints: the modules a stage really imports, and only changes to what runs count."""
 import importlib.util
+import re
 import shutil
 
 import pytest
@@ -74,3 +75,12 @@ def test_folders_show_what_each_module_is():
     crossing = {stage: sorted(module_code(stage)[0] & stages - {stage}) for stage in stages}
     assert {stage: others for stage, others in crossing.items() if others} == {}
     assert all(imported.startswith("lib.") for name in libraries for imported in module_code(f"lib.{name}")[0])
+
+
+def test_benchmarks_use_libraries_never_stages():
+    """A benchmark measures what the stages share from lib/ (a stage's own code stays its own)."""
+    stages = {path.stem for path in (REPO / "workflow_scripts").glob("*.py") if 'stage_cli("' in path.read_text()}
+    for path in (REPO / "benchmarks").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        imported = set(re.findall(r"(?:from|import) workflow_scripts(?:\.| import )(\w+)", text))
+        assert not imported & stages, f"{path.name} imports the stages {sorted(imported & stages)}"

@@ -10,7 +10,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaTokenizerFast
 
 from conftest import run_fails, run_ok
-from workflow_scripts.pretrain import build_model
+from workflow_scripts.lib.model_presets import build_model
 
 pytestmark = pytest.mark.slow
 UNTOUCHED = ["Hello, world! 1234 tokens per second.", "def f(x):\n    return x ** 2\n", "¿Qué tal? ünïcödé ✓"]

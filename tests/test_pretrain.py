@@ -123,7 +123,7 @@ def test_flops_per_token_counts_every_matmul_weight_and_attention(preset):
     embedding, a lookup, not) and 12 per layer, width and position for attention scores."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from workflow_scripts.pretrain import PRESETS
+    from workflow_scripts.lib.model_presets import PRESETS
     from workflow_scripts.lib.metrics import model_flops_per_token
 
     config = LlamaConfig(**PRESETS[preset], vocab_size=8192, tie_word_embeddings=False)

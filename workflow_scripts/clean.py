@@ -4,34 +4,20 @@
         --min-han-fraction 0.4 --max-duplicate-line-fraction 0.3 --repetition-ngram 10 \
         --max-repeated-ngram-fraction 0.3 --out clean/shard-000.parquet --stats clean/shard-000.json
 
-Normalisation is NFKC except for full-width punctuation: NFKC alone turns ，。！？：；（） into
-their ASCII forms and …… into ......, which is not how Chinese is written. Each filter's count of
+Normalisation keeps full-width punctuation (lib/text_normalization.py). Each filter's count of
 removed documents goes into the stats file; a document is counted under the first filter it fails.
 """
 import collections
 import re
-import unicodedata
 from pathlib import Path
 
 from tqdm import tqdm
 
 from workflow_scripts.lib.common import DocWriter, count_docs, log, read_docs, stage_cli, write_json
+from workflow_scripts.lib.text_normalization import normalize
 
-# Full-width punctuation (U+FF01–FF65 minus letters and digits), the ellipsis and the ideographic
-# full stop family: mapped to private-use code points that NFKC leaves alone, then mapped back.
-FULL_WIDTH_PUNCTUATION = [c for c in map(chr, range(0xFF01, 0xFF66)) if not c.isalnum()] + ["…", "‥"]
-PROTECT = {ord(c): 0xF0000 + i for i, c in enumerate(FULL_WIDTH_PUNCTUATION)}
-RESTORE = {v: k for k, v in PROTECT.items()}
-SPACES = re.compile(r"[ \t\u00a0\u3000]+")
 HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
 FILTERS = ("too_short", "low_han_fraction", "duplicate_lines", "repeated_ngrams")
-
-
-def normalize(text):
-    """NFKC that keeps full-width punctuation; runs of spaces folded; blank lines dropped."""
-    text = unicodedata.normalize("NFKC", text.translate(PROTECT)).translate(RESTORE)
-    lines = (SPACES.sub(" ", line).strip() for line in text.splitlines())
-    return "\n".join(line for line in lines if line)
 
 
 def han_fraction(text):

@@ -3,39 +3,15 @@
     python -m workflow_scripts.minhash --input clean/shard-000.parquet --ngram 5 \
         --num-perm 128 --seed 1 --out minhash/shard-000.npz
 
-Documents are compared as sets of character n-grams with all whitespace removed. Shingles are
-hashed with zlib.crc32 and datasketch's affine32 permutations (which mix the hash first): 2.8x
-the shingles/s of datasketch's default SHA-1 on real novel chapters, estimating Jaccard as well
-(benchmarks/minhash_speed.py; results/minhash_speed.md).
+How documents are hashed, and why: lib/minhash_signatures.py.
 """
-import hashlib
-import re
-import zlib
 from pathlib import Path
 
 import numpy as np
-from datasketch import MinHash
 from tqdm import tqdm
 
-from workflow_scripts.lib.common import MINHASH_SCHEME, atomic_path, count_docs, read_docs, stage_cli
-
-WHITESPACE = re.compile(r"\s+")
-
-
-def shingles(text, n):
-    text = WHITESPACE.sub("", text)
-    return {text[i:i + n].encode() for i in range(max(1, len(text) - n + 1))}
-
-
-def signature(text, n, num_perm, seed):
-    minhash = MinHash(num_perm=num_perm, seed=seed, hashfunc=zlib.crc32, scheme=MINHASH_SCHEME)
-    minhash.update_batch(list(shingles(text, n)))
-    return minhash.hashvalues
-
-
-def exact_key(text):
-    """Documents that differ only in whitespace are exact duplicates."""
-    return hashlib.sha1(WHITESPACE.sub("", text).encode()).digest()
+from workflow_scripts.lib.common import atomic_path, count_docs, read_docs, stage_cli
+from workflow_scripts.lib.minhash_signatures import exact_key, signature
 
 
 def add_arguments(ap):

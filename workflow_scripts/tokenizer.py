@@ -22,39 +22,12 @@ import time
 import unicodedata
 from pathlib import Path
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from workflow_scripts.lib.bpe_training import PRE_TOKENIZATIONS, train
 from workflow_scripts.lib.chatml import CHAT_TEMPLATE, END_OF_TEXT, IM_END, IM_START, PAD, SPECIAL_TOKENS
 from workflow_scripts.lib.common import (StageError, atomic_dir, capped_texts, log, peak_rss_mb, read_docs, read_json,
                                      stage_cli, write_json)
-
-PRE_TOKENIZATIONS = ("han-runs", "naive")
-
-
-def encoding_pre_tokenizer():
-    return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
-
-
-def training_pre_tokenizer(pre_tokenization, han_run_max):
-    if pre_tokenization == "naive":
-        return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    short_run_or_pair = Regex(rf"(?<!\p{{Han}})\p{{Han}}{{1,{han_run_max}}}(?!\p{{Han}})|\p{{Han}}{{1,2}}")
-    return pre_tokenizers.Sequence([pre_tokenizers.Split(short_run_or_pair, "isolated"), encoding_pre_tokenizer()])
-
-
-def train(texts, vocab_size, pre_tokenization="han-runs", han_run_max=4, min_frequency=2):
-    """A trained `tokenizers.Tokenizer`; `naive` is GPT-2's ByteLevel setup, the benchmark's baseline."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = training_pre_tokenizer(pre_tokenization, han_run_max)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
-                                  special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(texts, trainer)
-    if pre_tokenization != "naive":
-        tokenizer.pre_tokenizer = encoding_pre_tokenizer()
-    return tokenizer
 
 
 def save_hf(tokenizer, out_dir, model_max_length):

@@ -192,9 +192,6 @@ SOURCE_KEYS = ["source", "weight", "read", "after_clean", "after_dedup", "train_
                "validation_documents"]
 SOURCE_COLUMNS = ["corpus", "weight", "read", "after clean", "after dedup", "train documents (weighted)",
                   "train characters (weighted)", "validation documents"]
-# datasketch's permutation scheme: minhash writes signatures with it and dedup reads them back.
-MINHASH_SCHEME = "affine32"
-
 
 def markdown_table(header, rows):
     """A GitHub markdown table; columns after the first are right-aligned (they hold numbers)."""
