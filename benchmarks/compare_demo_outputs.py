@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from workflow_scripts.lib.common import file_digest
+from workflow_scripts.lib.atomic_files import file_digest
 
 BYTE_FILES = ["corpus/train.parquet", "corpus/validation.parquet", "tokenizer/tokenizer.json",
               "tokenizer/tokenizer_config.json", "tokens/index.json"]

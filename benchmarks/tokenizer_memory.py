@@ -19,7 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from workflow_scripts.lib.common import peak_rss_mb  # noqa: E402
+from workflow_scripts.lib.stage_cli import peak_rss_mb  # noqa: E402
 from workflow_scripts.lib.text_normalization import normalize  # noqa: E402
 from results_io import provenance, save  # noqa: E402
 

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import REPO, run_dedup, run_fails, run_ok
 from test_stages import chinese, read, write_docs
-from workflow_scripts.lib.common import EXTRA_ID_BASE, extra_doc_id
+from workflow_scripts.lib.documents import EXTRA_ID_BASE, extra_doc_id
 from workflow_scripts.split import train_copies
 
 NOVELS = REPO.parent / "shared" / "data" / "pretrain_text" / "chinese-novels"

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from conftest import REPO, SHARED_DATA
-from workflow_scripts.lib.common import StageError
+from workflow_scripts.lib.stage_cli import StageError
 from workflow_scripts.dpo import read_pairs
 
 DPO_DATA = SHARED_DATA / "dpo"

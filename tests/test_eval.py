@@ -8,7 +8,8 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from conftest import run_stage
 from workflow_scripts.bits_per_byte import metrics, score, windows
-from workflow_scripts.lib.common import DocWriter, StageError
+from workflow_scripts.lib.documents import DocWriter
+from workflow_scripts.lib.stage_cli import StageError
 from workflow_scripts.samples import read_prompts
 
 TEXTS = ["北京是中华人民共和国的首都，位于华北平原。", "Snakemake 把流程写成规则；每条规则只在输入改变时重跑。", "长江"]

@@ -12,7 +12,7 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import REPO, run_stage
-from workflow_scripts.lib.common import IGNORE_INDEX
+from workflow_scripts.lib.loss_labels import IGNORE_INDEX
 from workflow_scripts.lib.sft_data import encode, read_conversations
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from conftest import SHARED_DATA
-from workflow_scripts.lib.common import IGNORE_INDEX, StageError
+from workflow_scripts.lib.loss_labels import IGNORE_INDEX
+from workflow_scripts.lib.stage_cli import StageError
 from workflow_scripts.lib.sft_data import Layout, ReadStats, encode, read_conversations
 
 SFT = SHARED_DATA / "sft"

@@ -17,7 +17,7 @@ import yaml
 from conftest import REPO, copy_workflow, snakemake
 from workflow_scripts.launch import RENDEZVOUS_PORT, accelerate_command, claim_gpus
 from workflow_scripts.lib import slurm_cluster
-from workflow_scripts.lib.common import StageError
+from workflow_scripts.lib.stage_cli import StageError
 from workflow_scripts.lib.signature_files import SignatureFiles
 
 sys.path.insert(0, str(REPO / "benchmarks"))

@@ -10,7 +10,7 @@ import yaml
 from conftest import REPO, SHARED_DATA, run_dedup, run_fails, run_ok, run_stage
 from workflow_scripts.lib.text_normalization import normalize
 from workflow_scripts.lib.signature_files import SignatureFiles
-from workflow_scripts.lib.common import DocWriter
+from workflow_scripts.lib.documents import DocWriter
 from workflow_scripts.split import in_validation
 
 sys.path.insert(0, str(REPO / "benchmarks"))

@@ -197,8 +197,8 @@ def test_the_report_shows_plots_and_tables(built):
 
 
 def jobs_after_code_edit(workdir, module, edit, target):
-    """What Snakemake would run after one edit to workflow_scripts/<module>.py (`lib/common` for a
-    library); the edit is undone."""
+    """What Snakemake would run after one edit to workflow_scripts/<module>.py (`lib/stage_cli` for
+    a library); the edit is undone."""
     script = workdir / "workflow_scripts" / f"{module}.py"
     original = script.read_text()
     edited = edit(original)
@@ -228,7 +228,7 @@ def test_comments_and_docstrings_rerun_nothing(built):
     def reword(source):
         source = source.replace('"""A problem with the user', '"""A problem (reworded) with the user')
         return source.replace("class StageError(Exception):", "# why this exists\n\n\nclass StageError(Exception):")
-    assert jobs_after_code_edit(built, "lib/common", reword, "all") == {}
+    assert jobs_after_code_edit(built, "lib/stage_cli", reword, "all") == {}
 
 
 # After the tests that expect nothing to rerun (it adds a DPO model to `built`), and before the one that

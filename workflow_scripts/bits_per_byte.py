@@ -19,7 +19,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from workflow_scripts.lib.common import IGNORE_INDEX, StageError, count_docs, log, read_docs, stage_cli, write_json
+from workflow_scripts.lib.atomic_files import write_json
+from workflow_scripts.lib.documents import count_docs, read_docs
+from workflow_scripts.lib.loss_labels import IGNORE_INDEX
+from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.engines import causal_lm_loss
 from workflow_scripts.lib.models import load_causal_lm
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from workflow_scripts.lib.common import StageError, stage_cli
+from workflow_scripts.lib.stage_cli import StageError, stage_cli
 from workflow_scripts.lib.generation import DEFAULTS, chat_prompt_ids, generate_reply, sampling_settings
 from workflow_scripts.lib.models import load_causal_lm
 

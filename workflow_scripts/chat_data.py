@@ -19,7 +19,8 @@ import json
 import random
 from pathlib import Path
 
-from workflow_scripts.lib.common import StageError, atomic_path, log, stage_cli, write_json
+from workflow_scripts.lib.atomic_files import atomic_path, write_json
+from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.sft_data import Layout, ReadStats, converted_records, read_conversations, to_pair, weighted
 
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from workflow_scripts.lib.common import DocWriter, count_docs, log, read_docs, stage_cli, write_json
+from workflow_scripts.lib.atomic_files import write_json
+from workflow_scripts.lib.documents import DocWriter, count_docs, read_docs
+from workflow_scripts.lib.stage_cli import log, stage_cli
 from workflow_scripts.lib.text_normalization import normalize
 
 HAN = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")

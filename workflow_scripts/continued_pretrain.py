@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from workflow_scripts.lib.common import StageError, read_json, stage_cli
+from workflow_scripts.lib.atomic_files import read_json
+from workflow_scripts.lib.stage_cli import StageError, stage_cli
 from workflow_scripts.lib.token_training import add_token_training_arguments, train_on_tokens
 from workflow_scripts.lib.models import (METHOD_SETTINGS, add_method_arguments, merge_lora, model_fingerprint,
                                          require_model_dir, with_lora)

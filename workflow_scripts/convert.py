@@ -12,7 +12,9 @@ from pathlib import Path
 import opencc
 from tqdm import tqdm
 
-from workflow_scripts.lib.common import DocWriter, count_docs, log, read_docs, stage_cli, write_json
+from workflow_scripts.lib.atomic_files import write_json
+from workflow_scripts.lib.documents import DocWriter, count_docs, read_docs
+from workflow_scripts.lib.stage_cli import log, stage_cli
 
 OPENCC_CONFIGS = ("t2s", "tw2sp", "hk2s", "none")
 

@@ -7,8 +7,9 @@ and for each corpus (zhwiki and the extra ones).
 """
 from pathlib import Path
 
-from workflow_scripts.lib.common import (SOURCE_COLUMNS, SOURCE_KEYS, markdown_table, read_json, stage_cli,
-                                     write_json, write_text)
+from workflow_scripts.lib.atomic_files import read_json, write_json, write_text
+from workflow_scripts.lib.stage_cli import stage_cli
+from workflow_scripts.lib.summary_tables import SOURCE_COLUMNS, SOURCE_KEYS, markdown_table
 from workflow_scripts.lib.plots import plt, save_png
 
 

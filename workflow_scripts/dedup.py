@@ -20,7 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from workflow_scripts.lib.common import StageError, atomic_path, log, stage_cli, write_json
+from workflow_scripts.lib.atomic_files import atomic_path, write_json
+from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.near_duplicates import band_shape, greedy_removals
 from workflow_scripts.lib.signature_files import SignatureFiles, load_npz
 

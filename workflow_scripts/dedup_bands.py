@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from workflow_scripts.lib.common import StageError, atomic_path, log, stage_cli, write_json
+from workflow_scripts.lib.atomic_files import atomic_path, write_json
+from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.near_duplicates import band_keys, band_shape, buckets, unique_pairs, verified_pairs
 from workflow_scripts.lib.signature_files import SignatureFiles
 

@@ -15,7 +15,8 @@ import shutil
 import time
 from pathlib import Path
 
-from workflow_scripts.lib.common import StageError, atomic_path, file_digest, stage_cli, write_json
+from workflow_scripts.lib.atomic_files import atomic_path, file_digest, write_json
+from workflow_scripts.lib.stage_cli import StageError, stage_cli
 from workflow_scripts.lib.http_fetch import Fetcher, verify
 
 DUMP_SUFFIX = "pages-articles-multistream.xml.bz2"

@@ -17,7 +17,8 @@ import shutil
 from pathlib import Path
 
 from workflow_scripts.lib.checkpoints import OPTIMISATION_SETTINGS, run_id, run_settings
-from workflow_scripts.lib.common import atomic_dir, file_digest, log, stage_cli, write_json, write_text
+from workflow_scripts.lib.atomic_files import atomic_dir, file_digest, write_json, write_text
+from workflow_scripts.lib.stage_cli import log, stage_cli
 from workflow_scripts.lib.plots import plt, save_png
 from workflow_scripts.lib.sft_data import ReadStats, converted_records, to_pair
 from workflow_scripts.lib.training import add_optimisation_arguments

@@ -27,7 +27,9 @@ import torch
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from workflow_scripts.lib.common import StageError, atomic_dir, capped_texts, log, read_docs, stage_cli, write_json
+from workflow_scripts.lib.atomic_files import atomic_dir, write_json
+from workflow_scripts.lib.documents import capped_texts, read_docs
+from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.models import require_model_dir
 
 EMBEDDING_MULTIPLE = 64

@@ -25,7 +25,9 @@ from pathlib import Path
 from tqdm import tqdm
 from wikiextractor.extract import Extractor
 
-from workflow_scripts.lib.common import DocWriter, StageError, log, stage_cli, write_json
+from workflow_scripts.lib.atomic_files import write_json
+from workflow_scripts.lib.documents import DocWriter
+from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 
 EMPTY_SHA1 = {"phoiac9h4m842xq45sp7s6u21eteeq1", "da39a3ee5e6b4b0d3255bfef95601890afd80709"}
 FIELD = re.compile(r"<(\w+)[^>]*>([^<]*)</\1>")

@@ -18,7 +18,8 @@ import shutil
 import time
 from pathlib import Path
 
-from workflow_scripts.lib.common import StageError, atomic_dir, file_digest, log, stage_cli, write_json
+from workflow_scripts.lib.atomic_files import atomic_dir, file_digest, write_json
+from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.http_fetch import Fetcher, is_archive, unpack, url_file_name
 
 GB = 1 << 30

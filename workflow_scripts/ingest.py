@@ -20,7 +20,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from workflow_scripts.lib.common import DocWriter, StageError, extra_doc_id, log, open_parquet, stage_cli, write_json
+from workflow_scripts.lib.atomic_files import write_json
+from workflow_scripts.lib.documents import DocWriter, extra_doc_id, open_parquet
+from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 
 
 class ShardCounter:

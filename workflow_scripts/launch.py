@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from workflow_scripts.lib.common import StageError
+from workflow_scripts.lib.stage_cli import StageError
 
 RENDEZVOUS_PORT = 29500
 

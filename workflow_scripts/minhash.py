@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from workflow_scripts.lib.common import atomic_path, count_docs, read_docs, stage_cli
+from workflow_scripts.lib.atomic_files import atomic_path
+from workflow_scripts.lib.documents import count_docs, read_docs
+from workflow_scripts.lib.stage_cli import stage_cli
 from workflow_scripts.lib.minhash_signatures import exact_key, signature
 
 

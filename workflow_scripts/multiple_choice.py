@@ -27,7 +27,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from workflow_scripts.lib.common import StageError, log, markdown_table, stage_cli, write_json, write_text
+from workflow_scripts.lib.atomic_files import write_json, write_text
+from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
+from workflow_scripts.lib.summary_tables import markdown_table
 from workflow_scripts.lib.exam_subjects import chinese_name
 from workflow_scripts.lib.models import load_causal_lm
 from workflow_scripts.lib.user_files import folder_contents, read_utf8

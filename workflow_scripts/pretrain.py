@@ -15,7 +15,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from workflow_scripts.lib.common import stage_cli
+from workflow_scripts.lib.stage_cli import stage_cli
 from workflow_scripts.lib.model_presets import PRESETS, build_model
 from workflow_scripts.lib.token_training import add_token_training_arguments, train_on_tokens
 from workflow_scripts.lib.training import set_seed

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from workflow_scripts.lib.common import (SOURCE_COLUMNS, SOURCE_KEYS, markdown_table, read_json, stage_cli,
-                                     write_json, write_text)
+from workflow_scripts.lib.atomic_files import read_json, write_json, write_text
+from workflow_scripts.lib.stage_cli import stage_cli
+from workflow_scripts.lib.summary_tables import SOURCE_COLUMNS, SOURCE_KEYS, markdown_table
 
 STYLE = """body{font-family:system-ui,"Noto Sans CJK SC",sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:.3em .7em;vertical-align:top}

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from workflow_scripts.lib.common import StageError, log, stage_cli, write_json, write_text
+from workflow_scripts.lib.atomic_files import write_json, write_text
+from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.generation import chat_prompt_ids, completion_prompt_ids
 from workflow_scripts.lib.models import load_causal_lm
 

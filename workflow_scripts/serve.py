@@ -29,7 +29,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from workflow_scripts.lib.common import StageError, log, stage_cli
+from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.continuous_batching import RowSampling
 from workflow_scripts.lib.generation import DEFAULTS, chat_prompt_ids, completion_prompt_ids
 from workflow_scripts.lib.models import load_causal_lm

@@ -29,7 +29,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from workflow_scripts.lib.common import IGNORE_INDEX, StageError, log, read_json, stage_cli
+from workflow_scripts.lib.atomic_files import read_json
+from workflow_scripts.lib.loss_labels import IGNORE_INDEX
+from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.sft_data import ReadStats, encode, read_conversations, weighted
 from workflow_scripts.lib.checkpoints import run_id, run_settings
 from workflow_scripts.lib.engines import RunShape

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from workflow_scripts.lib.common import (DocWriter, StageError, count_docs, open_parquet, read_docs, stage_cli,
-                                        write_json)
+from workflow_scripts.lib.atomic_files import write_json
+from workflow_scripts.lib.documents import DocWriter, count_docs, open_parquet, read_docs
+from workflow_scripts.lib.stage_cli import StageError, stage_cli
 
 
 def unit_hash(*key):

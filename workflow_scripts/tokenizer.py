@@ -26,8 +26,9 @@ from transformers import PreTrainedTokenizerFast
 
 from workflow_scripts.lib.bpe_training import PRE_TOKENIZATIONS, train
 from workflow_scripts.lib.chatml import CHAT_TEMPLATE, END_OF_TEXT, IM_END, IM_START, PAD, SPECIAL_TOKENS
-from workflow_scripts.lib.common import (StageError, atomic_dir, capped_texts, log, peak_rss_mb, read_docs, read_json,
-                                     stage_cli, write_json)
+from workflow_scripts.lib.atomic_files import atomic_dir, read_json, write_json
+from workflow_scripts.lib.documents import capped_texts, read_docs
+from workflow_scripts.lib.stage_cli import StageError, log, peak_rss_mb, stage_cli
 
 
 def save_hf(tokenizer, out_dir, model_max_length):

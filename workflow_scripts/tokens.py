@@ -17,7 +17,9 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from workflow_scripts.lib.common import StageError, atomic_path, file_digest, log, open_docs, stage_cli, write_json
+from workflow_scripts.lib.atomic_files import atomic_path, file_digest, write_json
+from workflow_scripts.lib.documents import open_docs
+from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.chatml import END_OF_TEXT
 
 BATCH_DOCS = 256

@@ -9,7 +9,8 @@ different tokenizers are refused.
 """
 from pathlib import Path
 
-from workflow_scripts.lib.common import StageError, log, read_json, stage_cli, write_json
+from workflow_scripts.lib.atomic_files import read_json, write_json
+from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 
 SHARED_KEYS = ("dtype", "vocab_size", "eod_id", "tokenizer_sha1")
 

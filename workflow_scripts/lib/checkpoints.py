@@ -12,7 +12,8 @@ import os
 import shutil
 from pathlib import Path
 
-from workflow_scripts.lib.common import atomic_dir, log
+from workflow_scripts.lib.atomic_files import atomic_dir
+from workflow_scripts.lib.stage_cli import log
 
 # What shapes every training stage's run; each stage adds its own (run_settings).
 OPTIMISATION_SETTINGS = ("max_steps", "lr", "min_lr_ratio", "warmup_steps", "weight_decay", "clip", "seed")

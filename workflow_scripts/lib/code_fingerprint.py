@@ -1,7 +1,7 @@
 """The code a stage runs, as a fingerprint: what makes a rule rerun when its code changes.
 
 A stage's fingerprint covers its own module and every workflow_scripts module it imports (named
-by their path in the package, e.g. `lib.common`),
+by their path in the package, e.g. `lib.documents`),
 transitively (imports inside functions too: they run when the function does). Each module counts
 as its syntax tree with the docstrings removed, so an edit to a comment, a docstring or the
 formatting reruns nothing, while any change to what runs reruns the rules whose stages import it.
@@ -20,7 +20,7 @@ def module_file(module):
 
 
 def imported_modules(tree):
-    """The workflow_scripts modules an import statement anywhere in the tree names, as `lib.common`."""
+    """The workflow_scripts modules an import statement anywhere in the tree names, as `lib.documents`."""
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and f"{node.module}.".startswith(PACKAGE + "."):
             within = node.module[len(PACKAGE) + 1:]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from workflow_scripts.lib.common import StageError
+from workflow_scripts.lib.stage_cli import StageError
 
 DEEPSPEED_CONFIGS = Path(__file__).resolve().parents[2] / "config" / "deepspeed"
 

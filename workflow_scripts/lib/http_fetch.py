@@ -16,7 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from workflow_scripts.lib.common import StageError, file_digest, log
+from workflow_scripts.lib.atomic_files import file_digest
+from workflow_scripts.lib.stage_cli import StageError, log
 
 CHUNK = 1 << 20
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}

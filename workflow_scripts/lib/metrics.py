@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from workflow_scripts.lib.common import IGNORE_INDEX
+from workflow_scripts.lib.loss_labels import IGNORE_INDEX
 from workflow_scripts.lib.engines import causal_lm_loss
 from workflow_scripts.lib.plots import plt, save_png
 

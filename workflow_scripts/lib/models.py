@@ -3,7 +3,8 @@ from pathlib import Path
 
 import torch
 
-from workflow_scripts.lib.common import StageError, file_digest
+from workflow_scripts.lib.atomic_files import file_digest
+from workflow_scripts.lib.stage_cli import StageError
 
 
 def require_model_dir(model_dir: Path, remedy="build it with snakemake first"):

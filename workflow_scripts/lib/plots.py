@@ -4,7 +4,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
-from workflow_scripts.lib.common import atomic_path  # noqa: E402
+from workflow_scripts.lib.atomic_files import atomic_path  # noqa: E402
 
 
 def save_png(fig, path):

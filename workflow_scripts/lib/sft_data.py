@@ -23,7 +23,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workflow_scripts.lib.common import IGNORE_INDEX, StageError
+from workflow_scripts.lib.loss_labels import IGNORE_INDEX
+from workflow_scripts.lib.stage_cli import StageError
 from workflow_scripts.lib.user_files import folder_contents, read_utf8
 
 ALPACA_COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "system": "system",

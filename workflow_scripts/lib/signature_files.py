@@ -5,7 +5,7 @@ import zipfile
 
 import numpy as np
 
-from workflow_scripts.lib.common import StageError
+from workflow_scripts.lib.stage_cli import StageError
 
 
 def load_npz(path):

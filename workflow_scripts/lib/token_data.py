@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workflow_scripts.lib.common import StageError, read_json
+from workflow_scripts.lib.atomic_files import read_json
+from workflow_scripts.lib.stage_cli import StageError
 
 
 class TokenWindows:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from workflow_scripts.lib.common import read_json
+from workflow_scripts.lib.atomic_files import read_json
 from workflow_scripts.lib.checkpoints import run_id, run_settings
 from workflow_scripts.lib.engines import RunShape
 from workflow_scripts.lib.metrics import evaluate, model_flops_per_token

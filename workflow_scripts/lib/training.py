@@ -14,7 +14,9 @@ import torch
 from tqdm import tqdm
 
 from workflow_scripts.lib.checkpoints import Checkpoints, resume, save_model
-from workflow_scripts.lib.common import IGNORE_INDEX, log, write_json, write_text
+from workflow_scripts.lib.atomic_files import write_json, write_text
+from workflow_scripts.lib.loss_labels import IGNORE_INDEX
+from workflow_scripts.lib.stage_cli import log
 from workflow_scripts.lib.engines import lr_lambda, make_engine, make_optimizer
 from workflow_scripts.lib.metrics import Metrics, peak_flops, plot_curves
 

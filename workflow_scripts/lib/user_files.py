@@ -2,7 +2,7 @@
 say where the problem is and what to do."""
 from pathlib import Path
 
-from workflow_scripts.lib.common import StageError
+from workflow_scripts.lib.stage_cli import StageError
 
 LISTED_ENTRIES = 8
 
