@@ -1,167 +1,24 @@
-# Config validation and helpers shared by every rule file.
-import contextlib
-import glob
-import hashlib
-import json
+# Snakemake glue that the rules share: the config checked (lib/workflow_config.py), the input
+# functions, and the names of a run's shards, models and fetched files.
 import os
 import re
 import sys
 from pathlib import Path
 
-import jsonschema
-import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.io import strip_wildcard_constraints
 
 from workflow_scripts.lib.code_fingerprint import code_fingerprint
-from workflow_scripts.lib.http_fetch import is_archive, url_file_name
-
-
-def validate_config(cfg, schema_path):
-    """One line per problem, naming the key: an unknown key, a wrong type, a value out of range.
-    Values given as text on the command line (--config, which reads nested values as strings) are
-    first read as the numbers or booleans the schema asks for."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    cfg.update(coerced(cfg, schema))
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.path))
-    if errors:
-        sys.exit(f"invalid config: {'; '.join(map(describe_error, errors))}")
-    for section in ("pretrain", "continued_pretrain"):
-        settings = cfg[section]
-        world = (settings["gpus"] or settings["processes"]) * settings.get("nodes", 1)
-        per_micro_step = settings["micro_batch"] * settings["seq_len"] * world
-        if settings["global_batch_tokens"] % per_micro_step:
-            sys.exit(f"invalid config: {section}.global_batch_tokens: {settings['global_batch_tokens']} is not a "
-                     f"multiple of micro_batch x seq_len x processes (or gpus) x nodes = {per_micro_step}")
-    check_multiple_choice_sets(cfg["eval"]["multiple_choice"])
-    if cfg["sft"]["replay_share"] and cfg["sft"]["base"]:
-        sys.exit("invalid config: sft.replay_share: replaying pretraining text needs this workflow's base model, "
-                 "whose tokenizer made results/tokens; set sft.replay_share: 0 to fine-tune sft.base")
-    continued = cfg["continued_pretrain"]
-    if continued["enabled"] and not (continued["base"] and Path(continued["base"], "config.json").is_file()):
-        sys.exit(f"invalid config: continued_pretrain.base: {continued['base']!r} is not a Hugging Face model "
-                 "directory (no config.json); point it at the model to expand")
-    check_extra_corpora(cfg["corpora"]["extra"])
-    check_fetched_checksums(data_sources(cfg))
-    check_context_lengths(cfg)
-    check_targets_have_their_preset(cfg)
+from workflow_scripts.lib.workflow_config import (ConfigError, as_entries, chat_sources, cli_options, corpus_files,
+                                                    data_sources, extra_corpora, fetched_key, launcher, mirrored,
+                                                    source_input, source_path, training_allocation, url_key,
+                                                    validate_config)
 
 
 def requested_targets():
     """The words of the command line, among them its targets: Snakemake reads the Snakefile before
     it records the targets (workflow.dag_settings is set afterwards), so they are read from argv."""
     return set(sys.argv[1:])
-
-
-def check_targets_have_their_preset(cfg):
-    """Targets of an optional recipe, named without the preset that turns it on: one line naming it."""
-    if not cfg["continued_pretrain"]["enabled"] and requested_targets() & {"continued_model", "expand_vocab"}:
-        sys.exit("invalid config: continued_model needs continued_pretrain.enabled and a base model: copy one to "
-                 "existing_base, then run snakemake --cores all continued_model --configfile config.yaml "
-                 "config/presets/continued.yaml")
-
-
-def check_context_lengths(cfg):
-    """Lengths beyond the context a model was trained for: SFT, DPO and evaluation would otherwise
-    run on positions the model never saw (or cut prompts without a word)."""
-    chat_context, chat_context_key = model_context(cfg["sft"]["base"], cfg["pretrain"]["seq_len"])
-    lengths = [("sft.max_len", cfg["sft"]["max_len"]), ("eval.max_prompt_tokens", cfg["eval"]["max_prompt_tokens"]),
-               ("eval.seq_len", cfg["eval"]["seq_len"])]
-    if cfg["dpo"]["enabled"]:
-        lengths.append(("dpo.max_len", cfg["dpo"]["max_len"]))
-    for key, length in lengths:
-        if length > chat_context:
-            sys.exit(f"invalid config: {key}: {length} is longer than the model's context, {chat_context_key} = "
-                     f"{chat_context}; lower {key} or raise {chat_context_key}")
-
-
-def model_context(base, pretrain_seq_len):
-    """(context length, what sets it) of the model SFT starts from: this workflow's pretraining
-    seq_len, or a given model's max_position_embeddings (unknown while that model is yet to be built)."""
-    if not base:
-        return pretrain_seq_len, "pretrain.seq_len"
-    config_file = Path(base, "config.json")
-    if not config_file.is_file():
-        return float("inf"), ""
-    return json.loads(config_file.read_text()).get("max_position_embeddings", float("inf")), \
-        f"max_position_embeddings of {config_file}"
-
-
-def coerced(value, schema):
-    """value with every string that stands where the schema wants a number, a boolean or an enum
-    of them read as YAML (`"0.001"` -> 0.001); anything else as it is, for the validator to judge."""
-    if isinstance(value, dict):
-        properties = schema.get("properties", {})
-        return {key: coerced(item, properties.get(key, {})) for key, item in value.items()}
-    if isinstance(value, list):
-        return [coerced(item, schema.get("items", {})) for item in value]
-    scalar = schema.get("type") in ("number", "integer", "boolean") or (
-        "enum" in schema and not any(isinstance(option, str) for option in schema["enum"]))
-    if not (scalar and isinstance(value, str)):
-        return value
-    parsed = yaml.safe_load(value)
-    with contextlib.suppress(ValueError):
-        parsed = float(value) if isinstance(parsed, str) else parsed  # YAML 1.1 reads 1e-3 as text
-    return parsed
-
-
-def data_sources(cfg):
-    """Every entry of sft.data, dpo.data and eval.multiple_choice, as {path} or {url, sha256, member}."""
-    return as_entries(cfg["sft"]["data"] + cfg["dpo"]["data"] + cfg["eval"]["multiple_choice"])
-
-
-def as_entries(entries):
-    """Data entries as dicts: dpo.data may list plain paths."""
-    return [{"path": entry} if isinstance(entry, str) else entry for entry in entries]
-
-
-def check_fetched_checksums(sources):
-    pinned = {}
-    for entry in filter(lambda entry: "url" in entry, sources):
-        sha256 = pinned.setdefault(entry["url"], entry.get("sha256", ""))
-        if sha256 != entry.get("sha256", ""):
-            sys.exit(f"invalid config: {entry['url']} is given twice with different sha256; give it one")
-
-
-def check_multiple_choice_sets(sets):
-    names = [entry["name"] for entry in sets]
-    if len(set(names)) < len(names):
-        sys.exit(f"invalid config: eval.multiple_choice: names {names} repeat; give each set its own name")
-    for entry in filter(lambda entry: "path" in entry, sets):
-        folder = Path(entry["path"])
-        if not any((folder / split).is_dir() for split in ("test", "val")):
-            sys.exit(f"invalid config: eval.multiple_choice: {entry['name']}: {folder} has no test/ or val/ folder "
-                     "of subject CSVs (CMMLU or C-Eval layout)")
-
-
-def check_extra_corpora(corpora):
-    names = [entry["name"] for entry in corpora]
-    if len(set(names)) < len(names):
-        sys.exit(f"invalid config: corpora.extra: names {names} repeat; give each corpus its own name")
-    for entry in corpora:
-        files = corpus_files(entry)
-        if not files:
-            sys.exit(f"invalid config: corpora.extra: {entry['name']}: no file matches {entry['path']}")
-        unknown = [f for f in files if Path(f).suffix not in (".txt", ".jsonl", ".parquet")]
-        if unknown:
-            sys.exit(f"invalid config: corpora.extra: {entry['name']}: {unknown[0]} is not .txt, .jsonl or .parquet")
-
-
-def corpus_files(entry):
-    """A corpus's files: its path, a glob (sorted) or a folder (every file in it, sorted)."""
-    path = Path(entry["path"])
-    pattern = str(path / "*") if path.is_dir() else entry["path"]
-    return sorted(f for f in glob.glob(pattern) if Path(f).is_file())
-
-
-def describe_error(error):
-    key = ".".join(map(str, error.absolute_path)) or "(top level)"
-    if error.validator == "additionalProperties":
-        unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        return f"{key}: unknown key {', '.join(unknown)} (allowed: {', '.join(error.schema['properties'])})"
-    if error.validator == "oneOf" and isinstance(error.instance, dict):
-        return f"{key}: give exactly one of path (a local file or folder) or url"
-    return f"{key}: {error.message}"
 
 
 def all_cores():
@@ -192,23 +49,6 @@ def flag(enabled, name):
     return name if enabled else ""
 
 
-def cli_options(settings, skip=()):
-    """A config section as command-line options: --key value, --flag / --no-flag for booleans.
-    Sorted by key, so reordering config.yaml changes no params and reruns nothing."""
-    options = []
-    for key, value in sorted(settings.items()):
-        if key in skip:
-            continue
-        name = key.replace("_", "-")
-        if isinstance(value, bool):
-            options.append(f"--{name}" if value else f"--no-{name}")
-        elif isinstance(value, list):
-            options.append(f"--{name} {' '.join(map(str, value))}")
-        else:
-            options.append(f"--{name} {value}")
-    return " ".join(options)
-
-
 def sft_base():
     """The model SFT starts from: this workflow's base model unless sft.base names another."""
     return config["sft"]["base"] or rules.base_model.output.model
@@ -217,41 +57,6 @@ def sft_base():
 def threads_per_process(section):
     """The rule's threads split among its processes (Snakemake pins a job to `threads` via OMP_NUM_THREADS)."""
     return lambda wildcards, threads: max(1, threads // (config[section]["gpus"] or config[section]["processes"]))
-
-
-def training_allocation(section):
-    """A training job's resources for SLURM. Across nodes: one task per node (srun starts a launcher
-    on each), GPUs per node (gres; `gpu` is the whole job's), and `mpi`, without which the plugin runs
-    the job's command inside a one-node `srun -n1` step, where srun cannot reach the other node
-    ("Only allocated 1 nodes asked for 2" on the CI's two-node partition). tasks_per_gpu 0 keeps the
-    plugin from turning `tasks` into --ntasks-per-gpu."""
-    settings = config[section]
-    nodes = settings.get("nodes", 1)
-    if nodes == 1:
-        return {"gpu": settings["gpus"], "nodes": 1}
-    gpus = {"gres": f"gpu:{settings['gpus']}", "tasks_per_gpu": 0} if settings["gpus"] else {}
-    return {"nodes": nodes, "mpi": "srun", "tasks": nodes, **gpus}
-
-
-def launcher(section):
-    """The training launcher (workflow_scripts/launch.py: accelerate launch, GPUs claimed per job);
-    across nodes, srun starts one launcher on each node of the job's allocation."""
-    settings = config[section]
-    nodes = settings.get("nodes", 1)
-    # --ntasks: the job step Snakemake runs the command in sets SLURM_NTASKS=1, which srun would take.
-    srun = f"srun --overlap --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 " if nodes > 1 else ""
-    processes = settings.get("processes", 1)
-    return (f"{srun}python -m workflow_scripts.launch --gpus {settings['gpus']} --processes {processes}"
-            f" --nodes {nodes} --")
-
-
-def extra_corpora():
-    """config corpora.extra with every default filled in: the zhwiki settings for conversion and
-    cleaning, overridden key by key by the corpus's own."""
-    defaults = {"text_field": "text", "title_field": "title", "txt_document": "file", "shards": 1, "weight": 1.0,
-                "opencc_config": config["convert"]["opencc_config"]}
-    return [{**defaults, **entry, "clean": {**config["clean"], **entry.get("clean", {})}}
-            for entry in config["corpora"]["extra"]]
 
 
 def part_corpus(wildcards):
@@ -281,59 +86,16 @@ def corpus_weights():
     return {"zhwiki": config["corpora"]["zhwiki_weight"], **{c["name"]: c["weight"] for c in EXTRA_CORPORA}}
 
 
-def url_key(url):
-    return hashlib.sha1(url.encode()).hexdigest()[:10]
-
-
-def fetched_key(entry):
-    """The folder name of a fetched entry: its file name (readable) and a hash of the URL and the
-    sha256 (unique; a new pin fetches into a new folder and leaves the one fetched before)."""
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", url_file_name(entry["url"]))
-    return f"{name}-{url_key(entry['url'] + entry.get('sha256', '').lower())}"
-
-
-def mirrored(url):
-    """url with the first matching prefix of fetch.mirrors replaced by its mirror."""
-    for prefix, mirror in config["fetch"]["mirrors"].items():
-        if url.startswith(prefix):
-            return mirror + url[len(prefix):]
-    return url
-
-
-def source_input(entry):
-    """The input a data entry adds: a local file or folder, or the fetch_data output of a URL."""
-    if "path" in entry:
-        return entry["path"]
-    return f"{FETCHED}/{fetched_key(entry)}"
-
-
-def source_path(entry):
-    """The file or folder a data entry names: its path, or where fetch_data put its URL (the
-    downloaded file, or the unpacked archive's root or `member`)."""
-    if "path" in entry:
-        return entry["path"]
-    name = url_file_name(entry["url"])
-    inside = entry.get("member") or ("" if is_archive(name) else name)
-    return str(Path(source_input(entry), inside)) if inside else source_input(entry)
-
-
 def sft_replay_input():
     """The token shards SFT replays (their index), when it replays pretraining text."""
     return [rules.tokens_index.output.index.format(tokens="tokens")] if config["sft"]["replay_share"] else []
-
-
-def chat_sources(kind):
-    """The --sources JSON of chat_data: each file's local path, weight and declared layout."""
-    keys = ("weight", "formatting", "columns", "tags")
-    return json.dumps([{"path": source_path(entry), **{key: entry[key] for key in keys if key in entry}}
-                       for entry in as_entries(config[kind]["data"])], ensure_ascii=False, sort_keys=True)
 
 
 def multiple_choice_inputs(wildcards):
     """A multiple-choice set's CSVs (so editing or adding one reruns its evaluation), or its fetch."""
     entry = MC_ENTRIES[wildcards.set]
     if "url" in entry:
-        return source_input(entry)
+        return source_input(entry, FETCHED)
     return sorted(str(p) for p in Path(entry["path"]).glob("*/*.csv"))
 
 
@@ -353,12 +115,15 @@ def stage_benchmarks(wildcards):
     return sorted(paths)
 
 
-validate_config(config, Path(workflow.basedir, "config", "schema.yaml"))
+try:
+    validate_config(config, Path(workflow.basedir, "config", "schema.yaml"), requested_targets())
+except ConfigError as err:
+    sys.exit(f"invalid config: {err}")
 
 ALL_CORES = all_cores()
 SHARDS = [f"{i:03d}" for i in range(config["extract"]["shards"])]
 TOKEN_SHARDS = [f"{i:03d}" for i in range(config["tokens"]["shards"])]
-EXTRA_CORPORA = extra_corpora()
+EXTRA_CORPORA = extra_corpora(config)
 EXTRA_PARTS = [f"{c['name']}-{i:03d}" for c in EXTRA_CORPORA for i in range(c["shards"])]
 PARTS = [f"zhwiki-{shard}" for shard in SHARDS] + EXTRA_PARTS
 BAND_GROUPS = [str(group) for group in range(config["dedup"]["band_jobs"])]
@@ -376,7 +141,7 @@ MODELS = (["base_model", "sft_model"] + (["dpo_model"] if config["dpo"]["enabled
           + (["continued_model"] if CONTINUED else []))
 TOKENIZERS = {"tokens": "results/tokenizer", **({"expanded_tokens": "results/expanded_base"} if CONTINUED else {})}
 MC_ENTRIES = {entry["name"]: entry for entry in config["eval"]["multiple_choice"]}
-MC_SETS = {name: source_path(entry) for name, entry in MC_ENTRIES.items()}
+MC_SETS = {name: source_path(entry, FETCHED) for name, entry in MC_ENTRIES.items()}
 FETCHES = {fetched_key(entry): entry for entry in data_sources(config) if "url" in entry}
 CHAT_KINDS = ["sft"] + (["dpo"] if "dpo_model" in MODELS else [])
 # What this run fetches: dpo.data only when DPO is on.

@@ -42,7 +42,7 @@ rule continued_model:
                     labels={"stage": "continued pretraining"}),
         summary="results/continued/summary.json",
     params:
-        launcher=launcher("continued_pretrain"),
+        launcher=launcher(config["continued_pretrain"]),
         options=cli_options(config["continued_pretrain"], skip=CONTINUED_EXPANSION_KEYS),
         threads_per_process=threads_per_process("continued_pretrain"),
         checkpoints="results/checkpoints/continued_model",

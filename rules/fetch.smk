@@ -6,7 +6,7 @@ rule fetch_url:
         folder=directory(f"{FETCHED}/{{fetched}}"),
         stats=f"{FETCHED}/{{fetched}}.json",
     params:
-        url=lambda wildcards: mirrored(FETCHES[wildcards.fetched]["url"]),
+        url=lambda wildcards: mirrored(FETCHES[wildcards.fetched]["url"], config["fetch"]["mirrors"]),
         sha256=lambda wildcards: FETCHES[wildcards.fetched].get("sha256", ""),
         # The download lives outside the outputs, so a failed job leaves it to be resumed, and a
         # new sha256 checks it instead of fetching the same bytes again.

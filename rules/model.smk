@@ -12,7 +12,7 @@ rule base_model:
                     labels={"stage": "pretraining"}),
         summary="results/pretrain/summary.json",
     params:
-        launcher=launcher("pretrain"),
+        launcher=launcher(config["pretrain"]),
         options=cli_options(config["pretrain"], skip=("processes", "gpus", "nodes")),
         threads_per_process=threads_per_process("pretrain"),
         # Checkpoints live outside the rule's outputs, where a failed job does not remove them.
@@ -26,7 +26,7 @@ rule base_model:
     # pin each job to one thread through OMP_NUM_THREADS).
     threads: ALL_CORES
     resources:
-        **training_allocation("pretrain"),
+        **training_allocation(config["pretrain"]),
     conda:
         "../envs/training.yaml"
     shell:
@@ -38,12 +38,12 @@ rule base_model:
 
 rule chat_data_kind:
     input:
-        sources=lambda wildcards: [source_input(entry) for entry in as_entries(config[wildcards.kind]["data"])],
+        sources=lambda wildcards: [source_input(entry, FETCHED) for entry in as_entries(config[wildcards.kind]["data"])],
     output:
         data="results/chat_data/{kind}.jsonl",
         stats="results/chat_data/{kind}.json",
     params:
-        sources=lambda wildcards: chat_sources(wildcards.kind),
+        sources=lambda wildcards: chat_sources(as_entries(config[wildcards.kind]["data"]), FETCHED),
         skip_bad=lambda wildcards: flag(config[wildcards.kind]["skip_bad_records"], "--skip-bad-records"),
         seed=lambda wildcards: config[wildcards.kind]["seed"],
         code=code_fingerprint("chat_data"),
@@ -71,7 +71,7 @@ rule sft_model:
                     labels={"stage": "SFT"}),
         summary="results/sft/summary.json",
     params:
-        launcher=launcher("sft"),
+        launcher=launcher(config["sft"]),
         replay=lambda wildcards, input: f"--replay-tokens {Path(input.replay[0]).parent}" if input.replay else "",
         options=cli_options(config["sft"], skip=("base", "data", "skip_bad_records", "processes", "gpus")),
         threads_per_process=threads_per_process("sft"),
@@ -104,7 +104,7 @@ rule dpo_model:
         plot=report("results/dpo/loss.png", category="4. Training", labels={"stage": "DPO"}),
         summary="results/dpo/summary.json",
     params:
-        launcher=launcher("dpo"),
+        launcher=launcher(config["dpo"]),
         options=cli_options(config["dpo"], skip=("enabled", "data", "skip_bad_records", "gpus")),
         checkpoints="results/checkpoints/dpo_model",
         code=code_fingerprint("dpo", "launch"),
