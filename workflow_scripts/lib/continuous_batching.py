@@ -122,9 +122,11 @@ class ContinuousBatch:
         eos = model.generation_config.eos_token_id
         self.eos = sorted(set(eos if isinstance(eos, list) else [eos]))
         table = byte_table(tokenizer, model.config.vocab_size)
-        self.utf8 = None if table is None else tuple(t.to(self.device) for t in table)
-        if self.utf8 is not None:  # added to the scores: a masked_fill took 4x longer on [16, vocab]
-            self.utf8_bias = torch.zeros(self.utf8[0].shape, device=self.device).masked_fill(~self.utf8[0], -torch.inf)
+        # The guard's table of allowed tokens as a bias added to the scores (-inf where a token would
+        # break the character): at 16 rows a masked_fill by the boolean table took 122 us, this 26 us.
+        self.utf8_bias, self.utf8_next = (None, None) if table is None else (
+            torch.zeros(table[0].shape, device=self.device).masked_fill(~table[0].to(self.device), -torch.inf),
+            table[1].to(self.device))
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.fail()
 
@@ -196,7 +198,8 @@ class ContinuousBatch:
         """Logits after each row's repetition, presence and frequency penalties, bias and masks."""
         scores = logits.clone()
         penalty = column(rows, "repetition_penalty", self.device)
-        if (penalty != 1).any():  # on the tokens seen alone, as HF's: a where over the vocabulary took 7x longer
+        # On the tokens seen alone, as HF's processor: a where over [16, vocab] took 138 us a call.
+        if (penalty != 1).any():
             seen = scores.gather(1, history.tokens)
             scores.scatter_(1, history.tokens, torch.where(seen < 0, seen * penalty, seen / penalty))
         presence, frequency = column(rows, "presence_penalty", self.device), column(rows, "frequency_penalty",
@@ -208,7 +211,7 @@ class ContinuousBatch:
                 scores[n, token] += bias
         early = history.length < column(rows, "min_tokens", self.device, torch.long)[:, 0]
         scores[early.nonzero()[:, 0][:, None], torch.tensor(self.eos, device=self.device)] = float("-inf")
-        if self.utf8 is not None:
+        if self.utf8_bias is not None:
             scores += self.utf8_bias.index_select(0, history.utf8)[:, :scores.shape[1]]
         return scores
 
@@ -217,8 +220,8 @@ class ContinuousBatch:
         history.tokens = torch.cat([history.tokens, tokens[:, None]], 1)
         history.counts[every, tokens] += 1
         history.length += 1
-        if self.utf8 is not None:
-            history.utf8 = self.utf8[1][history.utf8, tokens]
+        if self.utf8_next is not None:
+            history.utf8 = self.utf8_next[history.utf8, tokens]
 
     def merge(self, rows, cache, mask, last, history):
         """The prefilled rows' cache padded on the left to the batch's length and appended to it."""

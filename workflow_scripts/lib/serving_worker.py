@@ -1,8 +1,7 @@
 """The server's generation thread: requests wait in a bounded queue and join their model's running
 batch (lib/continuous_batching.py) between decode steps; their text and results go back to the
 request handlers on the event loop as events, all of a step's in one call: one wake-up of the loop
-per step rather than per row (each wake-up writes to the loop's self-pipe, and 16 of them took
-the event loop about as long as the 16-row step itself).
+per step rather than one per row (each wake-up writes to the loop's self-pipe).
 
 A failure while admitting a request fails that request alone; a failure in a decode step fails
 the rows of that step's batch, and the thread goes on. Should the thread itself stop, `on_failure`
