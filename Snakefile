@@ -21,6 +21,19 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+
+
+wildcard_constraints:
+    shard=r"\d{3}",
+    part="(" + "|".join(["zhwiki"] + [c["name"] for c in EXTRA_CORPORA]) + r")-\d{3}",
+    split="train|validation",
+    model="base_model|sft_model|dpo_model|continued_model",
+    tokens="tokens|expanded_tokens",
+    set="|".join(MC_SETS) or "(?!)",
+    fetched="|".join(map(re.escape, FETCHES)) or "(?!)",
+    kind="sft|dpo",
+
+
 include: "rules/data.smk"
 include: "rules/tokenizer.smk"
 include: "rules/fetch.smk"

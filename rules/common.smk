@@ -1,5 +1,6 @@
 # Snakemake glue that the rules share: the config checked (lib/workflow_config.py), the input
-# functions, and the names of a run's shards, models and fetched files.
+# functions, and the names of a run's shards, models and fetched files (their wildcards' patterns
+# are in the Snakefile, before the rules).
 import os
 import re
 import sys
@@ -9,8 +10,10 @@ from snakemake.exceptions import WorkflowError
 from snakemake.io import strip_wildcard_constraints
 
 from workflow_scripts.lib.code_fingerprint import code_fingerprint
-from workflow_scripts.lib.workflow_config import (ConfigError, as_entries, chat_sources, cli_options, corpus_files,
-                                                    data_sources, extra_corpora, fetched_key, launcher, mirrored,
+from workflow_scripts.lib.workflow_config import (CONTINUED_EXPANSION_KEYS, ConfigError, as_entries, chat_sources,
+                                                    cli_options, corpus_files, corpus_weights, data_sources,
+                                                    dump_source_options, extra_corpora, fetched_key, ingest_options,
+                                                    launcher, mirrored, part_settings, run_fetches, run_models,
                                                     source_input, source_path, training_allocation, url_key,
                                                     validate_config)
 
@@ -37,18 +40,6 @@ def sample_files(wildcards):
     return sorted(str(p) for p in Path(SAMPLE_DIR).iterdir())
 
 
-def dump_source_args():
-    """The bundled demo's folder for source: sample; the user's files for source: local."""
-    settings = config["download"]
-    paths = {"sample": {"--sample-dir": SAMPLE_DIR},
-             "local": {"--local-dump": settings["local_dump"], "--local-index": settings["local_index"]}}
-    return " ".join(f"{option} {path}" for option, path in paths.get(settings["source"], {}).items() if path)
-
-
-def flag(enabled, name):
-    return name if enabled else ""
-
-
 def sft_base():
     """The model SFT starts from: this workflow's base model unless sft.base names another."""
     return config["sft"]["base"] or rules.base_model.output.model
@@ -59,31 +50,16 @@ def threads_per_process(section):
     return lambda wildcards, threads: max(1, threads // (config[section]["gpus"] or config[section]["processes"]))
 
 
+
+
 def part_corpus(wildcards):
-    """The settings of the corpus a {part} belongs to (zhwiki's for zhwiki-NNN)."""
-    name = wildcards.part[:-4]
-    if name == "zhwiki":
-        return {"name": name, "opencc_config": config["convert"]["opencc_config"], "clean": config["clean"]}
-    return next(entry for entry in EXTRA_CORPORA if entry["name"] == name)
-
-
-def extra_corpus_files(wildcards):
-    return corpus_files(part_corpus(wildcards))
-
-
-def ingest_options(wildcards):
-    corpus = part_corpus(wildcards)
-    return cli_options({key: corpus[key] for key in ("text_field", "title_field", "txt_document", "shards")})
+    return part_settings(config, EXTRA_CORPORA, wildcards.part)
 
 
 def convert_input(wildcards):
     if wildcards.part.startswith("zhwiki-"):
         return rules.extract_shard.output.docs.format(shard=wildcards.part[-3:])
     return rules.ingest_part.output.docs.format(part=wildcards.part)
-
-
-def corpus_weights():
-    return {"zhwiki": config["corpora"]["zhwiki_weight"], **{c["name"]: c["weight"] for c in EXTRA_CORPORA}}
 
 
 def sft_replay_input():
@@ -127,35 +103,16 @@ EXTRA_CORPORA = extra_corpora(config)
 EXTRA_PARTS = [f"{c['name']}-{i:03d}" for c in EXTRA_CORPORA for i in range(c["shards"])]
 PARTS = [f"zhwiki-{shard}" for shard in SHARDS] + EXTRA_PARTS
 BAND_GROUPS = [str(group) for group in range(config["dedup"]["band_jobs"])]
-EXTRA_PART_PATTERN = "|".join(rf"{c['name']}-\d{{3}}" for c in EXTRA_CORPORA) or "(?!)"
 SPLITS = ["train", "validation"]
-DL = "results/download/zhwiki-pages-articles-multistream"
 FETCHED = "results/fetched"
 # Relative to the working directory, so that a run moved or copied elsewhere (a cluster's other
 # mount point) does not see download's params change and rerun every stage.
 SAMPLE_DIR = os.path.relpath(Path(workflow.basedir, "demo", "zhwiki"))
 CONTINUED = config["continued_pretrain"]["enabled"]
-# Keys of continued_pretrain that are expand_vocab's (or the launcher's), not the training's.
-CONTINUED_EXPANSION_KEYS = ("enabled", "base", "vocab_size", "max_chars", "init", "gpus", "processes")
-MODELS = (["base_model", "sft_model"] + (["dpo_model"] if config["dpo"]["enabled"] else [])
-          + (["continued_model"] if CONTINUED else []))
+MODELS = run_models(config)
 TOKENIZERS = {"tokens": "results/tokenizer", **({"expanded_tokens": "results/expanded_base"} if CONTINUED else {})}
 MC_ENTRIES = {entry["name"]: entry for entry in config["eval"]["multiple_choice"]}
 MC_SETS = {name: source_path(entry, FETCHED) for name, entry in MC_ENTRIES.items()}
 FETCHES = {fetched_key(entry): entry for entry in data_sources(config) if "url" in entry}
 CHAT_KINDS = ["sft"] + (["dpo"] if "dpo_model" in MODELS else [])
-# What this run fetches: dpo.data only when DPO is on.
-RUN_FETCHES = sorted({fetched_key(entry) for kind in CHAT_KINDS for entry in as_entries(config[kind]["data"])
-                      if "url" in entry}
-                     | {fetched_key(entry) for entry in MC_ENTRIES.values() if "url" in entry})
-
-
-wildcard_constraints:
-    shard=r"\d{3}",
-    part="(" + "|".join(["zhwiki"] + [c["name"] for c in EXTRA_CORPORA]) + r")-\d{3}",
-    split="train|validation",
-    model="base_model|sft_model|dpo_model|continued_model",
-    tokens="tokens|expanded_tokens",
-    set="|".join(MC_SETS) or "(?!)",
-    fetched="|".join(map(re.escape, FETCHES)) or "(?!)",
-    kind="sft|dpo",
+RUN_FETCHES = run_fetches(config, CHAT_KINDS)

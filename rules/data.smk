@@ -3,6 +3,10 @@
 # a {part} is one shard of one corpus: zhwiki-000, textbook-000, ...
 
 
+DL = "results/download/zhwiki-pages-articles-multistream"
+EXTRA_PART_PATTERN = "|".join(rf"{c['name']}-\d{{3}}" for c in EXTRA_CORPORA) or "(?!)"
+
+
 rule download:
     input:
         sample=sample_files,
@@ -15,9 +19,9 @@ rule download:
         source=config["download"]["source"],
         mirror=config["download"]["mirror"],
         date=config["download"]["date"],
-        source_files=dump_source_args(),
+        source_files=dump_source_options(config["download"], SAMPLE_DIR),
         retries=config["download"]["retries"],
-        timeout=config["download"]["timeout_s"],
+        timeout_s=config["download"]["timeout_s"],
         code=code_fingerprint("download"),
     log:
         "results/logs/download.log",
@@ -28,7 +32,7 @@ rule download:
     shell:
         "python -m workflow_scripts.download --source {params.source} --mirror {params.mirror}"
         " --date {params.date} {params.source_files}"
-        " --retries {params.retries} --timeout {params.timeout}"
+        " --retries {params.retries} --timeout-s {params.timeout_s}"
         " --dump {output.dump} --index {output.index} --sha1sums {output.sha1sums}"
         " --stats {output.stats} --log {log}"
 
@@ -45,12 +49,7 @@ rule extract_shard:
         stats="results/extract/shard-{shard}.json",
     params:
         shards=len(SHARDS),
-        flags=" ".join(
-            [
-                flag(config["extract"]["keep_disambiguation"], "--keep-disambiguation"),
-                flag(not config["extract"]["keep_headings"], "--drop-headings"),
-            ]
-        ),
+        options=cli_options(config["extract"], skip=("shards",)),
         code=code_fingerprint("extract"),
     log:
         "results/logs/extract/shard-{shard}.log",
@@ -60,20 +59,20 @@ rule extract_shard:
         "../envs/data.yaml"
     shell:
         "python -m workflow_scripts.extract --dump {input.dump} --index {input.index}"
-        " --shard {wildcards.shard} --shards {params.shards} {params.flags}"
+        " --shard {wildcards.shard} --shards {params.shards} {params.options}"
         " --out {output.docs} --stats {output.stats} --log {log}"
 
 
 rule ingest_part:
     input:
-        files=extra_corpus_files,
+        files=lambda wildcards: corpus_files(part_corpus(wildcards)),
     output:
         docs="results/ingest/{part}.parquet",
         stats="results/ingest/{part}.json",
     params:
         name=lambda wildcards: part_corpus(wildcards)["name"],
         shard=lambda wildcards: int(wildcards.part[-3:]),
-        options=ingest_options,
+        options=lambda wildcards: ingest_options(part_corpus(wildcards)),
         code=code_fingerprint("ingest"),
     log:
         "results/logs/ingest/{part}.log",
@@ -159,7 +158,7 @@ rule dedup_band_group:
         groups=config["dedup"]["band_jobs"],
         threshold=config["dedup"]["threshold"],
         num_perm=config["dedup"]["num_perm"],
-        corpus_order=" ".join(corpus_weights()),
+        corpus_order=" ".join(corpus_weights(config, EXTRA_CORPORA)),
         code=code_fingerprint("dedup_bands"),
     log:
         "results/logs/dedup_bands/{group}.log",
@@ -183,7 +182,7 @@ rule dedup:
     params:
         threshold=config["dedup"]["threshold"],
         num_perm=config["dedup"]["num_perm"],
-        corpus_order=" ".join(corpus_weights()),
+        corpus_order=" ".join(corpus_weights(config, EXTRA_CORPORA)),
         code=code_fingerprint("dedup"),
     log:
         "results/logs/dedup.log",
@@ -208,7 +207,7 @@ rule split:
     params:
         validation_fraction=config["split"]["validation_fraction"],
         seed=config["split"]["seed"],
-        weights=" ".join(f"{name}={weight}" for name, weight in corpus_weights().items()),
+        weights=" ".join(f"{name}={weight}" for name, weight in corpus_weights(config, EXTRA_CORPORA).items()),
         code=code_fingerprint("split"),
     log:
         "results/logs/split.log",

@@ -34,7 +34,7 @@ rule multiple_choice_model:
         subjects=lambda wildcards: " ".join(MC_ENTRIES[wildcards.set].get("subjects", [])),
         shots=" ".join(map(str, config["eval"]["shots"])),
         scoring=" ".join(config["eval"]["scoring"]),
-        max_len=config["eval"]["max_prompt_tokens"],
+        max_prompt_tokens=config["eval"]["max_prompt_tokens"],
         code=code_fingerprint("multiple_choice"),
     log:
         "results/logs/multiple_choice/{model}-{set}.log",
@@ -46,7 +46,7 @@ rule multiple_choice_model:
     shell:
         "OMP_NUM_THREADS={threads} python -m workflow_scripts.multiple_choice --model {input.model}"
         " --data {params.data} --name {wildcards.set} --subjects {params.subjects} --shots {params.shots}"
-        " --scoring {params.scoring} --max-len {params.max_len}"
+        " --scoring {params.scoring} --max-prompt-tokens {params.max_prompt_tokens}"
         " --out {output.json} --markdown {output.markdown} --log {log}"
 
 

@@ -44,7 +44,7 @@ rule chat_data_kind:
         stats="results/chat_data/{kind}.json",
     params:
         sources=lambda wildcards: chat_sources(as_entries(config[wildcards.kind]["data"]), FETCHED),
-        skip_bad=lambda wildcards: flag(config[wildcards.kind]["skip_bad_records"], "--skip-bad-records"),
+        skip_bad=lambda wildcards: cli_options({"skip_bad_records": config[wildcards.kind]["skip_bad_records"]}),
         seed=lambda wildcards: config[wildcards.kind]["seed"],
         code=code_fingerprint("chat_data"),
     log:

@@ -1,39 +1,91 @@
-"""Code fingerprints: the modules a stage really imports, and only changes to what runs count."""
-import importlib.util
+"""Code fingerprints: the definitions a stage really reaches, and only changes to what runs count."""
+import ast
+import json
 import re
-import shutil
+import subprocess
+import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import DEMO_DUMP, DEMO_INDEX, REPO
+from workflow_scripts.lib.code_fingerprint import ON_IMPORT, PACKAGE_CODE, ROOT, WHOLE, Package, module_file
+
+STAGES = sorted(path.stem for path in ROOT.glob("*.py") if 'stage_cli("' in path.read_text()) + ["launch"]
+MODULES = sorted(".".join(path.relative_to(ROOT).with_suffix("").parts) for path in ROOT.rglob("*.py")
+                 if path.stem != "__init__")
 
 
-@pytest.fixture
-def package(tmp_path):
-    """A copy of workflow_scripts/ with its own code_fingerprint module reading that copy."""
-    copy = tmp_path / "workflow_scripts"
-    shutil.copytree(REPO / "workflow_scripts", copy, ignore=shutil.ignore_patterns("__pycache__"))
-    spec = importlib.util.spec_from_file_location("copied_fingerprint", copy / "lib" / "code_fingerprint.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return copy, module
+def source(module):
+    return module_file(module).read_text(encoding="utf-8")
 
 
-def test_a_stage_covers_what_it_imports_transitively(package):
-    _, fingerprint = package
+def changed_definition(module, name):
+    """The module's source with what runs in one definition changed (or, for ON_IMPORT, a statement
+    added that runs on import)."""
+    tree = ast.parse(source(module))
+    if name == ON_IMPORT:
+        tree.body.append(ast.Expr(ast.Constant(None)))
+    for statement in tree.body:
+        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and statement.name == name:
+            statement.body.append(ast.Expr(ast.Constant(0)))
+        elif isinstance(statement, (ast.Import, ast.ImportFrom)) and name in bound(statement):
+            statement.names.append(ast.alias("sys"))
+        elif isinstance(statement, (ast.Assign, ast.AnnAssign, ast.AugAssign)) and name in bound(statement):
+            statement.value = ast.Tuple([statement.value, ast.Constant(1)], ast.Load())
+    return ast.unparse(ast.fix_missing_locations(tree))
+
+
+def bound(statement):
+    if isinstance(statement, (ast.Import, ast.ImportFrom)):
+        return [(alias.asname or alias.name).split(".")[0] for alias in statement.names]
+    targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+    return [node.id for target in targets for node in ast.walk(target) if isinstance(node, ast.Name)]
+
+
+def test_a_stage_reaches_the_modules_it_imports_transitively():
+    def modules(stage):
+        return {module for module, _ in PACKAGE_CODE.reached(stage) if not module.endswith("__init__")}
     # multiple_choice loads its model through lib.models, which needs no training code: a change to
     # the training loop does not rerun evaluations. Training stages reach the loop's modules through it.
-    assert fingerprint.closure("multiple_choice") == {"multiple_choice", "lib.stage_cli", "lib.atomic_files",
-                                                      "lib.summary_tables", "lib.models", "lib.exam_subjects",
-                                                      "lib.user_files"}
-    assert fingerprint.closure("chat_data") == {"chat_data", "lib.stage_cli", "lib.atomic_files", "lib.loss_labels",
-                                                "lib.sft_data", "lib.user_files"}
-    assert fingerprint.closure("download") == {"download", "lib.stage_cli", "lib.atomic_files", "lib.http_fetch"}
-    # lib/common.py was one module for documents, atomic writes, the CLI and JSON: split by concern,
-    # a change to how documents are read no longer reruns the stages that read none.
-    assert "lib.documents" not in fingerprint.closure("download") | fingerprint.closure("multiple_choice")
+    assert modules("multiple_choice") == {"multiple_choice", "lib.stage_cli", "lib.atomic_files", "lib.summary_tables",
+                                          "lib.models", "lib.exam_subjects", "lib.user_files", "lib.settings"}
+    assert modules("download") == {"download", "lib.stage_cli", "lib.atomic_files", "lib.http_fetch", "lib.settings"}
+    assert "lib.documents" not in modules("download") | modules("multiple_choice")
     assert {"lib.training", "lib.engines", "lib.checkpoints", "lib.metrics", "lib.plots", "lib.token_data",
-            "lib.token_training"} < fingerprint.closure("pretrain")
+            "lib.token_training"} < modules("pretrain")
+    assert not any(name == WHOLE for stage in STAGES for _, name in PACKAGE_CODE.reached(stage))
+
+
+def test_every_definition_a_stage_reaches_changes_its_fingerprint():
+    """Each definition each stage reaches, changed one at a time (in memory), changes the
+    fingerprint of every stage that reaches it."""
+    reached = {stage: PACKAGE_CODE.reached(stage) for stage in STAGES}
+    before = {stage: PACKAGE_CODE.fingerprint(stage) for stage in STAGES}
+    items = set().union(*reached.values())
+    unchanged = []
+    for module, name in sorted(items):
+        edited = Package(sources={module: changed_definition(module, name)})
+        unchanged += [(stage, module, name) for stage in STAGES
+                      if (module, name) in reached[stage] and edited.fingerprint(stage) == before[stage]]
+    assert len(items) > 600 and unchanged == []
+
+
+def test_an_unused_definition_anywhere_changes_no_fingerprint():
+    """A function and a constant nobody uses, added to every module at once, rerun nothing."""
+    unused = "\n\ndef unused_helper(text):\n    return text.strip()\n\n\nUNUSED_LIMIT = 3\n"
+    edited = Package(sources={module: source(module) + unused for module in MODULES})
+    assert {stage: edited.fingerprint(stage) for stage in STAGES} == {
+        stage: PACKAGE_CODE.fingerprint(stage) for stage in STAGES}
+
+
+def test_a_function_only_evaluation_reaches_changes_evaluation_never_training():
+    """lib.models is shared by sft (merging LoRA, the model's fingerprint) and the evaluations; only
+    these load a model for inference through load_causal_lm."""
+    edited = Package(sources={"lib.models": changed_definition("lib.models", "load_causal_lm")})
+    changed = {stage for stage in STAGES if edited.fingerprint(stage) != PACKAGE_CODE.fingerprint(stage)}
+    assert {"multiple_choice", "bits_per_byte", "samples"} <= changed
+    assert not changed & {"pretrain", "sft", "continued_pretrain", "dpo", "tokenizer", "launch"}
+    assert "lib.models" in {module for module, _ in PACKAGE_CODE.reached("sft")}
 
 
 @pytest.mark.parametrize("edit", [
@@ -41,33 +93,66 @@ def test_a_stage_covers_what_it_imports_transitively(package):
     lambda s: s.replace("class StageError(Exception):", "# a comment\n\n\nclass StageError(Exception):  # why"),
     lambda s: s.replace('log = logging.getLogger("zhwiki_llm")', 'log = logging.getLogger(\n    "zhwiki_llm"\n)'),
 ], ids=["docstring", "comments-and-blank-lines", "formatting"])
-def test_comments_docstrings_and_formatting_count_for_nothing(package, edit):
-    copy, fingerprint = package
-    before = fingerprint.code_fingerprint("clean")
-    stage_cli = copy / "lib" / "stage_cli.py"
-    stage_cli.write_text(edit(stage_cli.read_text()))
-    assert stage_cli.read_text() != (REPO / "workflow_scripts/lib/stage_cli.py").read_text()
-    fingerprint.module_code.cache_clear()
-    assert fingerprint.code_fingerprint("clean") == before
+def test_comments_docstrings_and_formatting_count_for_nothing(edit):
+    edited_source = edit(source("lib.stage_cli"))
+    assert edited_source != source("lib.stage_cli")
+    assert Package(sources={"lib.stage_cli": edited_source}).fingerprint("clean") == PACKAGE_CODE.fingerprint("clean")
 
 
-def test_a_change_to_what_runs_changes_the_stages_that_import_it(package):
-    copy, fingerprint = package
-    before = {stage: fingerprint.code_fingerprint(stage) for stage in ("multiple_choice", "extract", "sft")}
-    models = copy / "lib" / "models.py"
-    returned = "    return model, tokenizer"
-    models.write_text(models.read_text().replace(returned, "    model.train(False)\n" + returned))
-    fingerprint.module_code.cache_clear()
-    after = {stage: fingerprint.code_fingerprint(stage) for stage in before}
-    assert after["multiple_choice"] != before["multiple_choice"] and after["sft"] != before["sft"]
-    assert after["extract"] == before["extract"]
+TRACE = """
+import json, runpy, sys, threading
+calls = set()
+def record(frame, event, arg):
+    if event == "call":
+        calls.add((frame.f_code.co_filename, frame.f_code.co_qualname))
+stage, out = sys.argv[1], sys.argv[2]
+sys.argv = [stage, *sys.argv[3:]]
+sys.setprofile(record)
+threading.setprofile(record)
+try:
+    runpy.run_module(f"workflow_scripts.{stage}", run_name="__main__", alter_sys=True)
+finally:
+    sys.setprofile(None)
+    json.dump(sorted(calls), open(out, "w"))
+"""
+
+
+def traced_items(stage, tmp_path, *args):
+    """The items (module, top-level definition) of the workflow_scripts functions a stage really
+    called, run under a profiler."""
+    out = tmp_path / f"{stage}-calls.json"
+    subprocess.run([sys.executable, "-c", TRACE, stage, out, *map(str, args)], cwd=REPO, check=True,
+                   capture_output=True)
+    items = set()
+    for filename, qualname in json.loads(out.read_text()):
+        if filename.startswith(str(ROOT)):
+            module = ".".join(module_file_parts(filename))
+            top = qualname.split(".")[0]
+            items.add((module, ON_IMPORT if top.startswith("<") else top))
+    return items
+
+
+def module_file_parts(filename):
+    from pathlib import Path
+    return Path(filename).relative_to(ROOT).with_suffix("").parts
+
+
+def test_what_a_stage_really_runs_is_within_what_its_fingerprint_reaches(tmp_path):
+    """The static reach, checked against the functions extract, convert and clean call on the demo."""
+    extract, convert = tmp_path / "extract.parquet", tmp_path / "convert.parquet"
+    runs = {"extract": ["--dump", DEMO_DUMP, "--index", DEMO_INDEX, "--shard", 0, "--shards", 8, "--out", extract,
+                        "--stats", tmp_path / "e.json"],
+            "convert": ["--input", extract, "--out", convert, "--stats", tmp_path / "c.json"],
+            "clean": ["--input", convert, "--out", tmp_path / "clean.parquet", "--stats", tmp_path / "k.json"]}
+    for stage, args in runs.items():
+        called = traced_items(stage, tmp_path, *args)
+        assert len(called) > 5
+        assert called - PACKAGE_CODE.reached(stage) == set(), stage
 
 
 def test_folders_show_what_each_module_is():
     """Stages (a CLI each) at the top of workflow_scripts/, libraries in lib/, demo-data generators in
     demo_data/; no stage imports another stage, and libraries import only libraries."""
-    from workflow_scripts.lib.code_fingerprint import ROOT, module_code
-
     def modules(folder):
         return {path.stem: path.read_text(encoding="utf-8") for path in (ROOT / folder).glob("*.py")
                 if path.stem != "__init__"}
@@ -77,9 +162,10 @@ def test_folders_show_what_each_module_is():
     assert set(top) - stages == {"launch"}  # the multi-process launcher (the terminal chat is a CLI like them)
     assert not any('stage_cli("' in text for text in libraries.values())
     assert set(generators) == {f"make_demo_{name}" for name in ("dump", "sft", "eval", "dpo", "corpora")}
-    crossing = {stage: sorted(module_code(stage)[0] & stages - {stage}) for stage in stages}
+    crossing = {stage: sorted(PACKAGE_CODE.imported_modules(stage) & stages - {stage}) for stage in stages}
     assert {stage: others for stage, others in crossing.items() if others} == {}
-    assert all(imported.startswith("lib.") for name in libraries for imported in module_code(f"lib.{name}")[0])
+    assert all(imported.startswith("lib.") for name in libraries
+               for imported in PACKAGE_CODE.imported_modules(f"lib.{name}"))
 
 
 def test_benchmarks_use_libraries_never_stages():

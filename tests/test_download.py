@@ -26,7 +26,7 @@ def server():
 
 def download(server, out, *extra):
     return run_stage("download", "--source", "remote", "--mirror", server.mirror, "--date", DATE,
-                     "--retries", 3, "--backoff", 0.01, "--timeout", 5,
+                     "--retries", 3, "--backoff", 0.01, "--timeout-s", 5,
                      "--dump", out / "dump.xml.bz2", "--index", out / "index.txt.bz2",
                      "--sha1sums", out / "sha1sums.txt", "--stats", out / "stats.json", "--log", out / "log", *extra)
 

@@ -78,11 +78,11 @@ def test_demo_article_quirks(tmp_path):
 
 def test_disambiguation_and_headings_follow_flags(tmp_path):
     default = extract(tmp_path, DEMO_DUMP, "--index", DEMO_INDEX)
-    kept = extract(tmp_path, DEMO_DUMP, "--index", DEMO_INDEX, "--keep-disambiguation", "--drop-headings")
+    kept = extract(tmp_path, DEMO_DUMP, "--index", DEMO_INDEX, "--keep-disambiguation", "--no-keep-headings")
     assert len(kept) > len(default)
     headings = {line for d in default for line in d["text"].splitlines() if len(line) <= 6}
     kept_lines = {line for d in kept for line in d["text"].splitlines()}
-    assert headings - kept_lines, "--drop-headings left every short heading line in place"
+    assert headings - kept_lines, "--no-keep-headings left every short heading line in place"
 
 
 @pytest.mark.parametrize("markup, expected", [

@@ -211,17 +211,33 @@ def jobs_after_code_edit(workdir, module, edit, target):
 
 
 def test_a_logic_change_reruns_the_stage_and_what_follows_it_only(built):
-    jobs = jobs_after_code_edit(built, "clean", lambda s: s + "\nUNUSED_LIMIT = 1\n", "corpus")
+    jobs = jobs_after_code_edit(built, "clean", lambda s: s.replace("def han_fraction(text):\n",
+                                                                    "def han_fraction(text):\n    text = text[:]\n"),
+                                "corpus")
     assert set(jobs) == {"clean_part", "minhash_part", "dedup_band_group", "dedup", "split", "corpus_summary",
                          "corpus"}  # not extract
 
 
-def test_a_change_to_a_library_function_reruns_the_stages_that_use_it(built):
-    """multiple_choice and samples load their models through lib.models.load_causal_lm."""
+def test_a_function_only_evaluation_reaches_reruns_evaluation_never_training(built):
+    """lib.models is shared by SFT and the evaluations; only these load a model through
+    load_causal_lm, so a change to it reruns them and no training."""
     returned = "    return model, tokenizer"
     jobs = jobs_after_code_edit(built, "lib/models",
                                 lambda s: s.replace(returned, "    model.train(False)\n" + returned), "all")
-    assert jobs["multiple_choice_model"] == 2 and jobs["samples_model"] == 2 and "extract_shard" not in jobs
+    assert jobs["multiple_choice_model"] == 2 and jobs["samples_model"] == 2 and jobs["bits_per_byte_model"] == 2
+    assert not set(jobs) & {"extract_shard", "base_model", "sft_model", "tokenizer"}
+
+
+def test_an_unused_function_and_constant_in_every_module_rerun_nothing(built):
+    modules = sorted((built / "workflow_scripts").rglob("*.py"))
+    originals = {path: path.read_text() for path in modules}
+    for path, text in originals.items():
+        path.write_text(text + "\n\ndef unused_helper(text):\n    return text.strip()\n\n\nUNUSED_LIMIT = 3\n")
+    try:
+        assert len(modules) > 45 and planned_jobs(built, "all") == {}
+    finally:
+        for path, text in originals.items():
+            path.write_text(text)
 
 
 def test_comments_and_docstrings_rerun_nothing(built):

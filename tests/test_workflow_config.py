@@ -6,9 +6,10 @@ import pytest
 import yaml
 
 from conftest import REPO
-from workflow_scripts.lib.workflow_config import (ConfigError, chat_sources, cli_options, extra_corpora, fetched_key,
-                                                    launcher, mirrored, source_path, training_allocation,
-                                                    validate_config)
+from workflow_scripts.lib.workflow_config import (ConfigError, chat_sources, cli_options, corpus_weights,
+                                                    dump_source_options, extra_corpora, fetched_key, launcher,
+                                                    mirrored, part_settings, run_fetches, run_models, source_path,
+                                                    training_allocation, validate_config)
 
 SCHEMA = REPO / "config" / "schema.yaml"
 
@@ -106,3 +107,27 @@ def test_training_across_nodes_asks_slurm_for_a_task_per_node_and_starts_a_launc
     two = {**one, "nodes": 2}
     assert training_allocation(two) == {"nodes": 2, "mpi": "srun", "tasks": 2, "gres": "gpu:2", "tasks_per_gpu": 0}
     assert launcher(two).startswith("srun --overlap --nodes=2 --ntasks=2 --ntasks-per-node=1 python -m ")
+
+
+def test_a_part_takes_its_corpus_settings_and_the_weights_keep_zhwiki_first(cfg):
+    cfg["corpora"]["extra"] = [{"name": "novels", "path": "n.txt", "weight": 0.5, "clean": {"min_chars": 40}}]
+    extra = extra_corpora(cfg)
+    assert part_settings(cfg, extra, "zhwiki-001")["clean"] == cfg["clean"]
+    assert part_settings(cfg, extra, "novels-000")["clean"]["min_chars"] == 40
+    assert list(corpus_weights(cfg, extra).items()) == [("zhwiki", 1.0), ("novels", 0.5)]
+
+
+def test_download_options_follow_the_source(cfg):
+    assert dump_source_options(cfg["download"], "demo/zhwiki") == "--sample-dir demo/zhwiki"
+    cfg["download"].update(source="local", local_dump="/d/z.xml.bz2", local_index="")
+    assert dump_source_options(cfg["download"], "demo/zhwiki") == "--local-dump /d/z.xml.bz2"
+    cfg["download"]["source"] = "remote"
+    assert dump_source_options(cfg["download"], "demo/zhwiki") == ""
+
+
+def test_a_run_fetches_only_what_its_models_read(cfg):
+    pairs = {"url": "https://example.org/pairs.jsonl", "sha256": ""}
+    cfg["dpo"]["data"] = [pairs]
+    assert run_models(cfg) == ["base_model", "sft_model"] and run_fetches(cfg, ["sft"]) == []
+    cfg["dpo"]["enabled"] = True
+    assert run_models(cfg)[-1] == "dpo_model" and run_fetches(cfg, ["sft", "dpo"]) == [fetched_key(pairs)]

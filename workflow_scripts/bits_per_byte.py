@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.atomic_files import write_json
 from workflow_scripts.lib.documents import count_docs, read_docs
 from workflow_scripts.lib.loss_labels import IGNORE_INDEX
@@ -80,9 +81,7 @@ def metrics(totals):
 def add_arguments(ap):
     ap.add_argument("--model", type=Path, required=True, help="a Hugging Face causal-LM directory")
     ap.add_argument("--text", type=Path, nargs="+", required=True, help="document Parquet files (the validation split)")
-    ap.add_argument("--seq-len", type=int, default=0, help="tokens predicted per window; 0 = the model's context")
-    ap.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
-    ap.add_argument("--max-documents", type=int, default=0, help="score only the first N documents; 0 = all")
+    add_settings(ap, "eval", "seq_len", "batch_size", "max_documents")
     ap.add_argument("--out", type=Path, required=True, help="results JSON")
 
 

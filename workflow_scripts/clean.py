@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from workflow_scripts.lib.settings import add_settings, definitions
 from workflow_scripts.lib.atomic_files import write_json
 from workflow_scripts.lib.documents import DocWriter, count_docs, read_docs
 from workflow_scripts.lib.stage_cli import log, stage_cli
@@ -54,11 +55,7 @@ def failed_filter(text, args):
 
 def add_arguments(ap):
     ap.add_argument("--input", type=Path, required=True)
-    ap.add_argument("--min-chars", type=int, default=200)
-    ap.add_argument("--min-han-fraction", type=float, default=0.4)
-    ap.add_argument("--max-duplicate-line-fraction", type=float, default=0.3)
-    ap.add_argument("--repetition-ngram", type=int, default=10)
-    ap.add_argument("--max-repeated-ngram-fraction", type=float, default=0.3)
+    add_settings(ap, "clean", *definitions("clean"))
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--stats", type=Path, required=True)
 

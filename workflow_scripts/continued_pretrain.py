@@ -19,14 +19,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from workflow_scripts.lib.atomic_files import read_json
 from workflow_scripts.lib.stage_cli import StageError, stage_cli
 from workflow_scripts.lib.token_training import add_token_training_arguments, train_on_tokens
-from workflow_scripts.lib.models import (METHOD_SETTINGS, add_method_arguments, merge_lora, model_fingerprint,
+from workflow_scripts.lib.models import (Lora, add_method_arguments, merge_lora, model_fingerprint,
                                          require_model_dir, with_lora)
+from workflow_scripts.lib.settings import typed
 from workflow_scripts.lib.training import set_seed
 
 
 def add_arguments(ap):
-    add_token_training_arguments(ap)
-    add_method_arguments(ap)
+    add_token_training_arguments(ap, "continued_pretrain")
+    add_method_arguments(ap, "continued_pretrain")
     ap.add_argument("--model", type=Path, required=True, help="the expanded model (expand_vocab's output)")
     ap.add_argument("--expansion", type=Path, required=True, help="expand_vocab's report: which token ids are new")
 
@@ -43,11 +44,11 @@ def run(args, progress_stream):
     summary = {"method": args.method, "base": expansion["base"], "added_tokens": expansion["added_tokens"]}
     if args.method == "lora":
         new_ids = list(range(expansion["base_vocab"], expansion["expanded_vocab"]))
-        model = with_lora(model, args, trainable_token_indices={"embed_tokens": new_ids})
+        model = with_lora(model, typed(Lora, vars(args)), trainable_token_indices={"embed_tokens": new_ids})
     summary["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    train_on_tokens(args, model, tokenizer, summary, f"continued pretraining ({args.method}, {{engine}}, "
-                    "processes: {world})", progress_stream, merge_lora if args.method == "lora" else None,
-                    settings=METHOD_SETTINGS, base=model_fingerprint(args.model))
+    train_on_tokens(vars(args), "continued_pretrain", model, tokenizer, summary,
+                    f"continued pretraining ({args.method}, {{engine}}, processes: {{world}})", progress_stream,
+                    merge_lora if args.method == "lora" else None, base=model_fingerprint(args.model))
 
 
 if __name__ == "__main__":

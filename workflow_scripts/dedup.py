@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.atomic_files import atomic_path, write_json
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.near_duplicates import band_shape, greedy_removals
@@ -68,8 +69,7 @@ def report_rows(files, removed):
 def add_arguments(ap):
     ap.add_argument("--signatures", type=Path, nargs="+", required=True)
     ap.add_argument("--pairs", type=Path, nargs="+", required=True, help="every dedup_bands job's .npz")
-    ap.add_argument("--threshold", type=float, default=0.55)
-    ap.add_argument("--num-perm", type=int, default=128)
+    add_settings(ap, "dedup", "threshold", "num_perm")
     ap.add_argument("--corpus-order", nargs="*", default=["zhwiki"], help="whose copy is kept: the first corpus's")
     ap.add_argument("--report", type=Path, required=True, help="Parquet: each removed document and its original")
     ap.add_argument("--stats", type=Path, required=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.atomic_files import atomic_path, write_json
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.near_duplicates import band_keys, band_shape, buckets, unique_pairs, verified_pairs
@@ -25,8 +26,7 @@ def add_arguments(ap):
     ap.add_argument("--signatures", type=Path, nargs="+", required=True)
     ap.add_argument("--group", type=int, required=True, help="this job's group of bands, from 0")
     ap.add_argument("--groups", type=int, required=True, help="how many jobs share the bands")
-    ap.add_argument("--threshold", type=float, default=0.55)
-    ap.add_argument("--num-perm", type=int, default=128)
+    add_settings(ap, "dedup", "threshold", "num_perm")
     ap.add_argument("--corpus-order", nargs="*", default=["zhwiki"])
     ap.add_argument("--out", type=Path, required=True, help=".npz of earlier, later, similarity")
     ap.add_argument("--stats", type=Path, required=True)

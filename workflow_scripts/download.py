@@ -15,6 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
+from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.atomic_files import atomic_path, file_digest, write_json
 from workflow_scripts.lib.stage_cli import StageError, stage_cli
 from workflow_scripts.lib.http_fetch import Fetcher, verify
@@ -69,14 +70,10 @@ def link_local(args):
 
 
 def add_arguments(ap):
-    ap.add_argument("--source", choices=("remote", "sample", "local"), default="remote")
-    ap.add_argument("--mirror", default="https://dumps.wikimedia.org")
-    ap.add_argument("--date", default="latest", help="'latest' or YYYYMMDD")
+    add_settings(ap, "download", "source", "mirror", "date", "retries", "timeout_s")
     ap.add_argument("--sample-dir", type=Path, default=Path("demo/zhwiki"))
     ap.add_argument("--local-dump", type=Path)
     ap.add_argument("--local-index", type=Path)
-    ap.add_argument("--retries", type=int, default=5)
-    ap.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry")
     ap.add_argument("--backoff", type=float, default=2.0, help="first retry delay in seconds; doubles each time")
     ap.add_argument("--dump", type=Path, required=True)
     ap.add_argument("--index", type=Path, required=True)
@@ -86,7 +83,7 @@ def add_arguments(ap):
 
 def run(args, progress_stream):
     started = time.monotonic()
-    fetcher = Fetcher(args.retries, args.timeout, args.backoff, progress_stream,
+    fetcher = Fetcher(args.retries, args.timeout_s, args.backoff, progress_stream,
                       remedy="check download.mirror and download.date in config.yaml")
     {"remote": lambda: download_remote(args, fetcher), "sample": lambda: copy_sample(args),
      "local": lambda: link_local(args)}[args.source]()

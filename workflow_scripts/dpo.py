@@ -11,12 +11,12 @@ line and field, unless --skip-bad-records. The frozen reference is the starting 
 (trl's default). Checkpoints go to a run directory named by the settings, outside the rule's
 outputs; rerunning resumes from the last one.
 """
-import argparse
 import json
 import shutil
 from pathlib import Path
 
-from workflow_scripts.lib.checkpoints import OPTIMISATION_SETTINGS, run_id, run_settings
+from workflow_scripts.lib.checkpoints import run_id
+from workflow_scripts.lib.settings import add_settings, identity_settings
 from workflow_scripts.lib.atomic_files import atomic_dir, file_digest, write_json, write_text
 from workflow_scripts.lib.stage_cli import log, stage_cli
 from workflow_scripts.lib.plots import plt, save_png
@@ -64,12 +64,8 @@ def summarise(records, counts, args):
 def add_arguments(ap):
     ap.add_argument("--model", type=Path, required=True, help="the SFT model directory")
     ap.add_argument("--data", type=Path, nargs="+", required=True, help="preference files")
-    ap.add_argument("--skip-bad-records", action=argparse.BooleanOptionalAction, default=False)
-    ap.add_argument("--beta", type=float, default=0.1, help="strength of the pull towards the reference model")
-    add_optimisation_arguments(ap, max_steps=120, lr=3e-3, warmup_steps=3, weight_decay=0.0, min_lr_ratio=0.0,
-                               checkpoint_every=10)
-    ap.add_argument("--batch-size", type=int, default=8, help="pairs per step")
-    ap.add_argument("--max-len", type=int, default=512, help="tokens per prompt + answer")
+    add_settings(ap, "dpo", "skip_bad_records", "beta", "batch_size", "max_len")
+    add_optimisation_arguments(ap, "dpo")
 
 
 def trainer(args, pairs, run_dir):
@@ -92,9 +88,8 @@ def trainer(args, pairs, run_dir):
 def run(args, progress_stream):
     pairs, counts = read_pairs(args.data, args.skip_bad_records)
     data_hash = "".join(file_digest(p) for p in args.data)
-    settings = run_settings(args, "beta", "batch_size", "max_len", "skip_bad_records", shared=OPTIMISATION_SETTINGS)
-    run_dir = args.checkpoint_root / run_id(settings, model=file_digest(args.model / "model.safetensors"),
-                                            data=data_hash)
+    run_dir = args.checkpoint_root / run_id(identity_settings(vars(args), "dpo"),
+                                            model=file_digest(args.model / "model.safetensors"), data=data_hash)
     dpo = trainer(args, pairs, run_dir)
     resume = any(run_dir.glob("checkpoint-*"))
     if resume:

@@ -27,6 +27,7 @@ import torch
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
+from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.atomic_files import atomic_dir, write_json
 from workflow_scripts.lib.documents import capped_texts, read_docs
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
@@ -107,9 +108,7 @@ def add_arguments(ap):
     ap.add_argument("--base", type=Path, required=True, help="the existing Hugging Face causal-LM directory")
     ap.add_argument("--train", type=Path, required=True)
     ap.add_argument("--validation", type=Path, required=True)
-    ap.add_argument("--vocab-size", type=int, default=20000, help="size of the Chinese tokenizer trained on --train")
-    ap.add_argument("--max-chars", type=int, default=0, help="train it on at most this many characters (0: all)")
-    ap.add_argument("--init", choices=("subtoken_mean", "mean"), default="subtoken_mean")
+    add_settings(ap, "continued_pretrain", "vocab_size", "max_chars", "init")
     ap.add_argument("--out", type=Path, required=True, help="the expanded model and tokenizer")
     ap.add_argument("--report", type=Path, required=True)
 

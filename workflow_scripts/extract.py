@@ -25,6 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 from wikiextractor.extract import Extractor
 
+from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.atomic_files import write_json
 from workflow_scripts.lib.documents import DocWriter
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
@@ -258,8 +259,7 @@ def add_arguments(ap):
                     "reads the whole dump")
     ap.add_argument("--shard", type=int, default=0)
     ap.add_argument("--shards", type=int, default=1)
-    ap.add_argument("--keep-disambiguation", action="store_true")
-    ap.add_argument("--drop-headings", action="store_true", help="drop section headings instead of keeping a line")
+    add_settings(ap, "extract", "keep_disambiguation", "keep_headings")
     ap.add_argument("--out", type=Path, required=True, help="Parquet file (id, title, url, text)")
     ap.add_argument("--stats", type=Path, required=True)
 
@@ -271,7 +271,7 @@ def run(args, progress_stream):
         if path is not None and not path.is_file():
             raise StageError(f"{path}: no such file")
     reader = DumpReader(args.dump, args.index, args.shard, args.shards)
-    stats = extract_shard(reader, args.out, args.keep_disambiguation, not args.drop_headings, progress_stream)
+    stats = extract_shard(reader, args.out, args.keep_disambiguation, args.keep_headings, progress_stream)
     stats.update(shard=args.shard, shards=args.shards, bytes=reader.total_bytes)
     write_json(args.stats, stats)
     log.info("shard %d/%d: %d pages -> %d documents, %d characters", args.shard, args.shards,

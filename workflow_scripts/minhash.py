@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.atomic_files import atomic_path
 from workflow_scripts.lib.documents import count_docs, read_docs
 from workflow_scripts.lib.stage_cli import stage_cli
@@ -18,9 +19,7 @@ from workflow_scripts.lib.minhash_signatures import exact_key, signature
 
 def add_arguments(ap):
     ap.add_argument("--input", type=Path, required=True)
-    ap.add_argument("--ngram", type=int, default=5)
-    ap.add_argument("--num-perm", type=int, default=128)
-    ap.add_argument("--seed", type=int, default=1)
+    add_settings(ap, "dedup", "ngram", "num_perm", "seed")
     ap.add_argument("--out", type=Path, required=True, help=".npz with ids, titles, sources, exact keys, signatures")
 
 

@@ -10,7 +10,7 @@ header layouts are read: CMMLU's `,Question,A,B,C,D,Answer` (an unnamed index fi
 `id,question,A,B,C,D,answer[,explanation]`; C-Eval's `{subject}_{split}.csv` names are understood.
 --subjects limits the run to some subjects; prompts name them in Chinese (CMMLU's and C-Eval's
 own wording). The first k dev questions of the subject, answered, come before each question. A
-prompt longer than --max-len loses whole shots from its end, never part of the instruction or the
+prompt longer than --max-prompt-tokens loses whole shots from its end, never part of the instruction or the
 question: each result counts the questions that got fewer than k shots (`prompts_shortened`), and
 a question that does not fit even at 0 shots is counted (`too_long`) and left unscored.
 Two ways to score, both by log-likelihood: `letter` lists the options
@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.atomic_files import write_json, write_text
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.summary_tables import markdown_table
@@ -248,11 +249,7 @@ def add_arguments(ap):
     ap.add_argument("--data", type=Path, required=True, help="a CMMLU or C-Eval directory (test/ or val/, dev/)")
     ap.add_argument("--name", help="the set's name in the results (default: the directory's name)")
     ap.add_argument("--subjects", nargs="*", default=[], help="score only these subjects (default: all)")
-    ap.add_argument("--shots", type=int, nargs="+", default=[0])
-    ap.add_argument("--scoring", nargs="+", choices=sorted(SCORINGS), default=["letter"],
-                    help="letter: the likeliest option letter; cloze: the likeliest option text")
-    ap.add_argument("--max-len", type=int, default=0,
-                    help="longest prompt in tokens (shots are dropped to fit); 0 = the model's context")
+    add_settings(ap, "eval", "shots", "scoring", "max_prompt_tokens")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--markdown", type=Path, required=True)
 
@@ -263,7 +260,7 @@ def run(args, progress_stream):
     runs = [(shots, scoring) for scoring in args.scoring for shots in args.shots]
     questions = sum(map(len, tests.values())) * len(runs)
     with tqdm(total=questions, desc="multiple choice", unit="question", file=progress_stream, mininterval=5) as bar:
-        max_len = args.max_len or model.config.max_position_embeddings
+        max_len = args.max_prompt_tokens or model.config.max_position_embeddings
         results = [accuracy(model, tokenizer, tests, devs, shots, max_len, scoring, bar) for shots, scoring in runs]
     name = args.name or args.data.name
     write_json(args.out, {"model": str(args.model), "name": name, "data": str(args.data),

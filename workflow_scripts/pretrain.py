@@ -10,30 +10,28 @@ with DeepSpeed ZeRO instead. Rerunning the same command after a crash or kill re
 latest checkpoint of the same settings and data; the output is a Hugging Face model directory
 (safetensors, config, tokenizer) for `AutoModelForCausalLM.from_pretrained`.
 """
-import argparse
 from pathlib import Path
 
 from transformers import AutoTokenizer
 
+from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.stage_cli import stage_cli
-from workflow_scripts.lib.model_presets import PRESETS, build_model
+from workflow_scripts.lib.model_presets import build_model
 from workflow_scripts.lib.token_training import add_token_training_arguments, train_on_tokens
 from workflow_scripts.lib.training import set_seed
 
 def add_arguments(ap):
-    add_token_training_arguments(ap)
+    add_token_training_arguments(ap, "pretrain")
     ap.add_argument("--tokenizer", type=Path, required=True)
-    ap.add_argument("--preset", choices=PRESETS, default="demo")
-    ap.add_argument("--tie-embeddings", action=argparse.BooleanOptionalAction, default=True)
+    add_settings(ap, "pretrain", "preset", "tie_embeddings")
 
 
 def run(args, progress_stream):
     set_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     model = build_model(args.preset, tokenizer, args.seq_len, args.tie_embeddings, args.attention)
-    train_on_tokens(args, model, tokenizer, {"preset": args.preset},
-                    f"pretraining ({args.preset}, {{engine}}, processes: {{world}})", progress_stream,
-                    settings=("preset", "tie_embeddings"))
+    train_on_tokens(vars(args), "pretrain", model, tokenizer, {"preset": args.preset},
+                    f"pretraining ({args.preset}, {{engine}}, processes: {{world}})", progress_stream)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.atomic_files import write_json, write_text
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.generation import chat_prompt_ids, completion_prompt_ids
@@ -62,8 +63,7 @@ def add_arguments(ap):
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--prompts", type=Path, required=True, help="one prompt per line")
     ap.add_argument("--style", choices=("chat", "completion"), required=True)
-    ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--repetition-penalty", type=float, default=1.1)
+    add_settings(ap, "eval", "max_new_tokens", "repetition_penalty")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--markdown", type=Path, required=True)
 

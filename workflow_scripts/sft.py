@@ -33,14 +33,15 @@ from workflow_scripts.lib.atomic_files import read_json
 from workflow_scripts.lib.loss_labels import IGNORE_INDEX
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.sft_data import ReadStats, encode, read_conversations, weighted
-from workflow_scripts.lib.checkpoints import run_id, run_settings
+from workflow_scripts.lib.checkpoints import run_id
+from workflow_scripts.lib.settings import add_settings, identity_settings, typed
 from workflow_scripts.lib.engines import RunShape
 from workflow_scripts.lib.metrics import evaluate
-from workflow_scripts.lib.models import (METHOD_SETTINGS, add_method_arguments, merge_lora, model_fingerprint,
+from workflow_scripts.lib.models import (Lora, add_method_arguments, merge_lora, model_fingerprint,
                                          require_model_dir, with_lora)
 from workflow_scripts.lib.token_data import Sampler, TokenWindows
 from workflow_scripts.lib.token_training import data_fingerprint
-from workflow_scripts.lib.training import Job, add_training_arguments, run_training, set_seed
+from workflow_scripts.lib.training import Job, Training, add_training_arguments, run_training, set_seed
 
 
 def parse_data(spec):
@@ -101,11 +102,6 @@ def collate(samples, indices, pad_id):
     return ids[:, :-1], labels[:, 1:]
 
 
-# What shapes an SFT run beyond the shared training settings and the data (which is hashed).
-SFT_SETTINGS = ("max_len", "batch_tokens", "accumulation", "validation_fraction", "epochs", "replay_share",
-                *METHOD_SETTINGS)
-
-
 def digest(samples):
     """SHA-1 of every sample's length, token ids and labels, as 32-bit integers: json.dumps of them
     all took 1.3 s and a 100 MB string for 20,000 samples of 400 tokens, this 0.3 s and no copy."""
@@ -128,21 +124,14 @@ def split_validation(samples, fraction, seed):
 
 
 def add_arguments(ap):
-    add_training_arguments(ap, max_steps=60, lr=1e-3, warmup_steps=5, weight_decay=0.0)
+    add_training_arguments(ap, "sft")
     ap.add_argument("--model", type=Path, required=True, help="starting Hugging Face causal-LM directory")
     ap.add_argument("--data", type=parse_data, nargs="+", required=True, help="PATH:WEIGHT of each chat file")
-    ap.add_argument("--skip-bad-records", action=argparse.BooleanOptionalAction, default=False)
-    ap.add_argument("--max-len", type=int, default=512, help="tokens per sample after truncation")
-    ap.add_argument("--batch-tokens", type=int, default=4096, help="padded tokens per micro-batch")
-    ap.add_argument("--accumulation", type=int, default=1)
-    ap.add_argument("--validation-fraction", type=float, default=0.05)
-    ap.add_argument("--epochs", type=float, default=0,
-                    help="passes over the training samples; sets the steps (0: --max-steps decides)")
+    add_settings(ap, "sft", "skip_bad_records", "max_len", "batch_tokens", "accumulation", "validation_fraction",
+                 "epochs", "replay_share")
     ap.add_argument("--replay-tokens", type=Path,
                     help="token shards of the pretraining corpus (results/tokens), made by the model's tokenizer")
-    ap.add_argument("--replay-share", type=float, default=0.0,
-                    help="share of the trained tokens that are pretraining text from --replay-tokens")
-    add_method_arguments(ap)
+    add_method_arguments(ap, "sft")
 
 
 def replay_windows(args, samples):
@@ -202,19 +191,19 @@ def run(args, progress_stream):
     # A chat model's turn ends at <|im_end|>: generation stops there (or at the end of text).
     model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id]
     if args.method == "lora":
-        model = with_lora(model, args)
+        model = with_lora(model, typed(Lora, vars(args)))
     shape = RunShape(micro_batch=1, seq_len=args.batch_tokens, world=world,
                      accumulation=args.accumulation)
     summary = {"method": args.method, "trainable_parameters": sum(p.numel() for p in model.parameters()
                                                                   if p.requires_grad),
                "samples": len(samples), "replay_windows": len(replay), "data": data_report}
-    run_training(args, model, shape, lambda engine: sft_job(args, train_samples, validation, tokenizer.pad_token_id,
-                                                            engine.rank, engine.world),
-                 args.checkpoint_root / run_id(run_settings(args, *SFT_SETTINGS), model=model_fingerprint(args.model),
-                                               samples=digest(samples), replay=replay_fingerprint(args, replay)),
-                 tokenizer, summary,
-                 f"SFT ({args.method}, {{engine}}, processes: {{world}})", progress_stream,
-                 merge_lora if args.method == "lora" else None)
+    run_dir = args.checkpoint_root / run_id(identity_settings(vars(args), "sft"), model=model_fingerprint(args.model),
+                                            samples=digest(samples), replay=replay_fingerprint(args, replay))
+    run_training(typed(Training, vars(args)), model, shape,
+                 lambda engine: sft_job(args, train_samples, validation, tokenizer.pad_token_id, engine.rank,
+                                        engine.world),
+                 run_dir, tokenizer, summary, f"SFT ({args.method}, {{engine}}, processes: {{world}})",
+                 progress_stream, merge_lora if args.method == "lora" else None)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.atomic_files import write_json
 from workflow_scripts.lib.documents import DocWriter, count_docs, open_parquet, read_docs
 from workflow_scripts.lib.stage_cli import StageError, stage_cli
@@ -51,8 +52,7 @@ def parse_weights(pairs):
 def add_arguments(ap):
     ap.add_argument("--inputs", type=Path, nargs="+", required=True)
     ap.add_argument("--removed", type=Path, required=True, help="dedup's report")
-    ap.add_argument("--validation-fraction", type=float, default=0.05)
-    ap.add_argument("--seed", type=int, default=0)
+    add_settings(ap, "split", "validation_fraction", "seed")
     ap.add_argument("--weights", nargs="*", default=[], help="SOURCE=WEIGHT for the train split (default 1)")
     ap.add_argument("--train", type=Path, required=True)
     ap.add_argument("--validation", type=Path, required=True)

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerFast
 
-from workflow_scripts.lib.bpe_training import PRE_TOKENIZATIONS, train
+from workflow_scripts.lib.settings import add_settings, definitions
+from workflow_scripts.lib.bpe_training import train
 from workflow_scripts.lib.chatml import CHAT_TEMPLATE, END_OF_TEXT, IM_END, IM_START, PAD, SPECIAL_TOKENS
 from workflow_scripts.lib.atomic_files import atomic_dir, read_json, write_json
 from workflow_scripts.lib.documents import capped_texts, read_docs
@@ -74,12 +75,7 @@ def validation_report(tokenizer, docs):
 def add_arguments(ap):
     ap.add_argument("--train", type=Path, required=True, help="train split (Parquet, DOC_SCHEMA)")
     ap.add_argument("--validation", type=Path, required=True)
-    ap.add_argument("--vocab-size", type=int, default=32000)
-    ap.add_argument("--min-frequency", type=int, default=2, help="a pair must occur this often to be merged")
-    ap.add_argument("--max-chars", type=int, default=0, help="train on at most this many characters (0: all)")
-    ap.add_argument("--pre-tokenization", choices=PRE_TOKENIZATIONS, default="han-runs")
-    ap.add_argument("--han-run-max", type=int, default=4, help="longest stand-alone Han run kept whole in training")
-    ap.add_argument("--model-max-length", type=int, default=2048)
+    add_settings(ap, "tokenizer", *definitions("tokenizer"))
     ap.add_argument("--out", type=Path, required=True, help="Hugging Face tokenizer directory")
     ap.add_argument("--report", type=Path, required=True)
 

@@ -1,8 +1,8 @@
 """A run's checkpoints, its identity and its saved model.
 
-Checkpoints go to a run directory named by a hash of the settings each stage declares as shaping
-its run (`run_settings`), outside the rule's outputs, so Snakemake never deletes them; an output
-path or a logging option added later does not change it. Each checkpoint is written to
+Checkpoints go to a run directory named by a hash of the settings that change results (their
+definitions say which: lib/settings.py), outside the rule's outputs, so Snakemake never deletes
+them; an output path, eval_every or a logging option does not change it. Each checkpoint is written to
 `step-N.tmp` and renamed only once complete, so a kill mid-write leaves the previous one the
 latest good checkpoint.
 """
@@ -14,11 +14,6 @@ from pathlib import Path
 
 from workflow_scripts.lib.atomic_files import atomic_dir
 from workflow_scripts.lib.stage_cli import log
-
-# What shapes every training stage's run; each stage adds its own (run_settings).
-OPTIMISATION_SETTINGS = ("max_steps", "lr", "min_lr_ratio", "warmup_steps", "weight_decay", "clip", "seed")
-TRAINING_SETTINGS = ("engine", "zero_stage", *OPTIMISATION_SETTINGS)
-
 
 class Checkpoints:
     """step-N directories in a run directory: written as step-N.tmp, renamed when complete, last K kept."""
@@ -72,11 +67,6 @@ def save_model(engine, tokenizer, out, prepare=None):
             model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
             tokenizer.save_pretrained(tmp, save_jinja_files=False)
     engine.barrier()
-
-
-def run_settings(args, *names, shared=TRAINING_SETTINGS):
-    """The settings that name a run: the shared training ones and the stage's own `names`."""
-    return {name: getattr(args, name) for name in (*shared, *names)}
 
 
 def run_id(settings, **fingerprints):

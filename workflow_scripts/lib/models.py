@@ -1,8 +1,10 @@
 """Hugging Face causal LMs for the stages that start from one: loading, fingerprints, LoRA (peft)."""
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.atomic_files import file_digest
 from workflow_scripts.lib.stage_cli import StageError
 
@@ -29,26 +31,25 @@ def model_fingerprint(model_dir: Path):
     return file_digest(weights) if weights.exists() else str(model_dir.resolve())
 
 
-# The options of add_method_arguments, all of which shape a run.
-METHOD_SETTINGS = ("method", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets")
-
-
-def add_method_arguments(ap):
+def add_method_arguments(ap, section):
     """Full fine-tuning or LoRA (peft), for the stages that start from an existing model."""
-    ap.add_argument("--method", choices=("full", "lora"), default="full")
-    ap.add_argument("--lora-rank", type=int, default=16)
-    ap.add_argument("--lora-alpha", type=int, default=32)
-    ap.add_argument("--lora-dropout", type=float, default=0.0)
-    ap.add_argument("--lora-targets", nargs="+", default=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                                          "up_proj", "down_proj"])
+    add_settings(ap, section, "method", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets")
 
 
-def with_lora(model, args, **config):
-    """The model with LoRA adapters on --lora-targets; `config` goes to peft's LoraConfig as well."""
+@dataclass(frozen=True)
+class Lora:
+    lora_rank: int
+    lora_alpha: int
+    lora_dropout: float
+    lora_targets: list
+
+
+def with_lora(model, lora, **config):
+    """The model with LoRA adapters on lora.lora_targets; `config` goes to peft's LoraConfig as well."""
     from peft import LoraConfig, get_peft_model
-    lora = LoraConfig(r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                      target_modules=args.lora_targets, task_type="CAUSAL_LM", **config)
-    return get_peft_model(model, lora)
+    return get_peft_model(model, LoraConfig(r=lora.lora_rank, lora_alpha=lora.lora_alpha,
+                                            lora_dropout=lora.lora_dropout, target_modules=lora.lora_targets,
+                                            task_type="CAUSAL_LM", **config))
 
 
 def merge_lora(model, _state):

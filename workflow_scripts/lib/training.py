@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.checkpoints import Checkpoints, resume, save_model
 from workflow_scripts.lib.atomic_files import write_json, write_text
 from workflow_scripts.lib.loss_labels import IGNORE_INDEX
@@ -75,7 +76,7 @@ def train(engine, job: Job, state, checkpoints, metrics, progress_stream):
 
 
 def finish(engine, metrics, outputs, summary, title):
-    """metrics.jsonl, the loss-curve PNG and summary.json for the rule's outputs (rank 0)."""
+    """metrics.jsonl, the loss-curve PNG and summary.json (`outputs`' paths) for the rule (rank 0)."""
     if engine.rank != 0:
         return
     records = metrics.records()
@@ -88,34 +89,23 @@ def finish(engine, metrics, outputs, summary, title):
     if "mfu" in records[-1]:
         summary["mfu"] = sum(r["mfu"] for r in late) / len(late)
         summary["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
-    write_text(outputs["metrics"], "".join(json.dumps(r) + "\n" for r in records))
-    plot_curves(records, outputs["plot"], title)
-    write_json(outputs["summary"], summary)
+    write_text(outputs.metrics, "".join(json.dumps(r) + "\n" for r in records))
+    plot_curves(records, outputs.plot, title)
+    write_json(outputs.summary, summary)
     log.info("%s", summary)
 
 
-def add_training_arguments(ap, **defaults):
-    """The options every training stage of ours shares; `defaults` overrides the stage's own defaults."""
-    ap.add_argument("--engine", choices=("ddp", "deepspeed"), default="ddp")
-    ap.add_argument("--zero-stage", type=int, choices=(2, 3), default=2)
-    ap.add_argument("--eval-every", type=int, default=25)
-    add_optimisation_arguments(ap, **defaults)
+def add_training_arguments(ap, section):
+    """The options every training stage of ours shares, defined by its config section."""
+    add_settings(ap, section, "engine", "zero_stage", "eval_every")
+    add_optimisation_arguments(ap, section)
 
 
-def add_optimisation_arguments(ap, **defaults):
+def add_optimisation_arguments(ap, section):
     """Steps, schedule, regularisation, checkpoints, seed and outputs: what DPO, whose trainer (trl's)
     brings its own engine and has no held-out data, shares with the other training stages."""
-    settings = {"max_steps": 100, "lr": 3e-3, "warmup_steps": 10, "weight_decay": 0.1, "min_lr_ratio": 0.1,
-                "checkpoint_every": 25, **defaults}
-    ap.add_argument("--max-steps", type=int, default=settings["max_steps"])
-    ap.add_argument("--lr", type=float, default=settings["lr"])
-    ap.add_argument("--min-lr-ratio", type=float, default=settings["min_lr_ratio"])
-    ap.add_argument("--warmup-steps", type=int, default=settings["warmup_steps"])
-    ap.add_argument("--weight-decay", type=float, default=settings["weight_decay"])
-    ap.add_argument("--clip", type=float, default=1.0)
-    ap.add_argument("--checkpoint-every", type=int, default=settings["checkpoint_every"])
-    ap.add_argument("--keep-checkpoints", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    add_settings(ap, section, "max_steps", "lr", "min_lr_ratio", "warmup_steps", "weight_decay", "clip",
+                 "checkpoint_every", "keep_checkpoints", "seed")
     ap.add_argument("--checkpoint-root", type=Path, required=True, help="checkpoints go to a run directory here")
     ap.add_argument("--out", type=Path, required=True, help="Hugging Face model directory")
     ap.add_argument("--metrics", type=Path, required=True, help="metrics JSONL")
@@ -123,21 +113,39 @@ def add_optimisation_arguments(ap, **defaults):
     ap.add_argument("--summary", type=Path, required=True, help="summary JSON")
 
 
-def run_training(args, model, shape, make_job, run_dir, tokenizer, summary, title, progress_stream, prepare=None):
-    """Optimizer, engine, resume, the loop, the saved model and the rule's metrics/plot/summary.
+@dataclass(frozen=True)
+class Training:
+    """What run_training takes of a training stage's options: the optimizer and its schedule, the
+    engine, the checkpoints kept, and the rule's outputs."""
+    engine: str
+    zero_stage: int
+    max_steps: int
+    lr: float
+    min_lr_ratio: float
+    warmup_steps: int
+    weight_decay: float
+    clip: float
+    keep_checkpoints: int
+    out: Path
+    metrics: Path
+    plot: Path
+    summary: Path
 
-    `args` carries the shared settings (lr, weight_decay, warmup_steps, max_steps, min_lr_ratio,
-    clip, engine, zero_stage, keep_checkpoints, out, metrics, plot, summary); `make_job(engine)`
-    gives the stage's Job; `title` is formatted with the engine's name and process count."""
-    optimizer = make_optimizer(model, args.lr, args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup_steps, args.max_steps,
-                                                                       args.min_lr_ratio))
-    engine = make_engine(args.engine, args.zero_stage, model, optimizer, scheduler, args.clip, shape)
+
+def run_training(training, model, shape, make_job, run_dir, tokenizer, summary, title, progress_stream,
+                 prepare=None):
+    """Optimizer, engine, resume, the loop, the saved model and the rule's metrics/plot/summary.
+    `make_job(engine)` gives the stage's Job; `title` is formatted with the engine's name and
+    process count."""
+    optimizer = make_optimizer(model, training.lr, training.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(training.warmup_steps, training.max_steps,
+                                                                       training.min_lr_ratio))
+    engine = make_engine(training.engine, training.zero_stage, model, optimizer, scheduler, training.clip, shape)
     job = make_job(engine)
-    checkpoints = Checkpoints(run_dir, args.keep_checkpoints)
+    checkpoints = Checkpoints(run_dir, training.keep_checkpoints)
     state = resume(engine, checkpoints)
     metrics = Metrics(checkpoints.root / "metrics.jsonl", engine.rank, state["step"])
     engine.barrier()
     train(engine, job, state, checkpoints, metrics, progress_stream)
-    save_model(engine, tokenizer, args.out, prepare)
-    finish(engine, metrics, vars(args), summary, title.format(engine=engine.name, world=engine.world))
+    save_model(engine, tokenizer, training.out, prepare)
+    finish(engine, metrics, training, summary, title.format(engine=engine.name, world=engine.world))

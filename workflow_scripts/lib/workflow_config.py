@@ -250,3 +250,45 @@ def launcher(settings):
     processes = settings.get("processes", 1)
     return (f"{srun}python -m workflow_scripts.launch --gpus {settings['gpus']} --processes {processes}"
             f" --nodes {nodes} --")
+
+
+def dump_source_options(settings, sample_dir):
+    """download's options for its source: the bundled demo's folder, or the user's local files."""
+    paths = {"sample": {"--sample-dir": sample_dir},
+             "local": {"--local-dump": settings["local_dump"], "--local-index": settings["local_index"]}}
+    return " ".join(f"{option} {path}" for option, path in paths.get(settings["source"], {}).items() if path)
+
+
+def part_settings(cfg, extra, part):
+    """The settings of the corpus a part (`zhwiki-000`, `<extra corpus>-001`) belongs to."""
+    name = part[:-4]
+    if name == "zhwiki":
+        return {"name": name, "opencc_config": cfg["convert"]["opencc_config"], "clean": cfg["clean"]}
+    return next(entry for entry in extra if entry["name"] == name)
+
+
+def ingest_options(corpus):
+    return cli_options({key: corpus[key] for key in ("text_field", "title_field", "txt_document", "shards")})
+
+
+def corpus_weights(cfg, extra):
+    """{corpus: train weight}, zhwiki first: the order dedup keeps copies in."""
+    return {"zhwiki": cfg["corpora"]["zhwiki_weight"], **{entry["name"]: entry["weight"] for entry in extra}}
+
+
+# Keys of continued_pretrain that are expand_vocab's (or the launcher's), not the training's.
+CONTINUED_EXPANSION_KEYS = ("enabled", "base", "vocab_size", "max_chars", "init", "gpus", "processes")
+
+
+def run_models(cfg):
+    """The models a run trains, by rule: the base and SFT models, and DPO's and the continued one when on."""
+    return (["base_model", "sft_model"] + (["dpo_model"] if cfg["dpo"]["enabled"] else [])
+            + (["continued_model"] if cfg["continued_pretrain"]["enabled"] else []))
+
+
+def run_fetches(cfg, chat_kinds):
+    """The fetched folders a run needs: the chat data of its kinds (dpo.data only with DPO on) and
+    the multiple-choice sets given by URL."""
+    entries = [entry for kind in chat_kinds for entry in as_entries(cfg[kind]["data"])]
+    return sorted({fetched_key(entry) for entry in entries + cfg["eval"]["multiple_choice"] if "url" in entry})
+
