@@ -9,11 +9,12 @@ removed documents goes into the stats file; a document is counted under the firs
 """
 import collections
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from workflow_scripts.lib.settings import add_settings, definitions
+from workflow_scripts.lib.settings import add_settings, definitions, typed
 from workflow_scripts.lib.atomic_files import write_json
 from workflow_scripts.lib.documents import DocWriter, count_docs, read_docs
 from workflow_scripts.lib.stage_cli import log, stage_cli
@@ -41,14 +42,23 @@ def repeated_ngram_fraction(text, n):
     return 1 - len(set(grams)) / len(grams) if grams else 0.0
 
 
-def failed_filter(text, args):
-    if len(text) < args.min_chars:
+@dataclass(frozen=True)
+class Filters:
+    min_chars: int
+    min_han_fraction: float
+    max_duplicate_line_fraction: float
+    repetition_ngram: int
+    max_repeated_ngram_fraction: float
+
+
+def failed_filter(text, filters):
+    if len(text) < filters.min_chars:
         return "too_short"
-    if han_fraction(text) < args.min_han_fraction:
+    if han_fraction(text) < filters.min_han_fraction:
         return "low_han_fraction"
-    if duplicate_line_fraction(text) > args.max_duplicate_line_fraction:
+    if duplicate_line_fraction(text) > filters.max_duplicate_line_fraction:
         return "duplicate_lines"
-    if repeated_ngram_fraction(text, args.repetition_ngram) > args.max_repeated_ngram_fraction:
+    if repeated_ngram_fraction(text, filters.repetition_ngram) > filters.max_repeated_ngram_fraction:
         return "repeated_ngrams"
     return None
 
@@ -61,12 +71,12 @@ def add_arguments(ap):
 
 
 def run(args, progress_stream):
-    removed = dict.fromkeys(FILTERS, 0)
+    removed, filters = dict.fromkeys(FILTERS, 0), typed(Filters, vars(args))
     with DocWriter(args.out) as writer:
         for doc in tqdm(read_docs([args.input]), total=count_docs([args.input]), file=progress_stream,
                         desc="clean", mininterval=5):
             text = normalize(doc["text"])
-            reason = failed_filter(text, args)
+            reason = failed_filter(text, filters)
             if reason:
                 removed[reason] += 1
             else:

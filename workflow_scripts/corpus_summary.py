@@ -5,9 +5,11 @@ and for each corpus (zhwiki and the extra ones).
         --convert convert/*.json --clean clean/*.json --dedup dedup/stats.json --split corpus/split.json \
         --json corpus/summary.json --markdown corpus/summary.md --plot corpus/funnel.png
 """
+from dataclasses import dataclass
 from pathlib import Path
 
 from workflow_scripts.lib.atomic_files import read_json, write_json, write_text
+from workflow_scripts.lib.settings import typed
 from workflow_scripts.lib.stage_cli import stage_cli
 from workflow_scripts.lib.summary_tables import SOURCE_COLUMNS, SOURCE_KEYS, markdown_table
 from workflow_scripts.lib.plots import plt, save_png
@@ -24,24 +26,35 @@ def summed(paths, *keys):
     return total
 
 
-def funnel(args):
-    split = read_json(args.split)
-    dedup = read_json(args.dedup)
-    rows = [{"step": "dump pages", "documents": summed(args.extract, "pages"), "characters": None}]
+@dataclass(frozen=True)
+class StageStats:
+    """The stats files of the data stages, each a list over shards (dedup's and split's are one)."""
+    extract: list
+    ingest: list
+    convert: list
+    clean: list
+    dedup: Path
+    split: Path
+
+
+def funnel(stats):
+    split = read_json(stats.split)
+    dedup = read_json(stats.dedup)
+    rows = [{"step": "dump pages", "documents": summed(stats.extract, "pages"), "characters": None}]
     for reason in ("other_namespace", "redirect", "disambiguation", "empty"):
-        rows.append({"step": f"extract: drop {reason}", "documents": -summed(args.extract, "dropped", reason),
+        rows.append({"step": f"extract: drop {reason}", "documents": -summed(stats.extract, "dropped", reason),
                      "characters": None})
-    rows.append({"step": "extract", "documents": summed(args.extract, "documents"),
-                 "characters": summed(args.extract, "characters")})
-    for source, stats in ingested(args.ingest).items():
+    rows.append({"step": "extract", "documents": summed(stats.extract, "documents"),
+                 "characters": summed(stats.extract, "characters")})
+    for source, stats in ingested(stats.ingest).items():
         rows.append({"step": f"ingest: {source}", "documents": stats["documents"], "characters": stats["characters"]})
-    rows.append({"step": "convert", "documents": summed(args.convert, "documents"),
-                 "characters": summed(args.convert, "characters")})
-    for reason in read_json(args.clean[0])["removed"]:
-        rows.append({"step": f"clean: drop {reason}", "documents": -summed(args.clean, "removed", reason),
+    rows.append({"step": "convert", "documents": summed(stats.convert, "documents"),
+                 "characters": summed(stats.convert, "characters")})
+    for reason in read_json(stats.clean[0])["removed"]:
+        rows.append({"step": f"clean: drop {reason}", "documents": -summed(stats.clean, "removed", reason),
                      "characters": None})
-    rows.append({"step": "clean", "documents": summed(args.clean, "documents"),
-                 "characters": summed(args.clean, "characters")})
+    rows.append({"step": "clean", "documents": summed(stats.clean, "documents"),
+                 "characters": summed(stats.clean, "characters")})
     rows.append({"step": "dedup: drop exact", "documents": -dedup["exact_duplicates"], "characters": None})
     rows.append({"step": "dedup: drop near", "documents": -dedup["near_duplicates"], "characters": None})
     rows.append({"step": "dedup", **split["kept"]})
@@ -61,11 +74,11 @@ def ingested(paths):
     return totals
 
 
-def sources(args):
+def sources(stats):
     """One row per corpus: documents read, left by clean and by dedup, and its share of each split."""
-    read = {"zhwiki": summed(args.extract, "documents"),
-            **{source: stats["documents"] for source, stats in ingested(args.ingest).items()}}
-    dedup, split_stats = read_json(args.dedup)["by_source"], read_json(args.split)
+    read = {"zhwiki": summed(stats.extract, "documents"),
+            **{source: stats["documents"] for source, stats in ingested(stats.ingest).items()}}
+    dedup, split_stats = read_json(stats.dedup)["by_source"], read_json(stats.split)
     split = split_stats["by_source"]
     # A corpus that dedup emptied has no by_source entry, but its weight is still the configured one.
     return [{"source": source, "weight": split_stats["weights"].get(source, 1.0), "read": count,
@@ -116,7 +129,8 @@ def add_arguments(ap):
 
 
 def run(args, progress_stream):
-    rows, by_source = funnel(args), sources(args)
+    stats = typed(StageStats, vars(args))
+    rows, by_source = funnel(stats), sources(stats)
     write_json(args.json, {"funnel": rows, "sources": by_source, "dedup": read_json(args.dedup)})
     write_text(args.markdown, markdown(rows, by_source))
     plot_funnel(rows, args.plot)

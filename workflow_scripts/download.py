@@ -13,9 +13,10 @@ dump as one shard).
 """
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from workflow_scripts.lib.settings import add_settings
+from workflow_scripts.lib.settings import add_settings, typed
 from workflow_scripts.lib.atomic_files import atomic_path, file_digest, write_json
 from workflow_scripts.lib.stage_cli import StageError, stage_cli
 from workflow_scripts.lib.http_fetch import Fetcher, verify
@@ -33,40 +34,48 @@ def expected_sha1(sha1sums: Path, suffix):
     raise StageError(f"{sha1sums}: lists no zhwiki-*-{suffix}; is this the sha1sums file of that dump?")
 
 
-def download_remote(args, fetcher):
-    base = f"{args.mirror.rstrip('/')}/zhwiki/{args.date}/zhwiki-{args.date}-"
-    fetcher.fetch(base + "sha1sums.txt", args.sha1sums)
-    fetcher.fetch(base + INDEX_SUFFIX, args.index, expected_sha1(args.sha1sums, INDEX_SUFFIX))
-    fetcher.fetch(base + DUMP_SUFFIX, args.dump, expected_sha1(args.sha1sums, DUMP_SUFFIX))
+@dataclass(frozen=True)
+class DumpFiles:
+    """Where the rule wants the dump, its index and its checksums."""
+    dump: Path
+    index: Path
+    sha1sums: Path
 
 
-def copy_sample(args):
-    sha1sums = next(args.sample_dir.glob("zhwiki-*-sha1sums.txt"), None)
+def download_remote(mirror, date, files, fetcher):
+    base = f"{mirror.rstrip('/')}/zhwiki/{date}/zhwiki-{date}-"
+    fetcher.fetch(base + "sha1sums.txt", files.sha1sums)
+    fetcher.fetch(base + INDEX_SUFFIX, files.index, expected_sha1(files.sha1sums, INDEX_SUFFIX))
+    fetcher.fetch(base + DUMP_SUFFIX, files.dump, expected_sha1(files.sha1sums, DUMP_SUFFIX))
+
+
+def copy_sample(sample_dir, files):
+    sha1sums = next(sample_dir.glob("zhwiki-*-sha1sums.txt"), None)
     if sha1sums is None:
-        raise StageError(f"{args.sample_dir}: no zhwiki-*-sha1sums.txt; the bundled demo dump is missing")
-    with atomic_path(args.sha1sums) as tmp:
+        raise StageError(f"{sample_dir}: no zhwiki-*-sha1sums.txt; the bundled demo dump is missing")
+    with atomic_path(files.sha1sums) as tmp:
         shutil.copyfile(sha1sums, tmp)
-    for suffix, dest in ((INDEX_SUFFIX, args.index), (DUMP_SUFFIX, args.dump)):
-        source = next(args.sample_dir.glob(f"zhwiki-*-{suffix}"))
+    for suffix, dest in ((INDEX_SUFFIX, files.index), (DUMP_SUFFIX, files.dump)):
+        source = next(sample_dir.glob(f"zhwiki-*-{suffix}"))
         with atomic_path(dest) as tmp:
             shutil.copyfile(source, tmp)
-            verify(tmp, expected_sha1(args.sha1sums, suffix), source)
+            verify(tmp, expected_sha1(files.sha1sums, suffix), source)
 
 
-def link_local(args):
-    if not args.local_dump or not args.local_dump.is_file():
-        raise StageError(f"download.local_dump: {args.local_dump} is not a file")
-    if args.local_index and not args.local_index.is_file():
-        raise StageError(f"download.local_index: {args.local_index} is not a file")
-    for source, dest in ((args.local_dump, args.dump), (args.local_index, args.index)):
+def link_local(local_dump, local_index, files):
+    if not local_dump or not local_dump.is_file():
+        raise StageError(f"download.local_dump: {local_dump} is not a file")
+    if local_index and not local_index.is_file():
+        raise StageError(f"download.local_index: {local_index} is not a file")
+    for source, dest in ((local_dump, files.dump), (local_index, files.index)):
         with atomic_path(dest) as tmp:
             tmp.unlink()
             if source:
                 tmp.symlink_to(source.resolve())
             else:
                 tmp.touch()  # no index: extract reads the dump as one shard
-    with atomic_path(args.sha1sums) as tmp:
-        tmp.write_text(f"{file_digest(args.local_dump)}  {args.local_dump.name}\n")
+    with atomic_path(files.sha1sums) as tmp:
+        tmp.write_text(f"{file_digest(local_dump)}  {local_dump.name}\n")
 
 
 def add_arguments(ap):
@@ -85,8 +94,10 @@ def run(args, progress_stream):
     started = time.monotonic()
     fetcher = Fetcher(args.retries, args.timeout_s, args.backoff, progress_stream,
                       remedy="check download.mirror and download.date in config.yaml")
-    {"remote": lambda: download_remote(args, fetcher), "sample": lambda: copy_sample(args),
-     "local": lambda: link_local(args)}[args.source]()
+    files = typed(DumpFiles, vars(args))
+    {"remote": lambda: download_remote(args.mirror, args.date, files, fetcher),
+     "sample": lambda: copy_sample(args.sample_dir, files),
+     "local": lambda: link_local(args.local_dump, args.local_index, files)}[args.source]()
     write_json(args.stats, {"source": args.source, "date": args.date, "dump_bytes": args.dump.stat().st_size,
                             "index_bytes": args.index.stat().st_size, "http_attempts": fetcher.attempts,
                             "resumed": fetcher.resumed, "seconds": round(time.monotonic() - started, 2)})

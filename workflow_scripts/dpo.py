@@ -13,10 +13,11 @@ outputs; rerunning resumes from the last one.
 """
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from workflow_scripts.lib.checkpoints import run_id
-from workflow_scripts.lib.settings import add_settings, identity_settings
+from workflow_scripts.lib.settings import add_settings, identity_settings, typed
 from workflow_scripts.lib.atomic_files import atomic_dir, file_digest, write_json, write_text
 from workflow_scripts.lib.stage_cli import log, stage_cli
 from workflow_scripts.lib.plots import plt, save_png
@@ -50,13 +51,13 @@ def plot(records, path):
     save_png(fig, path)
 
 
-def summarise(records, counts, args):
+def summarise(records, counts, beta):
     logged = [r for r in records if "rewards/margins" in r]
     window = max(1, len(logged) // 10)  # margins of 8 pairs are noisy: average a tenth of the run
     head, tail = logged[:window], logged[-window:]
     mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
     return {"pairs": sum(c["pairs"] for c in counts.values()), "data": counts, "steps": logged[-1]["step"],
-            "beta": args.beta, "first_loss": logged[0]["loss"], "final_loss": mean(tail, "loss"),
+            "beta": beta, "first_loss": logged[0]["loss"], "final_loss": mean(tail, "loss"),
             "first_margin": mean(head, "rewards/margins"), "final_margin": mean(tail, "rewards/margins"),
             "final_reward_accuracy": mean(tail, "rewards/accuracies")}
 
@@ -68,20 +69,37 @@ def add_arguments(ap):
     add_optimisation_arguments(ap, "dpo")
 
 
-def trainer(args, pairs, run_dir):
+@dataclass(frozen=True)
+class DpoRun:
+    """What trl's DPOConfig takes of the stage's options."""
+    max_steps: int
+    batch_size: int
+    lr: float
+    min_lr_ratio: float
+    warmup_steps: int
+    weight_decay: float
+    clip: float
+    beta: float
+    max_len: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    seed: int
+
+
+def trainer(model_dir, run, pairs, run_dir):
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    config = DPOConfig(output_dir=str(run_dir), max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
-                       learning_rate=args.lr, lr_scheduler_type="cosine_with_min_lr",
-                       lr_scheduler_kwargs={"min_lr_rate": args.min_lr_ratio}, warmup_steps=args.warmup_steps,
-                       weight_decay=args.weight_decay, max_grad_norm=args.clip, beta=args.beta,
-                       max_length=args.max_len, logging_steps=1, save_steps=args.checkpoint_every,
-                       save_total_limit=args.keep_checkpoints, report_to=[], seed=args.seed, data_seed=args.seed,
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    config = DPOConfig(output_dir=str(run_dir), max_steps=run.max_steps, per_device_train_batch_size=run.batch_size,
+                       learning_rate=run.lr, lr_scheduler_type="cosine_with_min_lr",
+                       lr_scheduler_kwargs={"min_lr_rate": run.min_lr_ratio}, warmup_steps=run.warmup_steps,
+                       weight_decay=run.weight_decay, max_grad_norm=run.clip, beta=run.beta,
+                       max_length=run.max_len, logging_steps=1, save_steps=run.checkpoint_every,
+                       save_total_limit=run.keep_checkpoints, report_to=[], seed=run.seed, data_seed=run.seed,
                        bf16=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available())
-    model = AutoModelForCausalLM.from_pretrained(args.model)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
     return DPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(pairs), processing_class=tokenizer)
 
 
@@ -90,7 +108,7 @@ def run(args, progress_stream):
     data_hash = "".join(file_digest(p) for p in args.data)
     run_dir = args.checkpoint_root / run_id(identity_settings(vars(args), "dpo"),
                                             model=file_digest(args.model / "model.safetensors"), data=data_hash)
-    dpo = trainer(args, pairs, run_dir)
+    dpo = trainer(args.model, typed(DpoRun, vars(args)), pairs, run_dir)
     resume = any(run_dir.glob("checkpoint-*"))
     if resume:
         log.info("resuming from the last checkpoint in %s", run_dir)
@@ -103,7 +121,7 @@ def run(args, progress_stream):
     records = [r for r in dpo.state.log_history if "loss" in r]
     write_text(args.metrics, "".join(json.dumps(r) + "\n" for r in records))
     plot(records, args.plot)
-    summary = summarise(records, counts, args)
+    summary = summarise(records, counts, args.beta)
     write_json(args.summary, summary)
     log.info("%s", summary)
 

@@ -24,6 +24,7 @@ import hashlib
 import math
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -111,10 +112,10 @@ def digest(samples):
     return sha.hexdigest()
 
 
-def replay_fingerprint(args, replay):
+def replay_fingerprint(replay_tokens, replay):
     """The replayed windows follow from the token shards, the seed and settings already in the run id:
     the shards' fingerprint names them without hashing every replayed token."""
-    return data_fingerprint(read_json(args.replay_tokens / "index.json")) if replay else ""
+    return data_fingerprint(read_json(replay_tokens / "index.json")) if replay else ""
 
 
 def split_validation(samples, fraction, seed):
@@ -134,18 +135,34 @@ def add_arguments(ap):
     add_method_arguments(ap, "sft")
 
 
-def replay_windows(args, samples):
+@dataclass(frozen=True)
+class SftRun:
+    """What SFT's own steps take of its options (the loop's are lib.training.Training)."""
+    replay_tokens: Path | None
+    replay_share: float
+    max_len: int
+    batch_tokens: int
+    accumulation: int
+    validation_fraction: float
+    max_steps: int
+    eval_every: int
+    checkpoint_every: int
+    seed: int
+
+
+def replay_windows(run, samples):
     """Pretraining text mixed into SFT's training samples, so that the chat model keeps what it
     learnt: windows of max_len tokens of the train split, every token trained, as many as make
     replay_share of the trained tokens, drawn with the seed."""
-    if not args.replay_share:
+    if not run.replay_share:
         return []
-    if args.replay_tokens is None:
-        raise StageError("--replay-share needs --replay-tokens (the token shards the base model was trained on)")
-    windows = TokenWindows(args.replay_tokens, "train", args.max_len - 1)
+    if run.replay_tokens is None:
+        raise StageError("--replay-share needs --replay-tokens (the token shards the base model was trained on); "
+                         "give them, or --replay-share 0 to fine-tune without replay")
+    windows = TokenWindows(run.replay_tokens, "train", run.max_len - 1)
     chat_tokens = sum(label != IGNORE_INDEX for _, labels in samples for label in labels)
-    count = math.ceil(args.replay_share / (1 - args.replay_share) * chat_tokens / windows.window)
-    rng = random.Random(args.seed + 2)
+    count = math.ceil(run.replay_share / (1 - run.replay_share) * chat_tokens / windows.window)
+    rng = random.Random(run.seed + 2)
     replay = []
     for _ in range(count):
         ids = windows.read(rng.randrange(windows.count)).tolist()
@@ -153,27 +170,27 @@ def replay_windows(args, samples):
     return replay
 
 
-def training_split(args, samples, replay):
+def training_split(run, samples, replay):
     """(training samples with the replayed text, held-out chats)."""
-    train_samples, validation = split_validation(samples, args.validation_fraction, args.seed)
+    train_samples, validation = split_validation(samples, run.validation_fraction, run.seed)
     return train_samples + replay, validation
 
 
-def steps_for_epochs(args, train_samples, world):
-    """Optimizer steps for args.epochs passes: each step takes accumulation micro-batches per process."""
-    batches = len(length_buckets(train_samples, args.batch_tokens, args.seed))
-    return max(1, math.ceil(args.epochs * batches / (args.accumulation * world)))
+def steps_for_epochs(run, epochs, train_samples, world):
+    """Optimizer steps for `epochs` passes: each step takes accumulation micro-batches per process."""
+    batches = len(length_buckets(train_samples, run.batch_tokens, run.seed))
+    return max(1, math.ceil(epochs * batches / (run.accumulation * world)))
 
 
-def sft_job(args, train_samples, validation, pad_id, rank, world):
-    train_batches = length_buckets(train_samples, args.batch_tokens, args.seed)
-    sampler = Sampler(len(train_batches), args.seed, rank, world, 1)
-    mine = length_buckets(validation, args.batch_tokens, args.seed)[rank::world]
+def sft_job(run, train_samples, validation, pad_id, rank, world):
+    train_batches = length_buckets(train_samples, run.batch_tokens, run.seed)
+    sampler = Sampler(len(train_batches), run.seed, rank, world, 1)
+    mine = length_buckets(validation, run.batch_tokens, run.seed)[rank::world]
     return Job(name="sft",
                micro_batch=lambda step: collate(train_samples, train_batches[sampler.indices(step)[0]], pad_id),
                evaluate=lambda engine: evaluate(engine, (collate(validation, b, pad_id) for b in mine)),
-               max_steps=args.max_steps, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
-               accumulation=args.accumulation)
+               max_steps=run.max_steps, eval_every=run.eval_every, checkpoint_every=run.checkpoint_every,
+               accumulation=run.accumulation)
 
 
 def run(args, progress_stream):
@@ -181,11 +198,13 @@ def run(args, progress_stream):
     require_model_dir(args.model, "set sft.base")
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     samples, data_report = load_samples(args.data, tokenizer, args.max_len, args.skip_bad_records, args.seed)
-    replay = replay_windows(args, samples)
-    train_samples, validation = training_split(args, samples, replay)
+    sft = typed(SftRun, vars(args))
+    replay = replay_windows(sft, samples)
+    train_samples, validation = training_split(sft, samples, replay)
     world = int(os.environ.get("WORLD_SIZE", 1))
-    if args.epochs:
-        args.max_steps = steps_for_epochs(args, train_samples, world)
+    if args.epochs:  # the steps the epochs take are the run's max_steps, its identity's and the loop's
+        args.max_steps = steps_for_epochs(sft, args.epochs, train_samples, world)
+        sft = typed(SftRun, vars(args))
         log.info("%s epochs: %d steps", args.epochs, args.max_steps)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     # A chat model's turn ends at <|im_end|>: generation stops there (or at the end of text).
@@ -198,9 +217,10 @@ def run(args, progress_stream):
                                                                   if p.requires_grad),
                "samples": len(samples), "replay_windows": len(replay), "data": data_report}
     run_dir = args.checkpoint_root / run_id(identity_settings(vars(args), "sft"), model=model_fingerprint(args.model),
-                                            samples=digest(samples), replay=replay_fingerprint(args, replay))
+                                            samples=digest(samples),
+                                            replay=replay_fingerprint(args.replay_tokens, replay))
     run_training(typed(Training, vars(args)), model, shape,
-                 lambda engine: sft_job(args, train_samples, validation, tokenizer.pad_token_id, engine.rank,
+                 lambda engine: sft_job(sft, train_samples, validation, tokenizer.pad_token_id, engine.rank,
                                         engine.world),
                  run_dir, tokenizer, summary, f"SFT ({args.method}, {{engine}}, processes: {{world}})",
                  progress_stream, merge_lora if args.method == "lora" else None)

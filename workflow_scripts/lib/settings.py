@@ -75,5 +75,5 @@ def identity_settings(settings, *sections):
 
 def typed(settings_class, options):
     """A stage's options (a mapping: vars() of its parsed arguments) as the frozen dataclass a
-    library function takes, so below a stage's main no code reads the argparse namespace."""
+    function below the stage's run takes, so that no code below run reads the argparse namespace."""
     return settings_class(**{field.name: options[field.name] for field in dataclasses.fields(settings_class)})
