@@ -37,24 +37,24 @@ class StageStats:
     split: Path
 
 
-def funnel(stats):
-    split = read_json(stats.split)
-    dedup = read_json(stats.dedup)
-    rows = [{"step": "dump pages", "documents": summed(stats.extract, "pages"), "characters": None}]
+def funnel(files):
+    split = read_json(files.split)
+    dedup = read_json(files.dedup)
+    rows = [{"step": "dump pages", "documents": summed(files.extract, "pages"), "characters": None}]
     for reason in ("other_namespace", "redirect", "disambiguation", "empty"):
-        rows.append({"step": f"extract: drop {reason}", "documents": -summed(stats.extract, "dropped", reason),
+        rows.append({"step": f"extract: drop {reason}", "documents": -summed(files.extract, "dropped", reason),
                      "characters": None})
-    rows.append({"step": "extract", "documents": summed(stats.extract, "documents"),
-                 "characters": summed(stats.extract, "characters")})
-    for source, stats in ingested(stats.ingest).items():
+    rows.append({"step": "extract", "documents": summed(files.extract, "documents"),
+                 "characters": summed(files.extract, "characters")})
+    for source, stats in ingested(files.ingest).items():
         rows.append({"step": f"ingest: {source}", "documents": stats["documents"], "characters": stats["characters"]})
-    rows.append({"step": "convert", "documents": summed(stats.convert, "documents"),
-                 "characters": summed(stats.convert, "characters")})
-    for reason in read_json(stats.clean[0])["removed"]:
-        rows.append({"step": f"clean: drop {reason}", "documents": -summed(stats.clean, "removed", reason),
+    rows.append({"step": "convert", "documents": summed(files.convert, "documents"),
+                 "characters": summed(files.convert, "characters")})
+    for reason in read_json(files.clean[0])["removed"]:
+        rows.append({"step": f"clean: drop {reason}", "documents": -summed(files.clean, "removed", reason),
                      "characters": None})
-    rows.append({"step": "clean", "documents": summed(stats.clean, "documents"),
-                 "characters": summed(stats.clean, "characters")})
+    rows.append({"step": "clean", "documents": summed(files.clean, "documents"),
+                 "characters": summed(files.clean, "characters")})
     rows.append({"step": "dedup: drop exact", "documents": -dedup["exact_duplicates"], "characters": None})
     rows.append({"step": "dedup: drop near", "documents": -dedup["near_duplicates"], "characters": None})
     rows.append({"step": "dedup", **split["kept"]})
@@ -74,11 +74,11 @@ def ingested(paths):
     return totals
 
 
-def sources(stats):
+def sources(files):
     """One row per corpus: documents read, left by clean and by dedup, and its share of each split."""
-    read = {"zhwiki": summed(stats.extract, "documents"),
-            **{source: stats["documents"] for source, stats in ingested(stats.ingest).items()}}
-    dedup, split_stats = read_json(stats.dedup)["by_source"], read_json(stats.split)
+    read = {"zhwiki": summed(files.extract, "documents"),
+            **{source: stats["documents"] for source, stats in ingested(files.ingest).items()}}
+    dedup, split_stats = read_json(files.dedup)["by_source"], read_json(files.split)
     split = split_stats["by_source"]
     # A corpus that dedup emptied has no by_source entry, but its weight is still the configured one.
     return [{"source": source, "weight": split_stats["weights"].get(source, 1.0), "read": count,
@@ -129,8 +129,8 @@ def add_arguments(ap):
 
 
 def run(args, progress_stream):
-    stats = typed(StageStats, vars(args))
-    rows, by_source = funnel(stats), sources(stats)
+    files = typed(StageStats, vars(args))
+    rows, by_source = funnel(files), sources(files)
     write_json(args.json, {"funnel": rows, "sources": by_source, "dedup": read_json(args.dedup)})
     write_text(args.markdown, markdown(rows, by_source))
     plot_funnel(rows, args.plot)
