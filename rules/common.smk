@@ -50,8 +50,6 @@ def threads_per_process(section):
     return lambda wildcards, threads: max(1, threads // (config[section]["gpus"] or config[section]["processes"]))
 
 
-
-
 def part_corpus(wildcards):
     return part_settings(config, EXTRA_CORPORA, wildcards.part)
 

@@ -4,11 +4,13 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from conftest import DEMO_DUMP, DEMO_INDEX, REPO
-from workflow_scripts.lib.code_fingerprint import ON_IMPORT, PACKAGE_CODE, ROOT, WHOLE, Package, module_file
+from workflow_scripts.lib.code_fingerprint import (ON_IMPORT, PACKAGE_CODE, ROOT, WHOLE, Package, bound_names,
+                                                    module_file)
 
 STAGES = sorted(path.stem for path in ROOT.glob("*.py") if 'stage_cli("' in path.read_text()) + ["launch"]
 MODULES = sorted(".".join(path.relative_to(ROOT).with_suffix("").parts) for path in ROOT.rglob("*.py")
@@ -38,8 +40,7 @@ def changed_definition(module, name):
 def bound(statement):
     if isinstance(statement, (ast.Import, ast.ImportFrom)):
         return [(alias.asname or alias.name).split(".")[0] for alias in statement.names]
-    targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
-    return [node.id for target in targets for node in ast.walk(target) if isinstance(node, ast.Name)]
+    return bound_names(statement)
 
 
 def test_a_stage_reaches_the_modules_it_imports_transitively():
@@ -126,15 +127,10 @@ def traced_items(stage, tmp_path, *args):
     items = set()
     for filename, qualname in json.loads(out.read_text()):
         if filename.startswith(str(ROOT)):
-            module = ".".join(module_file_parts(filename))
+            module = ".".join(Path(filename).relative_to(ROOT).with_suffix("").parts)
             top = qualname.split(".")[0]
             items.add((module, ON_IMPORT if top.startswith("<") else top))
     return items
-
-
-def module_file_parts(filename):
-    from pathlib import Path
-    return Path(filename).relative_to(ROOT).with_suffix("").parts
 
 
 def test_what_a_stage_really_runs_is_within_what_its_fingerprint_reaches(tmp_path):

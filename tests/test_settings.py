@@ -14,7 +14,11 @@ import pytest
 import yaml
 
 from conftest import REPO, copy_workflow, run_ok, snakemake
+from workflow_scripts.convert import OPENCC_CONFIGS
 from workflow_scripts.lib import settings
+from workflow_scripts.lib.bpe_training import PRE_TOKENIZATIONS
+from workflow_scripts.lib.model_presets import PRESETS
+from workflow_scripts.multiple_choice import SCORINGS
 
 SCHEMA = settings.schema()["properties"]
 # A job's place among its rule's jobs, not a setting: one shard of N is one shard's output, alone or not.
@@ -149,3 +153,12 @@ def test_below_a_stages_run_no_function_takes_the_argparse_namespace():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name != "run":
                 names = {arg.arg for arg in node.args.args + node.args.kwonlyargs}
                 assert not names & {"args", "namespace"}, f"{path.name}: {node.name}"
+
+
+def test_the_choices_the_code_knows_are_the_definitions_choices():
+    """A stage's choices now come from the schema: the code's own tables must hold the same names."""
+    assert list(PRE_TOKENIZATIONS) == settings.definitions("tokenizer")["pre_tokenization"]["enum"]
+    assert list(PRESETS) == settings.definitions("pretrain")["preset"]["enum"]
+    assert sorted(SCORINGS) == sorted(settings.definitions("eval")["scoring"]["items"]["enum"])
+    assert list(OPENCC_CONFIGS) == SCHEMA["corpora"]["properties"]["extra"]["items"]["properties"]["opencc_config"][
+        "enum"]

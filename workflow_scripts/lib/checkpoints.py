@@ -2,9 +2,9 @@
 
 Checkpoints go to a run directory named by a hash of the settings that change results (their
 definitions say which: lib/settings.py), outside the rule's outputs, so Snakemake never deletes
-them; an output path, eval_every or a logging option does not change it. Each checkpoint is written to
-`step-N.tmp` and renamed only once complete, so a kill mid-write leaves the previous one the
-latest good checkpoint.
+them; an output path, eval_every or a logging option does not change it. Each checkpoint is
+written to `step-N.tmp` and renamed only once complete, so a kill mid-write leaves the previous
+one the latest good checkpoint.
 """
 import hashlib
 import json

@@ -1,7 +1,7 @@
 """The code a stage runs, as a fingerprint: what makes a rule rerun when its code changes.
 
-A stage's fingerprint covers every definition (function, class or module-level assignment) that
-its module reaches from what it runs, in it and in other workflow_scripts modules: the names it
+A stage's fingerprint covers every definition (function, class, module-level assignment or
+import) that its module reaches from what it runs, in it and in other workflow_scripts modules: the names it
 uses, followed through imports and through the definitions they use in turn. A module's
 statements that are neither definitions nor imports run whenever it is imported, so they count
 for every stage that imports it. Where a use cannot be followed by name (a module used other than

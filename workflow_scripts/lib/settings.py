@@ -1,5 +1,6 @@
-"""Each setting's one definition, in config/schema.yaml: its type, range or choices, default, and
-whether it changes results (`x-changes-results: false` where it does not, e.g. eval_every).
+"""Each setting's one definition, in config/schema.yaml: its type, range or choices, default,
+whether it changes results (`x-changes-results: false` where it does not, e.g. eval_every), and
+for some a `description`, the stage's --help line.
 
 The schema is the owner because Snakemake's config check already reads it and it is the file a
 user of the workflow looks at; everything else comes from it or is held equal to it by a test:
@@ -61,9 +62,10 @@ def option_arguments(definition, option):
 def add_settings(ap, section, *keys):
     """--key options for the given settings of a config section, from their definitions."""
     for key in keys:
-        option = "--" + key.replace("_", "-")
-        ap.add_argument(option, help=f"config.yaml {section}.{key}", **option_arguments(definitions(section)[key],
-                                                                                          option))
+        option, definition = "--" + key.replace("_", "-"), definitions(section)[key]
+        source = f"config.yaml {section}.{key}"
+        help_text = f"{definition['description']} ({source})" if "description" in definition else source
+        ap.add_argument(option, help=help_text, **option_arguments(definition, option))
 
 
 def identity_settings(settings, *sections):

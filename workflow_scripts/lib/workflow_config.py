@@ -291,4 +291,3 @@ def run_fetches(cfg, chat_kinds):
     the multiple-choice sets given by URL."""
     entries = [entry for kind in chat_kinds for entry in as_entries(cfg[kind]["data"])]
     return sorted({fetched_key(entry) for entry in entries + cfg["eval"]["multiple_choice"] if "url" in entry})
-
