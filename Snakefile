@@ -8,6 +8,7 @@
 #   snakemake --cores all continued_model --configfile config.yaml config/presets/continued.yaml
 #                                       # an existing model with more Chinese tokens, pretrained further
 #   snakemake --cores all eval          # both models evaluated; results/summary.md sums up the run
+#   snakemake --cores all gguf          # GGUF files for llama.cpp/Ollama and a Modelfile (results/export)
 #   snakemake --report results/report.html   # the run as one page (after a run)
 #
 # Settings: config.yaml (the bundled demo), validated against config/schema.yaml and described
@@ -32,6 +33,7 @@ wildcard_constraints:
     set="|".join(MC_SETS) or "(?!)",
     fetched="|".join(map(re.escape, FETCHES)) or "(?!)",
     kind="sft|dpo",
+    gguf_type="|".join(config["export"]["types"]),
 
 
 include: "rules/data.smk"
@@ -40,6 +42,7 @@ include: "rules/fetch.smk"
 include: "rules/model.smk"
 include: "rules/continued.smk"
 include: "rules/eval.smk"
+include: "rules/export.smk"
 include: "rules/stage_targets.smk"
 include: "rules/slurm.smk"
 

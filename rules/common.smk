@@ -76,7 +76,8 @@ def multiple_choice_inputs(wildcards):
 def stage_benchmarks(wildcards):
     """The benchmark TSV of every job run_summary depends on: its wall time per stage."""
     paths = set()
-    not_in_run = {"run_summary"} | {rule for rule in ("dpo_model", "continued_model") if rule not in MODELS}
+    not_in_run = {"run_summary", "gguf_file", "ollama_modelfile"}  # export comes after the run (target gguf)
+    not_in_run |= {rule for rule in ("dpo_model", "continued_model") if rule not in MODELS}
     not_in_run |= {"expand_vocab"} if "continued_model" not in MODELS else set()
     for stage in workflow.rules:
         if stage.benchmark is None or stage.name in not_in_run:
@@ -114,3 +115,6 @@ MC_SETS = {name: source_path(entry, FETCHED) for name, entry in MC_ENTRIES.items
 FETCHES = {fetched_key(entry): entry for entry in data_sources(config) if "url" in entry}
 CHAT_KINDS = ["sft"] + (["dpo"] if "dpo_model" in MODELS else [])
 RUN_FETCHES = run_fetches(config, CHAT_KINDS)
+EXPORT_MODELS = [model for model in config["export"]["models"] if model in MODELS]
+EXPORT_CHAT_MODEL = "dpo_model" if "dpo_model" in EXPORT_MODELS else "sft_model"
+EXPORT_CHAT_TYPE = "q8_0" if "q8_0" in config["export"]["types"] else "f16"

@@ -15,6 +15,7 @@ import yaml
 
 from conftest import REPO, copy_workflow, run_ok, snakemake
 from workflow_scripts.convert import OPENCC_CONFIGS
+from workflow_scripts.export_gguf import FILE_TYPES, WEIGHT_TYPES
 from workflow_scripts.lib import settings
 from workflow_scripts.lib.bpe_training import PRE_TOKENIZATIONS
 from workflow_scripts.lib.model_presets import PRESETS
@@ -160,5 +161,6 @@ def test_the_choices_the_code_knows_are_the_definitions_choices():
     assert list(PRE_TOKENIZATIONS) == settings.definitions("tokenizer")["pre_tokenization"]["enum"]
     assert list(PRESETS) == settings.definitions("pretrain")["preset"]["enum"]
     assert sorted(SCORINGS) == sorted(settings.definitions("eval")["scoring"]["items"]["enum"])
+    assert list(FILE_TYPES) == list(WEIGHT_TYPES) == settings.definitions("export")["types"]["items"]["enum"]
     assert list(OPENCC_CONFIGS) == SCHEMA["corpora"]["properties"]["extra"]["items"]["properties"]["opencc_config"][
         "enum"]

@@ -1,0 +1,118 @@
+"""CPU decoding of the exported chat model in llama.cpp (f16 and Q8_0 GGUF) against transformers'
+generate on the Hugging Face model it came from, in one run; with the files' sizes and how closely
+llama.cpp's logits follow transformers'.
+
+    snakemake --cores all gguf
+    python benchmarks/gguf_decode.py --model results/sft_model --export results/export
+
+Each engine decodes exactly --tokens new tokens greedily (past any end token) after each of the
+demo's chat prompts, at each --threads; a first prompt warms each engine up and is not counted.
+llama.cpp is node-llama-cpp's prebuilt CPU build (workflow_scripts/lib/llama_cpp_runtime.py); its
+time is measured inside the runtime, so starting Node is not counted. Writes
+benchmarks/results/gguf_decode.{json,md}.
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from results_io import provenance, save  # noqa: E402
+
+from workflow_scripts.lib import llama_cpp_runtime  # noqa: E402
+from workflow_scripts.lib.generation import chat_prompt_ids  # noqa: E402
+from workflow_scripts.lib.models import load_causal_lm  # noqa: E402
+
+
+def prompts(tokenizer, count):
+    lines = (REPO / "demo" / "eval" / "prompts.txt").read_text(encoding="utf-8").splitlines()
+    questions = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    return [chat_prompt_ids(tokenizer, [{"role": "user", "content": q}]) for q in questions[:count]]
+
+
+def row(engine, threads, timings):
+    tokens, seconds = sum(t for t, _ in timings), sum(s for _, s in timings)
+    return {"engine": engine, "threads": threads, "tokens": tokens, "seconds": round(seconds, 3),
+            "tokens_per_s": round(tokens / seconds, 1)}
+
+
+@torch.no_grad()
+def transformers_decoding(model, ids_list, tokens, threads):
+    torch.set_num_threads(threads)
+    timings = []
+    for ids in ids_list:
+        started = time.perf_counter()
+        output = model.generate(torch.tensor([ids]), max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+        timings.append((output.shape[1] - len(ids), time.perf_counter() - started))
+    return row("transformers generate (float32)", threads, timings[1:])
+
+
+def llama_cpp_decoding(gguf, ids_list, tokens, threads):
+    answer = llama_cpp_runtime.ask({"model": str(gguf), "threads": threads,
+                                    "decode": {"prompts": ids_list, "tokens": tokens}})
+    return row(f"llama.cpp {gguf.stem.rsplit('-', 1)[1]}", threads, [(d["tokens"], d["seconds"])
+                                                                     for d in answer["decode"][1:]])
+
+
+@torch.no_grad()
+def agreement(model, export, ids_list):
+    """Per file: the largest logit difference from transformers (as a share of its largest logit)
+    and how often both put the same token first, on each prompt's last position."""
+    reference = [model(torch.tensor([ids])).logits[0, -1] for ids in ids_list]
+    found = {}
+    for gguf in sorted(export.glob(f"{export_name(model)}-*.gguf")):
+        logits = llama_cpp_runtime.ask({"model": str(gguf), "threads": 1, "logits": ids_list})["logits"]
+        pairs = [(torch.tensor(ours), theirs) for ours, theirs in zip(logits, reference)]
+        found[gguf.name] = {
+            "bytes": gguf.stat().st_size,
+            "max_logit_difference_share": round(max(float((a - b).abs().max() / b.abs().max()) for a, b in pairs), 5),
+            "top1_agreement": f"{sum(int(a.argmax()) == int(b.argmax()) for a, b in pairs)}/{len(pairs)}"}
+    return found
+
+
+def export_name(model):
+    return Path(model.name_or_path).name
+
+
+def markdown(report):
+    lines = [f"# GGUF decoding on the CPU ({report['machine']})", "", f"`{report['command']}`", "",
+             f"Greedy decoding of exactly {report['tokens']} tokens after each of {report['prompts']} chat prompts "
+             f"(the first, a warm-up, not counted), model `{report['model']}`.", "",
+             "| engine | threads | tokens/s | seconds |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['engine']} | {r['threads']} | {r['tokens_per_s']} | {r['seconds']} |" for r in report["rows"]]
+    lines += ["", "| file | bytes | largest logit difference (share of largest logit) | top-1 agreement |",
+              "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {f['bytes']:,} | {f['max_logit_difference_share']} | {f['top1_agreement']} |"
+              for name, f in report["files"].items()]
+    lines += ["", f"Hugging Face model.safetensors: {report['safetensors_bytes']:,} bytes (float32)."]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=REPO / "results" / "sft_model")
+    ap.add_argument("--export", type=Path, default=REPO / "results" / "export")
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--prompts", type=int, default=6)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    args = ap.parse_args()
+    model, tokenizer = load_causal_lm(args.model)
+    ids_list = prompts(tokenizer, args.prompts)
+    rows = []
+    for threads in args.threads:
+        rows.append(transformers_decoding(model, ids_list, args.tokens, threads))
+        for kind in ("f16", "q8_0"):
+            rows.append(llama_cpp_decoding(args.export / f"{args.model.name}-{kind}.gguf", ids_list, args.tokens,
+                                           threads))
+        print(rows[-3:], flush=True)
+    report = {**provenance(), "model": args.model.name, "tokens": args.tokens, "prompts": len(ids_list),
+              "rows": rows, "files": agreement(model, args.export, ids_list),
+              "safetensors_bytes": (args.model / "model.safetensors").stat().st_size}
+    save("gguf_decode", report, markdown(report))
+
+
+if __name__ == "__main__":
+    main()
