@@ -13,10 +13,10 @@ every copy (a repost site's boilerplate). Stubs: 400 short articles written from
 (a county's province, area, population and founding year), as real zhwiki has tens of thousands.
 
 For each setting (character n-gram, threshold, permutations) the stages' own code
-(minhash.signature, lib.near_duplicates.find_duplicates) runs on the originals followed by their copies, and
-separately on the stubs. Recall per edit: the share of copies removed as a duplicate of their
-own original or of another copy of it. Precision: the share of all removals that are such.
-Writes benchmarks/results/dedup_quality.{json,md}.
+(lib.minhash_signatures.signatures, lib.near_duplicates.find_duplicates) runs on the originals
+followed by their copies, and separately on the stubs. Recall per edit: the share of copies
+removed as a duplicate of their own original or of another copy of it. Precision: the share of
+all removals that are such. Writes benchmarks/results/dedup_quality.{json,md}.
 """
 import argparse
 import random
@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 from results_io import provenance, save  # noqa: E402
 
 from workflow_scripts.lib.near_duplicates import band_shape, find_duplicates  # noqa: E402
-from workflow_scripts.lib.minhash_signatures import exact_key, signature  # noqa: E402
+from workflow_scripts.lib.minhash_signatures import exact_key, signatures as minhash_signatures  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 SENTENCE = re.compile(r"(?<=[。！？；\n])")
@@ -101,7 +101,7 @@ def stubs(rng, count):
 
 
 def signatures(texts, ngram, num_perm):
-    return np.array([signature(t, ngram, num_perm, 1) for t in texts], dtype=np.uint32), [exact_key(t) for t in texts]
+    return minhash_signatures(texts, ngram, num_perm, 1), [exact_key(t) for t in texts]
 
 
 def removals(signed, threshold):

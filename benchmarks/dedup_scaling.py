@@ -26,7 +26,6 @@ from results_io import RESULTS, provenance, save
 
 REPO = RESULTS.parents[1]
 sys.path.insert(0, str(REPO))
-from workflow_scripts.lib.minhash_signatures import MINHASH_SCHEME  # noqa: E402
 from workflow_scripts.lib.signature_files import SignatureFiles  # noqa: E402
 
 SHARDS, NUM_PERM, THRESHOLD = 20, 128, 0.55
@@ -43,7 +42,9 @@ def reference_removals(files, threshold):
         if key in by_key:
             removed.append((position, *by_key[key]))
             continue
-        minhash = LeanMinHash(seed=1, hashvalues=values, scheme=MINHASH_SCHEME)
+        # datasketch asks the scheme of stored values; its LSH and jaccard only compare them, and
+        # rensa's are 32-bit as affine32's are.
+        minhash = LeanMinHash(seed=1, hashvalues=values, scheme="affine32")
         best = max(((minhash.jaccard(kept[c]), -c) for c in lsh.query(minhash)), default=(0.0, 0))
         if best[0] >= threshold:
             removed.append((position, "near", -best[1], best[0]))

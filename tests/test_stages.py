@@ -3,11 +3,13 @@ import json
 import random
 import sys
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from conftest import REPO, SHARED_DATA, run_dedup, run_fails, run_ok, run_stage
+from workflow_scripts.lib.minhash_signatures import signatures
 from workflow_scripts.lib.text_normalization import normalize
 from workflow_scripts.lib.signature_files import SignatureFiles
 from workflow_scripts.lib.documents import DocWriter
@@ -128,6 +130,18 @@ def test_dedup_is_deterministic_whatever_the_shard_order(tmp_path):
     backward = dedup(tmp_path / "backward", [docs[20:][::-1], docs[:20][::-1]])
     assert forward == backward and len(forward) > 0
     assert all(r["duplicate_of"] < r["id"] for r in forward)
+
+
+def test_minhash_signatures_are_those_of_each_texts_ngram_set_whatever_the_batch(tmp_path):
+    texts = [chinese(n, 20 + 37 * n) for n in range(300)] + ["", "短", "abcd", "甲乙丙丁戊" * 40, "甲乙丙丁戊" * 3]
+    alone = np.vstack([signatures([text], 5, 64, 1) for text in texts])
+    assert (signatures(texts, 5, 64, 1) == alone).all()
+    assert (alone[-2] == alone[-1]).all()  # the same set of 5-grams, repeated or not
+    assert len({row.tobytes() for row in alone}) == len(texts) - 1
+    docs = [{"id": n, "text": t} for n, t in enumerate(texts)]  # more documents than one batch of the stage
+    run_ok("minhash", "--input", write_docs(tmp_path / "in.parquet", docs), "--num-perm", 64,
+           "--out", tmp_path / "s.npz")
+    assert (np.load(tmp_path / "s.npz")["signatures"] == alone).all()
 
 
 def test_dedup_of_an_empty_corpus_says_what_to_loosen(tmp_path):

@@ -14,7 +14,11 @@ from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.atomic_files import atomic_path
 from workflow_scripts.lib.documents import count_docs, read_docs
 from workflow_scripts.lib.stage_cli import stage_cli
-from workflow_scripts.lib.minhash_signatures import exact_key, signature
+from workflow_scripts.lib.minhash_signatures import exact_key, signatures
+
+# Documents hashed per call to rensa: enough to amortise the call, few enough to keep memory small
+# (a 5-gram hash is 8 bytes per character).
+BATCH = 256
 
 
 def add_arguments(ap):
@@ -24,19 +28,23 @@ def add_arguments(ap):
 
 
 def run(args, progress_stream):
-    ids, titles, sources, keys, signatures = [], [], [], [], []
+    ids, titles, sources, keys, signed, batch = [], [], [], [], [], []
     for doc in tqdm(read_docs([args.input]), total=count_docs([args.input]), file=progress_stream,
                     desc="minhash", mininterval=5):
         ids.append(doc["id"])
         titles.append(doc["title"])
         sources.append(doc["source"] or "")
         keys.append(exact_key(doc["text"]))
-        signatures.append(signature(doc["text"], args.ngram, args.num_perm, args.seed))
+        batch.append(doc["text"])
+        if len(batch) == BATCH:
+            signed.append(signatures(batch, args.ngram, args.num_perm, args.seed))
+            batch = []
+    signed.append(signatures(batch, args.ngram, args.num_perm, args.seed))
     with atomic_path(args.out) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, ids=np.array(ids, dtype=np.int64), titles=np.array(titles, dtype=str),
                  sources=np.array(sources, dtype=str),
                  exact=np.array(keys, dtype="S20"),
-                 signatures=np.array(signatures, dtype=np.uint32).reshape(len(ids), args.num_perm))
+                 signatures=np.concatenate(signed).reshape(len(ids), args.num_perm))
 
 
 if __name__ == "__main__":
