@@ -169,6 +169,17 @@ def test_both_models_are_evaluated(built):
     assert sft_samples["style"] == "chat" and sum(bool(s["answer"]) for s in sft_samples["samples"]) >= 5
 
 
+def test_the_sft_model_closes_its_chat_turns_and_the_base_model_does_not(built):
+    """Issue 32's chat-format target on the demo: SFT answers end with <|im_end|> at least 95 % of
+    the time (measured: 9 of 9), the base model's never learnt to (0 of 9)."""
+    formats = {m: json.loads((built / f"results/eval/{m}/samples.json").read_text())["chat_format"]
+               for m in ("base_model", "sft_model")}
+    assert formats["sft_model"]["ends_with_im_end"] >= 0.95 and formats["sft_model"]["leaks_role_marker"] == 0
+    assert formats["base_model"]["ends_with_im_end"] < 0.5
+    assert 0 < formats["sft_model"]["mean_answer_chars"] < formats["base_model"]["mean_answer_chars"]
+    assert "answers ending with &lt;|im_end|&gt;" in (built / "results/report/samples.html").read_text()
+
+
 def test_run_summary_covers_every_stage(built):
     rows = json.loads((built / "results/summary.json").read_text())
     sections = {row["section"] for row in rows}

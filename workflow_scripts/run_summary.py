@@ -170,8 +170,17 @@ def samples_page(samples):
     prompts = [item["prompt"] for item in samples[0]["samples"]]
     answers = [{item["prompt"]: item["answer"] for item in s["samples"]} for s in samples]
     decoding = "; ".join(f"{model_name(s)}: {s['description']}" for s in samples)
-    return html_page("Generation samples", [(decoding, html_table(
-        ["prompt", *models], [(p, *(a.get(p, "") for a in answers)) for p in prompts]))])
+    return html_page("Generation samples", [
+        (decoding, html_table(["prompt", *models], [(p, *(a.get(p, "") for a in answers)) for p in prompts])),
+        ("Each prompt as a chat turn (greedy): does the model keep ChatML?", html_table(
+            ["model", "answers ending with <|im_end|>", "answers leaking a role marker", "mean characters"],
+            [chat_format_row(s) for s in samples]))])
+
+
+def chat_format_row(samples):
+    checks = samples["chat_format"]
+    return (model_name(samples), f"{checks['ends_with_im_end']:.0%}", f"{checks['leaks_role_marker']:.0%}",
+            checks["mean_answer_chars"])
 
 
 def add_arguments(ap):

@@ -7,7 +7,13 @@ The prompt file holds one prompt per line; blank lines and lines starting with #
 --style chat sends each prompt as a user turn through the model's chat template (for SFT
 models); --style completion continues the prompt as plain text after an end-of-text token, the
 way a base model saw documents start in pretraining.
+
+Whatever the style, every model also answers each prompt as a chat turn, and the JSON's
+`chat_format` says how well it keeps ChatML: the share of answers that end with <|im_end|>
+within --max-new-tokens, the share that leak a role marker (<|im_start|>, or a line naming a
+role) or open a new user turn, and the mean answer length in characters.
 """
+import re
 import time
 from pathlib import Path
 
@@ -16,8 +22,13 @@ import torch
 from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.atomic_files import write_json, write_text
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
+from workflow_scripts.lib.chatml import IM_END, IM_START
 from workflow_scripts.lib.generation import chat_prompt_ids, completion_prompt_ids
 from workflow_scripts.lib.models import load_causal_lm
+
+# A line that names a turn's role, as a model that learnt the layout but not where a turn ends writes
+# one (with or without the <|im_start|> before it).
+ROLE_LINE = re.compile(r"(?m)^(?:<\|im_start\|>)?\s*(?:user|assistant|system|用户|助手)\s*[:：]?\s*$")
 
 
 def read_prompts(path: Path):
@@ -40,11 +51,35 @@ def prompt_ids(tokenizer, prompt, style):
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompt, style, settings):
-    ids = torch.tensor([prompt_ids(tokenizer, prompt, style)], device=model.device)
+def generated_ids(model, tokenizer, ids, settings, **options):
+    ids = torch.tensor([ids], device=model.device)
     output = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **settings)
-    return tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True).strip()
+                            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **settings, **options)
+    return output[0, ids.shape[1]:].tolist()
+
+
+def generate(model, tokenizer, prompt, style, settings):
+    ids = generated_ids(model, tokenizer, prompt_ids(tokenizer, prompt, style), settings)
+    return tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def chat_format(model, tokenizer, prompts, settings):
+    """How each prompt's chat answer ends: shares of answers ending with <|im_end|> within
+    max_new_tokens, and of answers whose text before it leaks a role marker or opens a user turn;
+    their mean length."""
+    end_of_turn, start_of_turn = tokenizer.convert_tokens_to_ids([IM_END, IM_START])
+    ended = leaked = characters = 0
+    for prompt in prompts:
+        ids = generated_ids(model, tokenizer, chat_prompt_ids(tokenizer, [{"role": "user", "content": prompt}]),
+                            settings, eos_token_id=[end_of_turn, tokenizer.eos_token_id])
+        turn = ids[:ids.index(end_of_turn)] if end_of_turn in ids else ids
+        ended += end_of_turn in ids
+        text = tokenizer.decode(turn, skip_special_tokens=False)
+        leaked += start_of_turn in turn or bool(ROLE_LINE.search(text))
+        characters += len(tokenizer.decode(turn, skip_special_tokens=True).strip())
+    count = len(prompts)
+    return {"prompts": count, "ends_with_im_end": round(ended / count, 4),
+            "leaks_role_marker": round(leaked / count, 4), "mean_answer_chars": round(characters / count, 1)}
 
 
 def describe(style, settings):
@@ -52,8 +87,11 @@ def describe(style, settings):
             f"repetition penalty {settings['repetition_penalty']}")
 
 
-def markdown(model_name, style, answers, settings):
-    lines = [f"# Samples from {model_name}", "", describe(style, settings) + ".", ""]
+def markdown(model_name, style, answers, settings, formats):
+    lines = [f"# Samples from {model_name}", "", describe(style, settings) + ".", "",
+             f"As chat turns ({formats['prompts']} prompts): {formats['ends_with_im_end']:.0%} end with <|im_end|>, "
+             f"{formats['leaks_role_marker']:.0%} leak a role marker, {formats['mean_answer_chars']} characters on "
+             "average.", ""]
     for item in answers:
         lines += [f"**{item['prompt']}**", "", "> " + (item["answer"] or "(empty)").replace("\n", "\n> "), ""]
     return "\n".join(lines)
@@ -74,10 +112,11 @@ def run(args, progress_stream):
     model, tokenizer = load_causal_lm(args.model)
     settings = {"max_new_tokens": args.max_new_tokens, "repetition_penalty": args.repetition_penalty}
     answers = [{"prompt": p, "answer": generate(model, tokenizer, p, args.style, settings)} for p in prompts]
+    formats = chat_format(model, tokenizer, prompts, settings)
     write_json(args.out, {"model": str(args.model), "style": args.style, "decoding": {"greedy": True, **settings},
-                          "description": describe(args.style, settings), "samples": answers,
+                          "description": describe(args.style, settings), "samples": answers, "chat_format": formats,
                           "seconds": round(time.perf_counter() - started, 2)})
-    write_text(args.markdown, markdown(args.model.name, args.style, answers, settings))
+    write_text(args.markdown, markdown(args.model.name, args.style, answers, settings, formats))
     log.info("%d samples from %s", len(answers), args.model)
 
 
