@@ -8,7 +8,9 @@ against transformers' generate on fixed batches, in one run.
 Every request asks for exactly --max-tokens new tokens (ignore_eos; min_new_tokens for generate),
 greedy, on the demo's evaluation prompts through the chat template, so all rows do the same work.
 Rows: `generate` one prompt at a time and on padded batches of 16 in this process (the batch
-reachable at best, with no server); each server (this tree's, and --baseline-rev's from a git
+reachable at best, with no server); the server's own decode step alone (ContinuousBatch.step,
+no HTTP, no prefill) with 1 row and with 16, at each --threads: the most any scheduler can
+gain from 16 clients on this machine; each server (this tree's, and --baseline-rev's from a git
 worktree), started as users start it, at each --threads, with 1, 4 and 16 clients streaming their
 requests (stream_options.include_usage), as chat front-ends do. Time to first token is from a
 request's send to its first piece of text. Writes benchmarks/results/serve_throughput.{json,md}.
@@ -32,7 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from results_io import provenance, save  # noqa: E402
 
-from workflow_scripts.lib.generation import chat_prompt_ids, left_padded  # noqa: E402
+from workflow_scripts.lib.continuous_batching import ContinuousBatch, RowSampling  # noqa: E402
+from workflow_scripts.lib.generation import DEFAULTS, ReplyRequest, chat_prompt_ids, left_padded  # noqa: E402
 from workflow_scripts.lib.models import load_causal_lm  # noqa: E402
 
 CLIENTS = (1, 4, 16)
@@ -68,6 +71,26 @@ def direct(model_dir, questions, max_tokens, batch, threads):
             tokens += (output.shape[1] - inputs.shape[1]) * len(group)
     name = "generate, one at a time" if batch == 1 else f"generate, batches of {batch}"
     return row(name, threads, batch, len(ids), tokens, time.perf_counter() - started)
+
+
+def decode_steps(model_dir, questions, max_tokens, rows, threads):
+    """ContinuousBatch.step alone: `rows` rows at a time, greedy with the server's default repetition
+    penalty, every row exactly max_tokens long; the prefill (admit) is not timed."""
+    torch.set_num_threads(threads)
+    model, tokenizer = load_causal_lm(model_dir)
+    sampling = RowSampling(0.0, 1.0, DEFAULTS["repetition_penalty"], min_tokens=max_tokens)
+    seconds, tokens = 0.0, 0
+    for start in range(0, len(questions), rows):
+        batch = ContinuousBatch(model, tokenizer, rows)
+        batch.admit([batch.row(ReplyRequest(chat_prompt_ids(tokenizer, [{"role": "user", "content": q}]), max_tokens,
+                                            lambda piece: None), sampling) for q in questions[start:start + rows]])
+        started = time.perf_counter()
+        while batch.rows:
+            tokens += len(batch.rows)
+            batch.step()
+        seconds += time.perf_counter() - started
+    return row(f"decode step alone, {rows} {'row' if rows == 1 else 'rows'}", threads, rows, len(questions), tokens,
+               seconds)
 
 
 def free_port():
@@ -155,6 +178,8 @@ def main():
     model_dir = args.model.resolve()
     questions = prompts(args.requests)
     rows = [direct(model_dir, questions, args.max_tokens, batch, max(args.threads)) for batch in (1, 16)]
+    rows += [decode_steps(model_dir, questions, args.max_tokens, batch, threads) for threads in args.threads
+             for batch in (1, 16)]
     baseline = baseline_tree(args.baseline_rev)
     try:
         for tree, name in ((REPO, "continuous batching"), (baseline, "earlier scheduler")):
