@@ -17,13 +17,15 @@ class RuntimeMissing(RuntimeError):
 
 
 def install():
-    """npm ci of the locked node-llama-cpp (only its x64 CPU binaries: 85 MB, not the 670 MB of
-    every GPU build), unless already installed."""
+    """The locked node-llama-cpp with only its x64 CPU binaries (85 MB, not the 670 MB of every GPU
+    build), unless already installed. `npm install` and not `npm ci`: npm 11 writes no lock entry
+    for other platforms' optional binaries, and `npm ci` then refuses the lock as out of sync;
+    `npm install` installs what the lock pins and leaves it unchanged."""
     if (RUNTIME_DIR / "node_modules" / "node-llama-cpp").is_dir():
         return
     if not (shutil.which("node") and shutil.which("npm")):
         raise RuntimeMissing("llama.cpp's runtime needs Node.js 20+ and npm (Debian: apt-get install nodejs npm)")
-    subprocess.run(["npm", "ci", "--omit=optional", "--no-audit", "--no-fund"], cwd=RUNTIME_DIR, check=True,
+    subprocess.run(["npm", "install", "--omit=optional", "--no-audit", "--no-fund"], cwd=RUNTIME_DIR, check=True,
                    capture_output=True, text=True)
 
 
