@@ -58,26 +58,31 @@ def generated_ids(model, tokenizer, ids, settings, **options):
     return output[0, ids.shape[1]:].tolist()
 
 
-def generate(model, tokenizer, prompt, style, settings):
-    ids = generated_ids(model, tokenizer, prompt_ids(tokenizer, prompt, style), settings)
+def chat_turn(model, tokenizer, prompt, settings):
+    """The ids of the model's reply to `prompt` as a user turn, stopped at <|im_end|> or end of text."""
+    end_of_turn = tokenizer.convert_tokens_to_ids(IM_END)
+    return generated_ids(model, tokenizer, prompt_ids(tokenizer, prompt, "chat"), settings,
+                         eos_token_id=[end_of_turn, tokenizer.eos_token_id])
+
+
+def answer(model, tokenizer, prompt, style, settings, turn):
+    """The sample's text: the chat turn already generated, or the prompt continued as plain text."""
+    ids = turn if style == "chat" else generated_ids(model, tokenizer, prompt_ids(tokenizer, prompt, style), settings)
     return tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 
-def chat_format(model, tokenizer, prompts, settings):
-    """How each prompt's chat answer ends: shares of answers ending with <|im_end|> within
-    max_new_tokens, and of answers whose text before it leaks a role marker or opens a user turn;
-    their mean length."""
+def chat_format(tokenizer, turns):
+    """How the chat turns end: shares of replies ending with <|im_end|> within max_new_tokens, and
+    of replies whose text before it leaks a role marker or opens a user turn; their mean length."""
     end_of_turn, start_of_turn = tokenizer.convert_tokens_to_ids([IM_END, IM_START])
     ended = leaked = characters = 0
-    for prompt in prompts:
-        ids = generated_ids(model, tokenizer, chat_prompt_ids(tokenizer, [{"role": "user", "content": prompt}]),
-                            settings, eos_token_id=[end_of_turn, tokenizer.eos_token_id])
+    for ids in turns:
         turn = ids[:ids.index(end_of_turn)] if end_of_turn in ids else ids
         ended += end_of_turn in ids
         text = tokenizer.decode(turn, skip_special_tokens=False)
         leaked += start_of_turn in turn or bool(ROLE_LINE.search(text))
         characters += len(tokenizer.decode(turn, skip_special_tokens=True).strip())
-    count = len(prompts)
+    count = len(turns)
     return {"prompts": count, "ends_with_im_end": round(ended / count, 4),
             "leaks_role_marker": round(leaked / count, 4), "mean_answer_chars": round(characters / count, 1)}
 
@@ -111,8 +116,11 @@ def run(args, progress_stream):
     prompts = read_prompts(args.prompts)
     model, tokenizer = load_causal_lm(args.model)
     settings = {"max_new_tokens": args.max_new_tokens, "repetition_penalty": args.repetition_penalty}
-    answers = [{"prompt": p, "answer": generate(model, tokenizer, p, args.style, settings)} for p in prompts]
-    formats = chat_format(model, tokenizer, prompts, settings)
+    # Every model answers as a chat turn (for the format checks); a chat-style sample is that turn.
+    turns = [chat_turn(model, tokenizer, p, settings) for p in prompts]
+    answers = [{"prompt": p, "answer": answer(model, tokenizer, p, args.style, settings, turn)}
+               for p, turn in zip(prompts, turns)]
+    formats = chat_format(tokenizer, turns)
     write_json(args.out, {"model": str(args.model), "style": args.style, "decoding": {"greedy": True, **settings},
                           "description": describe(args.style, settings), "samples": answers, "chat_format": formats,
                           "seconds": round(time.perf_counter() - started, 2)})
