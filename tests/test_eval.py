@@ -1,6 +1,7 @@
 """Evaluation: bits per byte against a hand computation, the samples stage, the run summary."""
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -119,3 +120,20 @@ def test_samples_are_greedy_and_repeatable(tiny, tmp_path):
     assert runs[0]["samples"] == runs[1]["samples"]
     assert runs[0]["decoding"] == {"greedy": True, "max_new_tokens": 8, "repetition_penalty": 1.1}
     assert runs[2]["style"] == "completion"
+
+
+def test_samples_of_a_model_without_a_chat_template_skip_the_chat_checks(tiny, tmp_path):
+    """An existing base model (continued pretraining) may have no chat template: its completion
+    samples are written and its chat-format checks are left out, not failed."""
+    model_dir = shutil.copytree(tiny[2], tmp_path / "model")
+    config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(config))
+    (model_dir / "chat_template.jinja").unlink(missing_ok=True)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("北京在哪里？\n", encoding="utf-8")
+    result = run_stage("samples", "--model", model_dir, "--prompts", prompts, "--style", "completion",
+                       "--max-new-tokens", 8, "--out", tmp_path / "s.json", "--markdown", tmp_path / "s.md")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["chat_format"] is None
+    assert "No chat template" in (tmp_path / "s.md").read_text(encoding="utf-8")

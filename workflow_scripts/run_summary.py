@@ -179,6 +179,8 @@ def samples_page(samples):
 
 def chat_format_row(samples):
     checks = samples["chat_format"]
+    if checks is None:
+        return model_name(samples), "no chat template", "", ""
     return (model_name(samples), f"{checks['ends_with_im_end']:.0%}", f"{checks['leaks_role_marker']:.0%}",
             checks["mean_answer_chars"])
 

@@ -8,10 +8,11 @@ The prompt file holds one prompt per line; blank lines and lines starting with #
 models); --style completion continues the prompt as plain text after an end-of-text token, the
 way a base model saw documents start in pretraining.
 
-Whatever the style, every model also answers each prompt as a chat turn, and the JSON's
-`chat_format` says how well it keeps ChatML: the share of answers that end with <|im_end|>
-within --max-new-tokens, the share that leak a role marker (<|im_start|>, or a line naming a
-role) or open a new user turn, and the mean answer length in characters.
+Whatever the style, every model with a chat template also answers each prompt as a chat turn,
+and the JSON's `chat_format` (null without a template) says how well it keeps ChatML: the share
+of answers that end with <|im_end|> within --max-new-tokens, the share that leak a role marker
+(<|im_start|>, or a line naming a role) or open a new user turn, and the mean answer length in
+characters.
 """
 import re
 import time
@@ -93,10 +94,11 @@ def describe(style, settings):
 
 
 def markdown(model_name, style, answers, settings, formats):
-    lines = [f"# Samples from {model_name}", "", describe(style, settings) + ".", "",
-             f"As chat turns ({formats['prompts']} prompts): {formats['ends_with_im_end']:.0%} end with <|im_end|>, "
-             f"{formats['leaks_role_marker']:.0%} leak a role marker, {formats['mean_answer_chars']} characters on "
-             "average.", ""]
+    checks = "No chat template, so no chat-format checks." if formats is None else (
+        f"As chat turns ({formats['prompts']} prompts): {formats['ends_with_im_end']:.0%} end with <|im_end|>, "
+        f"{formats['leaks_role_marker']:.0%} leak a role marker, {formats['mean_answer_chars']} characters on "
+        "average.")
+    lines = [f"# Samples from {model_name}", "", describe(style, settings) + ".", "", checks, ""]
     for item in answers:
         lines += [f"**{item['prompt']}**", "", "> " + (item["answer"] or "(empty)").replace("\n", "\n> "), ""]
     return "\n".join(lines)
@@ -116,11 +118,12 @@ def run(args, progress_stream):
     prompts = read_prompts(args.prompts)
     model, tokenizer = load_causal_lm(args.model)
     settings = {"max_new_tokens": args.max_new_tokens, "repetition_penalty": args.repetition_penalty}
-    # Every model answers as a chat turn (for the format checks); a chat-style sample is that turn.
-    turns = [chat_turn(model, tokenizer, p, settings) for p in prompts]
+    # Every model with a chat template answers as a chat turn (for the format checks); a chat-style
+    # sample is that turn. An existing base model (continued pretraining) may have no template.
+    turns = [chat_turn(model, tokenizer, p, settings) if tokenizer.chat_template else None for p in prompts]
     answers = [{"prompt": p, "answer": answer(model, tokenizer, p, args.style, settings, turn)}
                for p, turn in zip(prompts, turns)]
-    formats = chat_format(tokenizer, turns)
+    formats = chat_format(tokenizer, turns) if tokenizer.chat_template else None
     write_json(args.out, {"model": str(args.model), "style": args.style, "decoding": {"greedy": True, **settings},
                           "description": describe(args.style, settings), "samples": answers, "chat_format": formats,
                           "seconds": round(time.perf_counter() - started, 2)})
