@@ -58,12 +58,12 @@ def llama_cpp_decoding(gguf, ids_list, tokens, threads):
 
 
 @torch.no_grad()
-def agreement(model, export, ids_list):
+def agreement(model, files, ids_list):
     """Per file: the largest logit difference from transformers (as a share of its largest logit)
     and how often both put the same token first, on each prompt's last position."""
     reference = [model(torch.tensor([ids])).logits[0, -1] for ids in ids_list]
     found = {}
-    for gguf in sorted(export.glob(f"{export_name(model)}-*.gguf")):
+    for gguf in files:
         logits = llama_cpp_runtime.ask({"model": str(gguf), "threads": 1, "logits": ids_list})["logits"]
         pairs = [(torch.tensor(ours), theirs) for ours, theirs in zip(logits, reference)]
         found[gguf.name] = {
@@ -71,10 +71,6 @@ def agreement(model, export, ids_list):
             "max_logit_difference_share": round(max(float((a - b).abs().max() / b.abs().max()) for a, b in pairs), 5),
             "top1_agreement": f"{sum(int(a.argmax()) == int(b.argmax()) for a, b in pairs)}/{len(pairs)}"}
     return found
-
-
-def export_name(model):
-    return Path(model.name_or_path).name
 
 
 def markdown(report):
@@ -101,15 +97,14 @@ def main():
     args = ap.parse_args()
     model, tokenizer = load_causal_lm(args.model)
     ids_list = prompts(tokenizer, args.prompts)
+    files = [args.export / f"{args.model.name}-{kind}.gguf" for kind in ("f16", "q8_0")]
     rows = []
     for threads in args.threads:
         rows.append(transformers_decoding(model, ids_list, args.tokens, threads))
-        for kind in ("f16", "q8_0"):
-            rows.append(llama_cpp_decoding(args.export / f"{args.model.name}-{kind}.gguf", ids_list, args.tokens,
-                                           threads))
+        rows += [llama_cpp_decoding(gguf, ids_list, args.tokens, threads) for gguf in files]
         print(rows[-3:], flush=True)
     report = {**provenance(), "model": args.model.name, "tokens": args.tokens, "prompts": len(ids_list),
-              "rows": rows, "files": agreement(model, args.export, ids_list),
+              "rows": rows, "files": agreement(model, files, ids_list),
               "safetensors_bytes": (args.model / "model.safetensors").stat().st_size}
     save("gguf_decode", report, markdown(report))
 

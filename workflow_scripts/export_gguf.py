@@ -21,6 +21,7 @@ import torch
 from transformers import AutoConfig
 
 from workflow_scripts.lib.atomic_files import atomic_path, file_digest, write_json
+from workflow_scripts.lib.chatml import IM_END
 from workflow_scripts.lib.models import load_causal_lm, require_model_dir
 from workflow_scripts.lib.settings import definitions
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
@@ -148,7 +149,7 @@ def add_tokenizer(writer, spec, tokenizer, vocab_size):
     writer.add_eos_token_id(tokenizer.eos_token_id)
     if tokenizer.pad_token_id is not None:
         writer.add_pad_token_id(tokenizer.pad_token_id)
-    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    end_of_turn = tokenizer.convert_tokens_to_ids(IM_END)
     if end_of_turn is not None and end_of_turn != tokenizer.unk_token_id:
         writer.add_eot_token_id(end_of_turn)
     writer.add_add_bos_token(False)
