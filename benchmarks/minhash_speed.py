@@ -66,8 +66,7 @@ def contenders(args):
     }
 
 
-def speed(texts, sets, args):
-    megabytes = sum(len(t.encode()) for t in texts) / 1e6
+def speed(texts, sets, megabytes, args):
     runs = {name: [] for name in contenders(args)}
     for _ in range(args.repeats):
         for name, (from_text, sign) in contenders(args).items():
@@ -86,12 +85,12 @@ def near_copy(text, fraction, rng):
     return "".join(chars)
 
 
-def accuracy(texts, args):
+def accuracy(texts, originals, args):
     """Per contender: mean |estimated - exact| Jaccard, and pairs on the wrong side of the threshold."""
     rng = random.Random(args.seed)
     copies = [near_copy(text, args.replace_fractions[n % len(args.replace_fractions)], rng)
               for n, text in enumerate(texts)]
-    originals, copied = shingle_sets(texts, args.ngram), shingle_sets(copies, args.ngram)
+    copied = shingle_sets(copies, args.ngram)
     exact = np.array([len(set(a) & set(b)) / len(set(a) | set(b)) for a, b in zip(originals, copied)])
     result = {"pairs": len(exact), "exact_jaccard_range": [round(exact.min(), 3), round(exact.max(), 3)],
               "near_duplicates_exact": int((exact >= args.threshold).sum())}
@@ -142,11 +141,12 @@ def main():
     # Whitespace out first (shingles ignore it): some chapters are padded with megabytes of U+00A0,
     # which near_copy would otherwise spend its replacements on.
     texts = [WHITESPACE.sub("", path.read_text(encoding="utf-8")) for path in paths]
-    found = speed(texts, shingle_sets(texts, args.ngram), args)
-    report = {**provenance(), "documents": len(texts), "megabytes": round(sum(len(t.encode()) for t in texts) / 1e6, 2),
-              "ngram": args.ngram, "num_perm": args.num_perm, "threshold": args.threshold, "speed": found,
+    sets, megabytes = shingle_sets(texts, args.ngram), sum(len(t.encode()) for t in texts) / 1e6
+    found = speed(texts, sets, megabytes, args)
+    report = {**provenance(), "documents": len(texts), "megabytes": round(megabytes, 2), "ngram": args.ngram,
+              "num_perm": args.num_perm, "threshold": args.threshold, "speed": found,
               "ratio_vs_rensa": round(found[OURS]["mb_per_s"] / found[RENSA]["mb_per_s"], 2),
-              "accuracy": accuracy(texts, args)}
+              "accuracy": accuracy(texts, sets, args)}
     save("minhash_speed", report, markdown(report))
 
 
