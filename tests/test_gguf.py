@@ -14,6 +14,7 @@ from workflow_scripts.lib import llama_cpp_runtime
 from workflow_scripts.lib.generation import chat_prompt_ids
 from workflow_scripts.lib.models import load_causal_lm
 from workflow_scripts.ollama_modelfile import CHATML_TEMPLATE
+from workflow_scripts.samples import read_prompts
 
 pytestmark = pytest.mark.slow
 MIXED = ["北京是中华人民共和国的首都。Beijing is the capital of China.", "2024年3月15日，气温12.5°C，湿度85%",
@@ -47,8 +48,7 @@ def sft(built):
 
 
 def chat_prompts(tokenizer, count=5):
-    lines = (REPO / "demo" / "eval" / "prompts.txt").read_text(encoding="utf-8").splitlines()
-    questions = [line.strip() for line in lines if line.strip() and not line.startswith("#")][:count]
+    questions = read_prompts(REPO / "demo" / "eval" / "prompts.txt")[:count]
     return [chat_prompt_ids(tokenizer, [{"role": "user", "content": q}]) for q in questions]
 
 
