@@ -107,7 +107,8 @@ def signatures(texts, ngram, num_perm):
 def removals(signed, threshold):
     """{index: index of the kept document it duplicates}, by dedup's own code."""
     values, exact = signed
-    return {doc: kept for doc, _, kept, _ in find_duplicates(np.array(exact, dtype="S20"), values, threshold)}
+    removed, _, kept, _ = find_duplicates(np.array(exact, dtype="S20"), values, threshold)
+    return dict(zip(removed.tolist(), kept.tolist()))
 
 
 def score(family, edits, removed):

@@ -1,18 +1,20 @@
-"""Dedup's jobs at corpus scale: peak memory and wall time of each dedup_bands job and of the dedup
-join, against the single job they replaced, on synthetic signatures.
+"""Dedup's jobs at corpus scale: peak memory and wall time of each dedup_bands job, of the
+dedup_exact jobs at several join_jobs and of the dedup join, against the single job they replaced,
+on synthetic signatures; and the join's greedy pass against the Python loop it was.
 
-    python benchmarks/dedup_scaling.py --documents 1400000 10000000 --band-jobs 4 --workdir /tmp/dedup-scaling
+    python benchmarks/dedup_scaling.py --documents 1400000 10000000 --band-jobs 4 --join-jobs 1 4 8 \
+        --workdir /tmp/dedup-scaling
 
 For each size it writes signature files in the minhash stage's layout (20 shards; random 128-value
 signatures, 2 % exact copies and 3 % near copies, whose values differ from an earlier document's
 in 10 to 40 % of positions, a third of them in the previous shard), then runs every job as its own
-process and reads its peak resident memory from wait4. The single job (datasketch's MinHashLSH
+process and reads its peak resident memory (VmHWM) as it ends. The single job (datasketch's MinHashLSH
 holding every kept document, as dedup was until this benchmark; reference_removals below) runs
-where --baseline-max allows; its removals must equal the new jobs'. Writes
-benchmarks/results/dedup_scaling.{json,md}.
+where --baseline-max allows; its removals must equal the new jobs', and the join's report must be
+the same whatever the number of dedup_exact jobs. Peak memory per job is projected to 100 million
+and 1 billion documents from the measured points. Writes benchmarks/results/dedup_scaling.{json,md}.
 """
 import argparse
-import os
 import subprocess
 import sys
 import time
@@ -26,6 +28,7 @@ from results_io import RESULTS, provenance, save
 
 REPO = RESULTS.parents[1]
 sys.path.insert(0, str(REPO))
+from workflow_scripts.lib.near_duplicates import exact_copies, greedy_removals  # noqa: E402
 from workflow_scripts.lib.signature_files import SignatureFiles  # noqa: E402
 
 SHARDS, NUM_PERM, THRESHOLD = 20, 128, 0.55
@@ -84,19 +87,41 @@ def write_shards(folder: Path, documents, seed):
     return paths
 
 
-def measured(command, log_path):
-    """(wall seconds, peak resident MiB) of one job run as its own process."""
+# Runs a module or script, then writes its process's VmHWM (peak resident KiB) to a file. wait4's
+# ru_maxrss cannot serve: a child forked from this process starts its maximum at this process's
+# size (a job measured 500 MB for `pass` under a 500 MB parent), which set the floor of every
+# job's figure in this benchmark's earlier results.
+PEAK_WRAPPER = """import atexit, os, runpy, sys
+peak_file, target, sys.argv = sys.argv[1], sys.argv[2:], sys.argv[2:]
+def record():
+    with open("/proc/self/status") as status:
+        peak = next(line for line in status if line.startswith("VmHWM:")).split()[1]
+    with open(peak_file, "w") as out:
+        out.write(peak)
+atexit.register(record)
+if target[0] == "-m":
+    sys.argv = target[1:]
+    runpy.run_module(target[1], run_name="__main__", alter_sys=True)
+else:
+    sys.path.insert(0, os.path.dirname(target[0]))
+    runpy.run_path(target[0], run_name="__main__")
+"""
+
+
+def measured(command, log_path, cwd=REPO):
+    """(wall seconds, peak resident MiB) of one job (python and its arguments) run as its own process."""
+    peak_file = log_path.with_suffix(".peak")
     started = time.time()
     with open(log_path, "w") as log:
-        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
-    if status:
+        result = subprocess.run([command[0], "-c", PEAK_WRAPPER, str(peak_file), *command[1:]], cwd=cwd,
+                                stdout=log, stderr=subprocess.STDOUT)
+    if result.returncode:
         raise SystemExit(f"{' '.join(command[:3])} failed: {log_path.read_text()[-2000:]}")
-    return round(time.time() - started, 1), round(usage.ru_maxrss / 1024)
+    return round(time.time() - started, 1), round(int(peak_file.read_text()) / 1024)
 
 
-def new_jobs(folder, paths, band_jobs):
-    """Each job's (name, seconds, MiB), and the removed positions the join reported."""
+def band_jobs_run(folder, paths, band_jobs):
+    """Each dedup_bands job's (name, seconds, MiB), and their pair files."""
     jobs, pairs = [], []
     for group in range(band_jobs):
         pairs.append(folder / f"bands-{group}.npz")
@@ -104,12 +129,98 @@ def new_jobs(folder, paths, band_jobs):
             [sys.executable, "-m", "workflow_scripts.dedup_bands", "--signatures", *map(str, paths), "--group",
              str(group), "--groups", str(band_jobs), "--threshold", str(THRESHOLD), "--out", str(pairs[-1]),
              "--stats", str(folder / f"bands-{group}.json")], folder / f"bands-{group}.log")))
+    return jobs, pairs
+
+
+def join_run(folder, paths, pairs, join_jobs):
+    """Each dedup_exact job's and the join's (name, seconds, MiB), and the join's report, with the
+    exact keys split among join_jobs jobs."""
+    folder = folder / f"join-{join_jobs}"
+    folder.mkdir()
+    jobs, copies = [], []
+    for group in range(join_jobs):
+        copies.append(folder / f"exact-{group}.npz")
+        jobs.append((f"dedup_exact {group} of {join_jobs}", *measured(
+            [sys.executable, "-m", "workflow_scripts.dedup_exact", "--signatures", *map(str, paths), "--group",
+             str(group), "--groups", str(join_jobs), "--out", str(copies[-1]),
+             "--stats", str(folder / f"exact-{group}.json")], folder / f"exact-{group}.log")))
     report = folder / "removed.parquet"
-    jobs.append(("dedup (join)", *measured(
-        [sys.executable, "-m", "workflow_scripts.dedup", "--signatures", *map(str, paths), "--pairs",
-         *map(str, pairs), "--threshold", str(THRESHOLD), "--report", str(report), "--stats",
-         str(folder / "stats.json")], folder / "dedup.log")))
+    jobs.append((f"dedup (join of {join_jobs})", *measured(
+        [sys.executable, "-m", "workflow_scripts.dedup", "--signatures", *map(str, paths), "--exact",
+         *map(str, copies), "--pairs", *map(str, pairs), "--threshold", str(THRESHOLD), "--report", str(report),
+         "--stats", str(folder / "stats.json")], folder / "dedup.log")))
     return jobs, report
+
+
+def join_before(folder, paths, pairs, before):
+    """(name, seconds, MiB) of the join as it was, run from `before` (a checkout of its commit) on
+    the same pairs, in its format (visiting positions), and the ids it removed."""
+    files = SignatureFiles(paths, ["zhwiki"], NUM_PERM)
+    old_pairs = []
+    for path in pairs:
+        found = np.load(path)
+        old_pairs.append(path.with_name(f"before-{path.name}"))
+        np.savez(old_pairs[-1], earlier=np.searchsorted(files.ids, found["earlier_ids"]),
+                 later=np.searchsorted(files.ids, found["later_ids"]), similarity=found["similarity"],
+                 documents=found["documents"])
+    report = folder / "removed-before.parquet"
+    job = ("dedup (join before)", *measured(
+        [sys.executable, "-m", "workflow_scripts.dedup", "--signatures", *map(str, paths), "--pairs",
+         *map(str, old_pairs), "--threshold", str(THRESHOLD), "--report", str(report), "--stats",
+         str(folder / "stats-before.json")], folder / "dedup-before.log", cwd=before))
+    return job, np.sort(pq.read_table(report, columns=["id"])["id"].to_numpy())
+
+
+def loop_removals(count, copies, originals, earlier, later, similarity):
+    """What greedy_removals decides, as dedup's join decided it before the rounds: one Python
+    iteration per document with an earlier copy or pair, in visiting order. [(document, exact,
+    original, similarity)]."""
+    first = np.arange(count)
+    first[copies] = originals
+    by_later = np.lexsort((earlier, later))
+    earlier, later, similarity = earlier[by_later], later[by_later], similarity[by_later]
+    visited, starts = np.unique(later, return_index=True)
+    pairs_of = dict(zip(visited.tolist(), zip(starts.tolist(), np.r_[starts[1:], len(later)].tolist())))
+    kept = np.ones(count, dtype=bool)
+    fate, removed = {}, []
+    for document in np.union1d(visited, copies).tolist():
+        original = int(first[document])
+        if original != document:
+            entry = (document, *fate.get(original, (True, original, 1.0)))
+        elif document in pairs_of:
+            start, end = pairs_of[document]
+            candidates = kept[earlier[start:end]]
+            if not candidates.any():
+                continue
+            scores = similarity[start:end][candidates]
+            best = np.lexsort((earlier[start:end][candidates], -scores))[0]
+            entry = (document, False, int(earlier[start:end][candidates][best]), float(scores[best]))
+            fate[document] = entry[1:]
+        else:
+            continue
+        kept[document] = False
+        removed.append(entry)
+    return removed
+
+
+def greedy_seconds(folder, paths, band_jobs):
+    """Seconds of the greedy pass alone on this size's copies and pairs (numbers in visiting
+    order, as the join makes them): the loop it was, and the rounds it is; both must agree."""
+    files = SignatureFiles(paths, ["zhwiki"], NUM_PERM)
+    copies, originals = exact_copies(files.in_visiting_order("exact"))
+    pairs = [np.load(folder / f"bands-{group}.npz") for group in range(band_jobs)]
+    earlier, later = (np.searchsorted(files.ids, np.concatenate([p[f"{side}_ids"] for p in pairs]))
+                      for side in ("earlier", "later"))
+    similarity = np.concatenate([p["similarity"] for p in pairs])
+    started = time.perf_counter()
+    rounds = greedy_removals(len(files), copies, originals, earlier, later, similarity)
+    rounds_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    loop = loop_removals(len(files), copies, originals, earlier, later, similarity)
+    loop_seconds = time.perf_counter() - started
+    if list(zip(*(a.tolist() for a in rounds))) != loop:
+        raise SystemExit("the greedy rounds and the loop disagree")
+    return {"loop (before)": round(loop_seconds, 2), "rounds (after)": round(rounds_seconds, 2)}
 
 
 def baseline(paths, folder):
@@ -126,13 +237,25 @@ def run_reference(out, paths):
     np.save(out, files.gather("ids", np.array([r[0] for r in removed], dtype=np.int64)))
 
 
-def measure(documents, band_jobs, workdir, baseline_max):
+def measure(documents, band_jobs, join_jobs, workdir, baseline_max, before):
     folder = workdir / f"{documents}"
     paths = write_shards(folder / "signatures", documents, seed=documents)
-    jobs, report = new_jobs(folder, paths, band_jobs)
-    removed = np.sort(pq.read_table(report, columns=["id"])["id"].to_numpy())
+    jobs, pairs = band_jobs_run(folder, paths, band_jobs)
+    if before:
+        job, removed_before = join_before(folder, paths, pairs, before)
+        jobs.append(job)
+    removed_by_jobs = {}
+    for count in join_jobs:
+        more, report = join_run(folder, paths, pairs, count)
+        jobs += more
+        removed_by_jobs[count] = pq.read_table(report).to_pylist()
+    removed = np.sort([r["id"] for r in removed_by_jobs[join_jobs[0]]])
     row = {"documents": documents, "removed": len(removed), "jobs": [
-        {"job": name, "seconds": s, "peak_mib": m} for name, s, m in jobs]}
+        {"job": name, "seconds": s, "peak_mib": m} for name, s, m in jobs],
+        "identical_whatever_the_join_jobs": all(r == removed_by_jobs[join_jobs[0]] for r in removed_by_jobs.values()),
+        "greedy_seconds": greedy_seconds(folder, paths, band_jobs)}
+    if before:
+        row["identical_to_join_before"] = bool(np.array_equal(removed_before, removed))
     if documents <= baseline_max:
         seconds, mib, reference = baseline(paths, folder)
         row["single_job"] = {"seconds": seconds, "peak_mib": mib}
@@ -141,10 +264,27 @@ def measure(documents, band_jobs, workdir, baseline_max):
     return row
 
 
+def projection(rows, join_jobs, sizes=(100_000_000, 1_000_000_000)):
+    """Per-job peak MiB projected to larger corpora by a least-squares line through the measured
+    points: dedup_exact against documents per job, the join and dedup_bands against documents."""
+    def fitted(points):
+        x, y = np.array(points, dtype=float).T
+        slope, intercept = np.polyfit(x, y, 1)
+        return lambda n: round(intercept + slope * n)
+    exact = fitted([(row["documents"] / int(job["job"].split()[-1]), job["peak_mib"])
+                    for row in rows for job in row["jobs"] if job["job"].startswith("dedup_exact")])
+    join = fitted([(row["documents"], job["peak_mib"]) for row in rows for job in row["jobs"]
+                   if job["job"].startswith("dedup (join")])
+    bands = fitted([(row["documents"], job["peak_mib"]) for row in rows for job in row["jobs"]
+                    if job["job"].startswith("dedup_bands")])
+    return [{"documents": n, **{f"dedup_exact of {j}": exact(n / j) for j in join_jobs}, "dedup (join)": join(n),
+             "dedup_bands": bands(n)} for n in sizes]
+
+
 def markdown(report):
     lines = [f"# Dedup's jobs at scale ({report['machine']})", "", f"`{report['command']}`", "",
              f"Synthetic signatures ({SHARDS} shards, {NUM_PERM} permutations, threshold {THRESHOLD}); each job a "
-             "process of its own, run one after another; peak resident memory from wait4.", "",
+             "process of its own, run one after another; peak resident memory: the process's VmHWM as it ends.", "",
              "| documents | job | wall s | peak MiB | MiB per 1,000 documents |", "|---:|---|---:|---:|---:|"]
     for row in report["rows"]:
         jobs = row["jobs"] + ([{"job": "single job (before)", **row["single_job"]}] if "single_job" in row else [])
@@ -154,9 +294,22 @@ def markdown(report):
     lines.append("")
     for row in report["rows"]:
         same = row.get("identical_to_single_job")
+        greedy = row["greedy_seconds"]
         lines.append(f"- {row['documents']:,} documents: {row['removed']:,} removed; "
-                     + ("the same documents as the single job." if same else
-                        "the single job differs!" if same is False else "single job not run (see --baseline-max)."))
+                     + ("the same documents as the single job" if same else
+                        "the single job differs!" if same is False else "single job not run (see --baseline-max)")
+                     + ("; the same report whatever the join jobs" if row["identical_whatever_the_join_jobs"] else
+                        "; the join jobs DIFFER")
+                     + {True: "; the same documents as the join before", False: "; the join before DIFFERS",
+                        None: ""}[row.get("identical_to_join_before")]
+                     + f". The greedy pass alone: {greedy['loop (before)']} s as a loop, "
+                       f"{greedy['rounds (after)']} s in rounds.")
+    names = [key for key in report["projection"][0] if key != "documents"]
+    lines += ["", "Peak MiB per job projected from these points (a least-squares line: dedup_exact against its "
+              "share of the documents, the others against the documents):", "",
+              "| documents | " + " | ".join(names) + " |", "|---:|" + "---:|" * len(names)]
+    for row in report["projection"]:
+        lines.append(f"| {row['documents']:,} | " + " | ".join(f"{row[name]:,}" for name in names) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -166,13 +319,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--documents", type=int, nargs="+", default=[1_400_000, 10_000_000])
     ap.add_argument("--band-jobs", type=int, default=4)
+    ap.add_argument("--join-jobs", type=int, nargs="+", default=[1, 4, 8])
     ap.add_argument("--baseline-max", type=int, default=1_400_000,
                     help="largest size the single job runs at (it needs about 5 KB per document)")
+    ap.add_argument("--before", type=Path, help="a checkout of the commit before the exact jobs (caacc5f), whose "
+                    "join runs on the same pairs")
     ap.add_argument("--workdir", type=Path, required=True, help="a folder that does not exist yet")
     args = ap.parse_args()
     args.workdir.mkdir(parents=True)
-    rows = [measure(n, args.band_jobs, args.workdir, args.baseline_max) for n in args.documents]
-    report = {**provenance(), "rows": rows}
+    rows = [measure(n, args.band_jobs, args.join_jobs, args.workdir, args.baseline_max, args.before)
+            for n in args.documents]
+    report = {**provenance(), "rows": rows, "projection": projection(rows, args.join_jobs)}
     save("dedup_scaling", report, markdown(report))
 
 

@@ -86,7 +86,8 @@ def stage_benchmarks(wildcards):
         parts = EXTRA_PARTS if stage.name == "ingest_part" else PARTS
         pattern = strip_wildcard_constraints(str(stage.benchmark))
         paths.update(expand(pattern, shard=shards, part=parts, split=SPLITS, model=MODELS, set=list(MC_SETS),
-                            tokens=list(TOKENIZERS), kind=CHAT_KINDS, fetched=RUN_FETCHES, group=BAND_GROUPS))
+                            tokens=list(TOKENIZERS), kind=CHAT_KINDS, fetched=RUN_FETCHES, group=BAND_GROUPS,
+                            key_group=KEY_GROUPS))
     return sorted(paths)
 
 
@@ -102,6 +103,7 @@ EXTRA_CORPORA = extra_corpora(config)
 EXTRA_PARTS = [f"{c['name']}-{i:03d}" for c in EXTRA_CORPORA for i in range(c["shards"])]
 PARTS = [f"zhwiki-{shard}" for shard in SHARDS] + EXTRA_PARTS
 BAND_GROUPS = [str(group) for group in range(config["dedup"]["band_jobs"])]
+KEY_GROUPS = [str(group) for group in range(config["dedup"]["join_jobs"])]
 SPLITS = ["train", "validation"]
 FETCHED = "results/fetched"
 # Relative to the working directory, so that a run moved or copied elsewhere (a cluster's other

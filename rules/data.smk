@@ -172,9 +172,32 @@ rule dedup_band_group:
         " --corpus-order {params.corpus_order} --out {output.pairs} --stats {output.stats} --log {log}"
 
 
+rule dedup_exact_group:
+    input:
+        signatures=expand(rules.minhash_part.output.signatures, part=PARTS),
+    output:
+        copies="results/dedup/exact/{key_group}.npz",
+        stats="results/dedup/exact/{key_group}.json",
+    params:
+        groups=config["dedup"]["join_jobs"],
+        corpus_order=" ".join(corpus_weights(config, EXTRA_CORPORA)),
+        code=code_fingerprint("dedup_exact"),
+    log:
+        "results/logs/dedup_exact/{key_group}.log",
+    benchmark:
+        "results/benchmarks/dedup_exact/{key_group}.tsv"
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python -m workflow_scripts.dedup_exact --signatures {input.signatures} --group {wildcards.key_group}"
+        " --groups {params.groups} --corpus-order {params.corpus_order} --out {output.copies}"
+        " --stats {output.stats} --log {log}"
+
+
 rule dedup:
     input:
         signatures=expand(rules.minhash_part.output.signatures, part=PARTS),
+        exact=expand(rules.dedup_exact_group.output.copies, key_group=KEY_GROUPS),
         pairs=expand(rules.dedup_band_group.output.pairs, group=BAND_GROUPS),
     output:
         report="results/dedup/removed.parquet",
@@ -191,7 +214,7 @@ rule dedup:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.dedup --signatures {input.signatures} --pairs {input.pairs}"
+        "python -m workflow_scripts.dedup --signatures {input.signatures} --exact {input.exact} --pairs {input.pairs}"
         " --threshold {params.threshold} --num-perm {params.num_perm} --corpus-order {params.corpus_order}"
         " --report {output.report} --stats {output.stats} --log {log}"
 

@@ -34,6 +34,11 @@ rule dedup_bands:
         expand(rules.dedup_band_group.output.pairs, group=BAND_GROUPS),
 
 
+rule dedup_exact:
+    input:
+        expand(rules.dedup_exact_group.output.copies, key_group=KEY_GROUPS),
+
+
 rule fetch_data:
     input:
         expand(rules.fetch_url.output.folder, fetched=RUN_FETCHES),

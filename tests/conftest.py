@@ -103,14 +103,20 @@ def run_ok(stage, *args):
     return result
 
 
-def run_dedup(tmp, signatures, *options, band_jobs=1):
-    """dedup_bands in band_jobs groups, then dedup, as the rules chain them: the removed documents."""
+def run_dedup(tmp, signatures, *options, band_jobs=1, join_jobs=1, corpus_order=("zhwiki",)):
+    """dedup_bands in band_jobs groups and dedup_exact in join_jobs groups, then dedup, as the rules
+    chain them: the removed documents."""
+    order = ["--corpus-order", *corpus_order]
     pairs = [tmp / f"pairs-{group}.npz" for group in range(band_jobs)]
     for group, out in enumerate(pairs):
         run_ok("dedup_bands", "--signatures", *signatures, "--group", group, "--groups", band_jobs, *options,
-               "--out", out, "--stats", tmp / f"pairs-{group}.json")
-    run_ok("dedup", "--signatures", *signatures, "--pairs", *pairs, *options, "--report", tmp / "removed.parquet",
-           "--stats", tmp / "dedup.json")
+               *order, "--out", out, "--stats", tmp / f"pairs-{group}.json")
+    copies = [tmp / f"exact-{group}.npz" for group in range(join_jobs)]
+    for group, out in enumerate(copies):
+        run_ok("dedup_exact", "--signatures", *signatures, "--group", group, "--groups", join_jobs, *order,
+               "--out", out, "--stats", tmp / f"exact-{group}.json")
+    run_ok("dedup", "--signatures", *signatures, "--exact", *copies, "--pairs", *pairs, *options, *order,
+           "--report", tmp / "removed.parquet", "--stats", tmp / "dedup.json")
     return pq.read_table(tmp / "removed.parquet").to_pylist()
 
 

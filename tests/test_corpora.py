@@ -111,7 +111,7 @@ def dedup_removed(tmp_path, corpus_order):
         write_docs(tmp_path / f"{n}.parquet", shard)
         signatures.append(tmp_path / f"{n}.npz")
         run_ok("minhash", "--input", tmp_path / f"{n}.parquet", "--out", signatures[-1])
-    removed = run_dedup(tmp_path, signatures, "--corpus-order", *corpus_order)
+    removed = run_dedup(tmp_path, signatures, corpus_order=corpus_order)
     return removed, json.loads((tmp_path / "dedup.json").read_text())["by_source"]
 
 

@@ -129,12 +129,13 @@ def single_job_removals(workdir):
 
 
 def test_sharded_data_stages_give_the_same_corpus_as_one_shard(tmp_path):
-    """1 shard and 1 band job, 3 shards and 3 band jobs: the same corpus, and the documents removed
+    """1 shard, band job and exact job; 3 of each: the same corpus, and the documents removed
     are those the single job dedup was would remove."""
     corpora = []
     for shards in (1, 3):
         workdir = copy_workflow(tmp_path / f"shards-{shards}")
-        (workdir / "shards.yaml").write_text(f"extract:\n  shards: {shards}\ndedup:\n  band_jobs: {shards}\n")
+        (workdir / "shards.yaml").write_text(f"extract:\n  shards: {shards}\ndedup:\n  band_jobs: {shards}\n"
+                                             f"  join_jobs: {shards}\n")
         snakemake(workdir, "corpus", "--configfile", "config.yaml", "shards.yaml")
         corpora.append({split: sorted(pq.read_table(workdir / f"results/corpus/{split}.parquet").to_pylist(),
                                       key=lambda doc: doc["id"]) for split in ("train", "validation")})

@@ -10,13 +10,14 @@ import yaml
 
 from conftest import REPO, SHARED_DATA, run_dedup, run_fails, run_ok, run_stage
 from workflow_scripts.lib.minhash_signatures import signatures
+from workflow_scripts.lib.near_duplicates import exact_copies, greedy_removals
 from workflow_scripts.lib.text_normalization import normalize
 from workflow_scripts.lib.signature_files import SignatureFiles
 from workflow_scripts.lib.documents import DocWriter
 from workflow_scripts.split import in_validation
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from dedup_scaling import reference_removals, write_shards  # noqa: E402  the single job dedup replaced
+from dedup_scaling import loop_removals, reference_removals, write_shards  # noqa: E402  the single job dedup replaced
 
 HAN = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把性好应开它合还因由其些然前外天政四日那社义事平形相全表间样与关各重新线内数正心反你明看原又么利比或但质气第向道命此变条只没结解问意建月公无系军很情者最立代想已通并提直题党程展五果料象员革位入常文总次品式活设及管特件长求老头基资边流路级少图山统接知较将组见计别她手角期根论运农指几九区强放决西被干做必战先回则任取据处理府研质"  # noqa: E501
 
@@ -147,8 +148,11 @@ def test_minhash_signatures_are_those_of_each_texts_ngram_set_whatever_the_batch
 def test_dedup_of_an_empty_corpus_says_what_to_loosen(tmp_path):
     src = write_docs(tmp_path / "empty.parquet", [])
     run_ok("minhash", "--input", src, "--out", tmp_path / "sig.npz")
-    result = run_stage("dedup", "--signatures", tmp_path / "sig.npz", "--pairs", tmp_path / "sig.npz",
-                       "--report", tmp_path / "r.parquet", "--stats", tmp_path / "s.json")
+    run_ok("dedup_exact", "--signatures", tmp_path / "sig.npz", "--group", 0, "--groups", 1, "--out",
+           tmp_path / "exact.npz", "--stats", tmp_path / "exact.json")
+    result = run_stage("dedup", "--signatures", tmp_path / "sig.npz", "--exact", tmp_path / "exact.npz",
+                       "--pairs", tmp_path / "sig.npz", "--report", tmp_path / "r.parquet",
+                       "--stats", tmp_path / "s.json")
     assert result.returncode == 1
     assert "clean left no documents" in result.stderr and "Traceback" not in result.stderr
 
@@ -156,17 +160,42 @@ def test_dedup_of_an_empty_corpus_says_what_to_loosen(tmp_path):
 def test_band_jobs_and_their_join_remove_what_the_single_job_did(tmp_path):
     """Against the single job dedup was (datasketch's LSH holding every kept document, in one pass):
     20 shards of synthetic signatures with exact copies and near copies across shards, the bands
-    shared by 1 and by 3 jobs."""
+    shared by 1 and by 3 jobs (which find each pair once between them), the exact keys by 1 and by 4."""
     paths = write_shards(tmp_path / "signatures", 4000, seed=3)
     files = SignatureFiles(paths, ["zhwiki"], 128)
     reference = reference_removals(files, 0.55)
     ids = files.in_visiting_order("ids")
     expected = [(int(ids[p]), kind, int(ids[o]), round(sim, 4)) for p, kind, o, sim in reference]
     assert len(expected) > 150 and {kind for _, kind, _, _ in expected} == {"exact", "near"}
-    for band_jobs in (1, 3):
+    pairs = {}
+    for band_jobs, join_jobs in ((1, 1), (3, 4)):
         (tmp_path / str(band_jobs)).mkdir()
-        removed = run_dedup(tmp_path / str(band_jobs), paths, "--threshold", 0.55, band_jobs=band_jobs)
+        removed = run_dedup(tmp_path / str(band_jobs), paths, "--threshold", 0.55, band_jobs=band_jobs,
+                            join_jobs=join_jobs)
         assert [(r["id"], r["kind"], r["duplicate_of"], r["similarity"]) for r in removed] == expected
+        found = [np.load(path) for path in sorted((tmp_path / str(band_jobs)).glob("pairs-*.npz"))]
+        pairs[band_jobs] = [pair for f in found for pair in zip(f["earlier_ids"].tolist(), f["later_ids"].tolist())]
+    assert sorted(pairs[3]) == sorted(set(pairs[1])) == sorted(pairs[1])
+
+
+@pytest.mark.parametrize("shape", ["random", "chain"])
+def test_the_greedy_rounds_decide_as_the_loop_in_visiting_order(shape):
+    """Random pair graphs with exact copies (a few rounds each), and a chain of near copies of
+    near copies, where every other document is kept and the rounds hand over to the loop."""
+    rng = np.random.default_rng(0)
+    for _ in range(200 if shape == "random" else 1):
+        count = int(rng.integers(2, 300)) if shape == "random" else 3000
+        if shape == "random":
+            ends = rng.integers(0, count, (2, int(rng.integers(0, 3 * count))))
+            ends = np.sort(ends[:, ends[0] != ends[1]], axis=0)
+            keys = rng.integers(0, count // int(rng.integers(1, 5)) + 1, count).astype("S20")
+        else:
+            ends, keys = np.stack([np.arange(count - 1), np.arange(1, count)]), np.arange(count).astype("S20")
+        similarity = rng.choice([0.6, 0.7, 0.9], ends.shape[1])
+        copies, originals = exact_copies(keys)
+        rounds = greedy_removals(count, copies, originals, ends[0], ends[1], similarity)
+        assert list(zip(*(a.tolist() for a in rounds))) == loop_removals(count, copies, originals, *ends, similarity)
+    assert shape == "random" or len(rounds[0]) == count // 2
 
 
 def test_more_band_jobs_than_bands_is_one_line_naming_the_setting(tmp_path):
@@ -184,9 +213,11 @@ def test_dedup_stops_on_pairs_of_another_corpus(tmp_path):
         run_ok("minhash", "--input", tmp_path / f"{name}.parquet", "--out", tmp_path / f"{name}.npz")
     run_ok("dedup_bands", "--signatures", tmp_path / "b.npz", "--group", 0, "--groups", 1, "--out",
            tmp_path / "pairs.npz", "--stats", tmp_path / "pairs.json")
-    run_fails("dedup", r"pairs\.npz: pairs of 2 documents, but the signatures hold 3; rerun dedup_bands",
-              "--signatures", tmp_path / "a.npz", "--pairs", tmp_path / "pairs.npz", "--report", tmp_path / "r.parquet",
-              "--stats", tmp_path / "s.json")
+    run_ok("dedup_exact", "--signatures", tmp_path / "a.npz", "--group", 0, "--groups", 1, "--out",
+           tmp_path / "exact.npz", "--stats", tmp_path / "exact.json")
+    run_fails("dedup", r"pairs\.npz: made from 2 documents, but the signatures hold 3; rerun dedup_bands",
+              "--signatures", tmp_path / "a.npz", "--exact", tmp_path / "exact.npz", "--pairs", tmp_path / "pairs.npz",
+              "--report", tmp_path / "r.parquet", "--stats", tmp_path / "s.json")
 
 
 def test_split_is_deterministic_disjoint_and_skips_removed(tmp_path):
@@ -211,7 +242,10 @@ def test_split_is_deterministic_disjoint_and_skips_removed(tmp_path):
     ("minhash", ["--input", "{bad}", "--out", "{tmp}/o.npz"]),
     ("dedup_bands", ["--signatures", "{bad}", "--group", "0", "--groups", "1", "--out", "{tmp}/o.npz", "--stats",
                      "{tmp}/s.json"]),
-    ("dedup", ["--signatures", "{bad}", "--pairs", "{bad}", "--report", "{tmp}/r.parquet", "--stats", "{tmp}/s.json"]),
+    ("dedup_exact", ["--signatures", "{bad}", "--group", "0", "--groups", "1", "--out", "{tmp}/o.npz", "--stats",
+                     "{tmp}/s.json"]),
+    ("dedup", ["--signatures", "{bad}", "--exact", "{bad}", "--pairs", "{bad}", "--report", "{tmp}/r.parquet",
+               "--stats", "{tmp}/s.json"]),
     ("split", ["--inputs", "{good}", "--removed", "{bad}", "--train", "{tmp}/t.parquet", "--validation",
                "{tmp}/v.parquet", "--stats", "{tmp}/s.json"]),
 ])

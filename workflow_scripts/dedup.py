@@ -1,7 +1,8 @@
-"""Remove exact and near-duplicate documents across all shards and corpora: the join of dedup_bands' pairs.
+"""Remove exact and near-duplicate documents across all shards and corpora: the join of
+dedup_exact's copies and dedup_bands' pairs.
 
-    python -m workflow_scripts.dedup --signatures minhash/*.npz --pairs dedup/bands/*.npz \
-        --threshold 0.55 --num-perm 128 --corpus-order zhwiki textbook \
+    python -m workflow_scripts.dedup --signatures minhash/*.npz --exact dedup/exact/*.npz \
+        --pairs dedup/bands/*.npz --threshold 0.55 --num-perm 128 --corpus-order zhwiki textbook \
         --report dedup/removed.parquet --stats dedup/stats.json
 
 Documents are visited corpus by corpus in --corpus-order (zhwiki first, then the extra corpora as
@@ -11,9 +12,11 @@ whitespace-free text hashes like an earlier one's is an exact duplicate; otherwi
 estimated Jaccard similarity with an earlier kept document reaches --threshold (the pairs that
 dedup_bands found in LSH buckets) is a near duplicate of the most similar such document
 (lib.near_duplicates.greedy_removals). The report lists each removed document with the one it
-duplicated; the split stage drops them. Memory: the exact keys, visiting positions and pairs, not
-the signatures (1.5 GB at 10 million documents; benchmarks/results/dedup_scaling.md).
+duplicated; the split stage drops them. Memory: the copies and the pairs only, never an array over
+every document (468 MB at 10 million documents with 5 % duplicates, where the join that held the
+exact keys of all took 1,512 MB; benchmarks/results/dedup_scaling.md).
 """
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -24,50 +27,68 @@ from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.atomic_files import atomic_path, write_json
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.near_duplicates import band_shape, greedy_removals
-from workflow_scripts.lib.signature_files import SignatureFiles, load_npz
+from workflow_scripts.lib.signature_files import NamedDocuments, load_npz, shard_documents
 
 REPORT_SCHEMA = pa.schema([("id", pa.int64()), ("title", pa.string()), ("source", pa.string()),
                            ("kind", pa.string()), ("duplicate_of", pa.int64()), ("duplicate_of_title", pa.string()),
                            ("duplicate_of_source", pa.string()), ("similarity", pa.float64())])
 
 
-def counts_by_source(sources, rows):
-    """Documents in, duplicates removed and documents out for each corpus."""
-    names, totals = np.unique(sources, return_counts=True)
-    counts = {name: {"documents_in": int(total), "exact_duplicates": 0, "near_duplicates": 0}
-              for name, total in zip(names.tolist(), totals.tolist())}
-    for row in rows:
-        counts[row["source"]][f"{row['kind']}_duplicates"] += 1
-    for entry in counts.values():
-        entry["documents_out"] = entry["documents_in"] - entry["exact_duplicates"] - entry["near_duplicates"]
+def job_outputs(paths, fields, documents, rerun):
+    """The concatenated fields of each job's .npz, every job having seen `documents` documents."""
+    parts = []
+    for path in paths:
+        found = load_npz(path)
+        if int(found["documents"]) != documents:
+            raise StageError(f"{path}: made from {int(found['documents'])} documents, but the signatures hold "
+                             f"{documents}; rerun {rerun}")
+        parts.append([found[field] for field in fields])
+    return [np.concatenate(arrays) for arrays in zip(*parts)]
+
+
+def documents_per_corpus(paths):
+    """{corpus: documents}, summed over the dedup_exact jobs."""
+    counts = Counter()
+    for path in paths:
+        found = load_npz(path)
+        counts.update(dict(zip(found["corpora"].tolist(), found["corpus_documents"].tolist())))
     return counts
 
 
-def band_pairs(paths, documents):
-    """(earlier, later, similarity) of every band job's pairs; a pair two jobs found is there twice,
-    which greedy_removals does not mind."""
-    parts = []
-    for path in paths:
-        pairs = load_npz(path)
-        if int(pairs["documents"]) != documents:
-            raise StageError(f"{path}: pairs of {int(pairs['documents'])} documents, but the signatures hold "
-                             f"{documents}; rerun dedup_bands")
-        parts.append((pairs["earlier"], pairs["later"], pairs["similarity"]))
-    return tuple(np.concatenate(arrays) for arrays in zip(*parts))
+def counts_by_source(per_corpus, sources, exact):
+    """Documents in, duplicates removed and documents out for each corpus, from the removed
+    documents' corpora and kinds."""
+    removed = Counter(zip(sources.tolist(), exact.tolist()))
+    counts = {}
+    for name, total in sorted(per_corpus.items()):
+        entry = {"documents_in": total, "exact_duplicates": removed[name, True],
+                 "near_duplicates": removed[name, False]}
+        counts[name] = {**entry, "documents_out": total - entry["exact_duplicates"] - entry["near_duplicates"]}
+    return counts
 
 
-def report_rows(files, removed):
-    """The report's rows: each removed document and its original, by id, title and corpus."""
-    named = np.unique([p for position, _, original, _ in removed for p in (position, original)]).astype(np.int64)
-    ids, titles, sources = (dict(zip(named.tolist(), files.gather(key, named).tolist()))
-                            for key in ("ids", "titles", "sources"))
-    return [{"id": ids[p], "title": titles[p], "source": sources[p], "kind": kind, "duplicate_of": ids[o],
-             "duplicate_of_title": titles[o], "duplicate_of_source": sources[o], "similarity": round(sim, 4)}
-            for p, kind, o, sim in removed]
+def titles_and_sources(paths, corpus_order, named):
+    """The title and corpus of each named document, reading one shard at a time."""
+    titles, sources = np.empty(len(named), dtype=object), np.empty(len(named), dtype=object)
+    for shard_sources, ranks, ids, shard_titles in shard_documents(paths, corpus_order, "titles"):
+        numbers = named.index(ranks, ids)
+        found = numbers >= 0
+        titles[numbers[found]] = shard_titles[found].tolist()
+        sources[numbers[found]] = shard_sources[found].tolist()
+    return titles, sources
+
+
+def report_table(named, titles, sources, removed, exact, original, similarity):
+    """The report: each removed document and its original, by id, title and corpus."""
+    return pa.table({"id": named.ids[removed], "title": titles[removed], "source": sources[removed],
+                     "kind": np.where(exact, "exact", "near"), "duplicate_of": named.ids[original],
+                     "duplicate_of_title": titles[original], "duplicate_of_source": sources[original],
+                     "similarity": [round(value, 4) for value in similarity.tolist()]}, schema=REPORT_SCHEMA)
 
 
 def add_arguments(ap):
     ap.add_argument("--signatures", type=Path, nargs="+", required=True)
+    ap.add_argument("--exact", type=Path, nargs="+", required=True, help="every dedup_exact job's .npz")
     ap.add_argument("--pairs", type=Path, nargs="+", required=True, help="every dedup_bands job's .npz")
     add_settings(ap, "dedup", "threshold", "num_perm")
     ap.add_argument("--corpus-order", nargs="*", default=["zhwiki"], help="whose copy is kept: the first corpus's")
@@ -76,22 +97,29 @@ def add_arguments(ap):
 
 
 def run(args, progress_stream):
-    files = SignatureFiles(args.signatures, args.corpus_order, args.num_perm)
-    if len(files) == 0:
+    documents = int(load_npz(args.exact[0])["documents"])
+    if documents == 0:
         raise StageError("clean left no documents in any shard (see results/clean/*.json for what each filter "
                          "removed); loosen the clean: thresholds in config.yaml")
-    exact = files.in_visiting_order("exact")
-    removed = greedy_removals(exact, *band_pairs(args.pairs, len(files)))
-    rows = report_rows(files, removed)
+    copy_ranks, copy_ids, original_ranks, original_ids = job_outputs(
+        args.exact, ["copy_ranks", "copy_ids", "original_ranks", "original_ids"], documents, "dedup_exact")
+    earlier_ranks, earlier_ids, later_ranks, later_ids, similarity = job_outputs(
+        args.pairs, ["earlier_ranks", "earlier_ids", "later_ranks", "later_ids", "similarity"], documents,
+        "dedup_bands")
+    named = NamedDocuments(np.concatenate([copy_ranks, original_ranks, earlier_ranks, later_ranks]),
+                           np.concatenate([copy_ids, original_ids, earlier_ids, later_ids]))
+    removed, exact, original, similarity = greedy_removals(
+        len(named), named.index(copy_ranks, copy_ids), named.index(original_ranks, original_ids),
+        named.index(earlier_ranks, earlier_ids), named.index(later_ranks, later_ids), similarity)
+    titles, sources = titles_and_sources(args.signatures, args.corpus_order, named)
     with atomic_path(args.report) as tmp:
-        pq.write_table(pa.Table.from_pylist(rows, schema=REPORT_SCHEMA), tmp)
-    exact_count = sum(r["kind"] == "exact" for r in rows)
+        pq.write_table(report_table(named, titles, sources, removed, exact, original, similarity), tmp)
     bands, band_rows = band_shape(args.threshold, args.num_perm)
-    stats = {"documents_in": len(files), "exact_duplicates": exact_count,
-             "near_duplicates": len(rows) - exact_count, "documents_out": len(files) - len(rows),
+    stats = {"documents_in": documents, "exact_duplicates": int(np.count_nonzero(exact)),
+             "near_duplicates": int(np.count_nonzero(~exact)), "documents_out": documents - len(removed),
              "threshold": args.threshold, "num_perm": args.num_perm, "lsh_bands": bands, "lsh_rows": band_rows,
-             "band_jobs": len(args.pairs),
-             "by_source": counts_by_source(files.in_visiting_order("sources"), rows)}
+             "band_jobs": len(args.pairs), "join_jobs": len(args.exact),
+             "by_source": counts_by_source(documents_per_corpus(args.exact), sources[removed], exact)}
     write_json(args.stats, stats)
     log.info("%s", stats)
 

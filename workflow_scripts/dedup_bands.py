@@ -7,7 +7,9 @@
 Group K of G takes bands K, K+G, K+2G, ... of the LSH (lib.near_duplicates.band_shape). It reads
 each shard's signatures in turn and keeps only a 64-bit key per document and band, then reads
 again the signatures of the documents that share a bucket, and writes the pairs among them whose
-band values are equal and whose estimated Jaccard reaches --threshold, by visiting position.
+band values are equal and whose estimated Jaccard reaches --threshold, each pair once over all
+jobs (in the first band whose values it shares; lib.near_duplicates.verified_pairs), each document by its
+corpus rank and id (lib.signature_files), the earlier in visiting order first.
 Memory: 8 bytes per document and band of the group, plus the signatures of documents in shared
 buckets; never the whole corpus's signatures (benchmarks/results/dedup_scaling.md).
 """
@@ -18,7 +20,7 @@ import numpy as np
 from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.atomic_files import atomic_path, write_json
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
-from workflow_scripts.lib.near_duplicates import band_keys, band_shape, buckets, unique_pairs, verified_pairs
+from workflow_scripts.lib.near_duplicates import band_keys, band_shape, buckets, verified_pairs
 from workflow_scripts.lib.signature_files import SignatureFiles
 
 
@@ -28,7 +30,7 @@ def add_arguments(ap):
     ap.add_argument("--groups", type=int, required=True, help="how many jobs share the bands")
     add_settings(ap, "dedup", "threshold", "num_perm")
     ap.add_argument("--corpus-order", nargs="*", default=["zhwiki"])
-    ap.add_argument("--out", type=Path, required=True, help=".npz of earlier, later, similarity")
+    ap.add_argument("--out", type=Path, required=True, help=".npz of the earlier and later documents, similarity")
     ap.add_argument("--stats", type=Path, required=True)
 
 
@@ -53,11 +55,14 @@ def run(args, progress_stream):
     per_band = band_buckets(files, bands, rows)
     shared = np.unique(np.concatenate([np.empty(0, np.int64)] + [m.ravel() for b in per_band for m in b.values()]))
     signatures = files.gather("signatures", shared) if len(shared) else np.empty((0, args.num_perm), np.uint32)
-    found = [verified_pairs(groups, signatures, lambda p: np.searchsorted(shared, p), band, rows, args.threshold)
+    found = [verified_pairs(groups, signatures, lambda p: np.searchsorted(shared, p), band, (band_count, rows),
+                            args.threshold)
              for band, groups in zip(bands, per_band)]
-    earlier, later, similarity = unique_pairs(*(np.concatenate(parts) for parts in zip(*found)))
+    earlier, later, similarity = (np.concatenate(parts) for parts in zip(*found))
     with atomic_path(args.out) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, earlier=earlier, later=later, similarity=similarity, documents=len(files))
+        np.savez(fh, earlier_ranks=files.ranks[earlier], earlier_ids=files.ids[earlier],
+                 later_ranks=files.ranks[later], later_ids=files.ids[later], similarity=similarity,
+                 documents=len(files))
     stats = {"documents": len(files), "bands": bands, "rows": rows, "documents_in_shared_buckets": len(shared),
              "pairs_at_threshold": len(earlier)}
     write_json(args.stats, stats)

@@ -1,6 +1,7 @@
 """Exact and near duplicates from MinHash signatures held as arrays by visiting position: LSH band
 keys, the bucket pairs whose estimated Jaccard reaches the threshold (one dedup_bands job per group
-of bands), and the greedy pass that keeps the first of each set of copies (the dedup job).
+of bands), the exact copies among a group of exact keys (one dedup_exact job per group), and the
+greedy pass over copies and pairs that keeps the first of each set of copies (the dedup job).
 
 The outcome is that of one pass over the documents in visiting order with datasketch's MinHashLSH
 holding the kept ones (what dedup did as a single job; tests/test_stages.py compares the two): a
@@ -15,6 +16,10 @@ from datasketch import MinHashLSH
 # all pairs of a big bucket at once could take gigabytes.
 PAIRS_PER_CHUNK = 1 << 16
 KEY_MIX = np.uint64(0x100000001B3)
+UNDECIDED, KEPT, REMOVED = 0, 1, 2
+# A round that decides fewer than this share of the undecided documents hands the rest to a loop
+# in visiting order (a chain of copies of copies decides one or two documents a round).
+SEQUENTIAL_SHARE = 1 / 16
 
 
 def band_shape(threshold, num_perm):
@@ -63,24 +68,22 @@ def bucket_pairs(groups):
             yield block[:, first].ravel(), block[:, second].ravel()
 
 
-def verified_pairs(groups, signatures, rows_of, band, rows, threshold):
-    """(earlier, later, similarity) of the bucket pairs whose band values are equal and whose
-    estimated Jaccard (equal values over permutations, as datasketch computes it) reaches the
-    threshold; rows_of maps positions to rows of signatures."""
-    columns = slice(band * rows, (band + 1) * rows)
+def verified_pairs(groups, signatures, rows_of, band, shape, threshold):
+    """(earlier, later, similarity) of the bucket pairs whose estimated Jaccard (equal values over
+    permutations, as datasketch computes it) reaches the threshold and whose first equal band of
+    the LSH's `shape` (bands, rows) is this one: a pair that shares several bands is found in each
+    of their buckets, and kept in its first only, so every job's pairs together hold it once (the
+    band jobs' pairs were 4 times the distinct ones at 10 million documents). rows_of maps
+    positions to rows of signatures."""
+    bands, rows = shape
     found = [(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))]
     for earlier, later in bucket_pairs(groups):
         left, right = signatures[rows_of(earlier)], signatures[rows_of(later)]
         similarity = np.count_nonzero(left == right, axis=1) / signatures.shape[1]
-        keep = (similarity >= threshold) & (left[:, columns] == right[:, columns]).all(axis=1)
+        equal_bands = (left[:, :bands * rows] == right[:, :bands * rows]).reshape(len(left), bands, rows).all(axis=2)
+        keep = (similarity >= threshold) & equal_bands[:, band] & (equal_bands.argmax(axis=1) == band)
         found.append((earlier[keep], later[keep], similarity[keep]))
     return tuple(np.concatenate(parts) for parts in zip(*found))
-
-
-def unique_pairs(earlier, later, similarity):
-    """Each pair once (pairs that share several bands are found in each)."""
-    _, first = np.unique(np.stack([earlier, later], axis=1), axis=0, return_index=True)
-    return earlier[first], later[first], similarity[first]
 
 
 def first_with_same_key(exact_keys):
@@ -93,40 +96,93 @@ def first_with_same_key(exact_keys):
     return first
 
 
-def greedy_removals(exact_keys, earlier, later, similarity):
-    """[(position, kind, original position, similarity)] of every document to remove, by position;
-    a removed document always points to a kept one. The pairs are the verified ones of all bands."""
+def key_groups(exact_keys, groups):
+    """The group of each exact key (20-byte SHA-1 digests, uniform in their first 8 bytes)."""
+    heads = np.frombuffer(exact_keys.astype("S20").tobytes(), dtype=np.uint8).reshape(-1, 20)[:, :8]
+    return np.ascontiguousarray(heads).view("<u8").ravel() % np.uint64(groups)
+
+
+def exact_copies(exact_keys):
+    """(copies, originals): the positions whose exact key an earlier position had, and that first one."""
     first = first_with_same_key(exact_keys)
-    by_later = np.lexsort((earlier, later))
-    earlier, later, similarity = earlier[by_later], later[by_later], similarity[by_later]
-    visited, starts = np.unique(later, return_index=True)
-    ends = np.r_[starts[1:], len(later)]
-    pairs_of = dict(zip(visited.tolist(), zip(starts.tolist(), ends.tolist())))
-    kept = np.ones(len(exact_keys), dtype=bool)
-    fate, removed = {}, []  # fate: removed position -> (kind, original, similarity) its exact copies share
-    for position in np.union1d(visited, np.flatnonzero(first != np.arange(len(first)))).tolist():
-        original = int(first[position])
-        if original != position:
-            entry = (position, *fate.get(original, ("exact", original, 1.0)))
-        elif position in pairs_of:
-            start, end = pairs_of[position]
-            candidates = kept[earlier[start:end]]
-            if not candidates.any():
-                continue
-            scores = similarity[start:end][candidates]
-            best = np.lexsort((earlier[start:end][candidates], -scores))[0]
-            entry = (position, "near", int(earlier[start:end][candidates][best]), float(scores[best]))
-            fate[position] = entry[1:]
-        else:
-            continue
-        kept[position] = False
-        removed.append(entry)
-    return removed
+    copies = np.flatnonzero(first != np.arange(len(first)))
+    return copies, first[copies]
+
+
+def decided_in_order(status, earlier, later):
+    """Decides the undecided documents one at a time, ascending: each has its earlier ones decided."""
+    order = np.argsort(later, kind="stable")
+    earlier, later = earlier[order], later[order]
+    documents, starts = np.unique(later, return_index=True)
+    for document, start, end in zip(documents.tolist(), starts.tolist(), np.r_[starts[1:], len(later)].tolist()):
+        status[document] = REMOVED if (status[earlier[start:end]] == KEPT).any() else KEPT
+
+
+def fates(count, copies, earlier, later):
+    """KEPT or REMOVED for each of `count` documents (numbered in visiting order), as one pass in
+    that order decides them: copies are removed; a document is removed if it pairs with an earlier
+    kept one, and kept otherwise. Decided in rounds over all pairs at once (numpy): a round removes
+    every document with a kept earlier one and keeps every document whose earlier ones were all
+    removed, so each round decides at least the first undecided document."""
+    status = np.zeros(count, dtype=np.int8)
+    status[copies] = REMOVED
+    live = (status[earlier] != REMOVED) & (status[later] != REMOVED)
+    earlier, later = earlier[live], later[live]
+    has_earlier = np.zeros(count, dtype=bool)
+    has_earlier[later] = True
+    status[(status == UNDECIDED) & ~has_earlier] = KEPT
+    while True:
+        open_pairs = status[later] == UNDECIDED
+        earlier, later = earlier[open_pairs], later[open_pairs]
+        undecided = np.count_nonzero(status == UNDECIDED)
+        if not undecided:
+            return status
+        before = status[earlier]
+        waiting = np.zeros(count, dtype=bool)
+        waiting[later[before != REMOVED]] = True
+        status[(status == UNDECIDED) & ~waiting] = KEPT
+        status[later[before == KEPT]] = REMOVED
+        if undecided - np.count_nonzero(status == UNDECIDED) < undecided * SEQUENTIAL_SHARE:
+            open_pairs = status[later] == UNDECIDED
+            decided_in_order(status, earlier[open_pairs], later[open_pairs])
+            return status
+
+
+def near_originals(status, copies, earlier, later, similarity):
+    """(removed, original, similarity) of each document removed as a near copy: its kept earlier
+    pair of highest similarity, the earlier on a tie."""
+    is_copy = np.zeros(len(status), dtype=bool)
+    is_copy[copies] = True
+    chosen = (status[earlier] == KEPT) & (status[later] == REMOVED) & ~is_copy[later]
+    earlier, later, similarity = earlier[chosen], later[chosen], similarity[chosen]
+    order = np.lexsort((earlier, -similarity, later))
+    best = order[np.r_[True, later[order][1:] != later[order][:-1]]] if len(order) else order
+    return later[best], earlier[best], similarity[best]
+
+
+def greedy_removals(count, copies, originals, earlier, later, similarity):
+    """(removed, exact, original, similarity) arrays, by removed document, of `count` documents
+    numbered in visiting order: a copy (of an exact key seen earlier at originals) shares its
+    original's fate, any other removed document points to its near original. The pairs are the
+    verified ones of all bands, in any order, repeats allowed; a removed document always points to
+    a kept one."""
+    near, near_of, near_similarity = near_originals(fates(count, copies, earlier, later), copies, earlier, later,
+                                                    similarity)
+    original_of, similarity_of = np.full(count, -1, dtype=np.int64), np.ones(count)
+    original_of[near], similarity_of[near] = near_of, near_similarity
+    of_near = original_of[originals] >= 0
+    removed = np.r_[near, copies]
+    exact = np.r_[np.zeros(len(near), dtype=bool), ~of_near]
+    original = np.r_[near_of, np.where(of_near, original_of[originals], originals)]
+    similarity = np.r_[near_similarity, similarity_of[originals]]
+    order = np.argsort(removed)
+    return removed[order], exact[order], original[order], similarity[order]
 
 
 def find_duplicates(exact_keys, signatures, threshold):
     """greedy_removals over every band, in one process: for sets that fit in memory (benchmarks)."""
     bands, rows = band_shape(threshold, signatures.shape[1])
-    pairs = [verified_pairs(buckets(band_keys(signatures, band, rows)), signatures, lambda p: p, band, rows,
+    pairs = [verified_pairs(buckets(band_keys(signatures, band, rows)), signatures, lambda p: p, band, (bands, rows),
                             threshold) for band in range(bands)]
-    return greedy_removals(exact_keys, *unique_pairs(*(np.concatenate(parts) for parts in zip(*pairs))))
+    earlier, later, similarity = (np.concatenate(parts) for parts in zip(*pairs))
+    return greedy_removals(len(exact_keys), *exact_copies(exact_keys), earlier, later, similarity)

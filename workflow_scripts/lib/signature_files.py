@@ -1,6 +1,7 @@
-"""The minhash stage's signature files, read a shard at a time, with each document at its visiting
-position: corpus by corpus in the configured order, each in ascending id. Positions do not depend
-on the number of shards or their order, so dedup's jobs agree on them without passing them on."""
+"""The minhash stage's signature files, read a shard at a time. A document is named in every dedup
+job by its corpus rank (corpus by corpus in the configured order) and its id, and visited in that
+order, so the outcome does not depend on the number of shards or their order; a job that needs a
+dense index over all documents (dedup_bands) numbers them by that order, its visiting position."""
 import zipfile
 
 import numpy as np
@@ -15,21 +16,35 @@ def load_npz(path):
         raise StageError(f"{path}: not a readable signature file ({err}); rerun its minhash job") from None
 
 
+def corpus_ranks(sources, corpus_order):
+    """Each document's rank of its corpus in corpus_order; corpora it does not list come last."""
+    rank = {name: k for k, name in enumerate(corpus_order)}
+    names, inverse = np.unique(sources, return_inverse=True)
+    return np.array([rank.get(name, len(rank)) for name in names.tolist()], dtype=np.int64)[inverse]
+
+
+def shard_documents(paths, corpus_order, key):
+    """(sources, corpus ranks, ids, values of key) of each shard in turn."""
+    for path in paths:
+        shard = load_npz(path)
+        yield shard["sources"], corpus_ranks(shard["sources"], corpus_order), shard["ids"], shard[key]
+
+
 class SignatureFiles:
     def __init__(self, paths, corpus_order, num_perm):
         self.paths = list(paths)
-        rank = {name: k for k, name in enumerate(corpus_order)}
-        ids, ranks, sizes = [], [], []
-        for path in self.paths:
-            shard = load_npz(path)
-            ids.append(shard["ids"])
-            ranks.append(np.array([rank.get(s, len(rank)) for s in shard["sources"].tolist()], dtype=np.int32))
-            sizes.append(len(shard["ids"]))
+        ranks, ids, sizes = [], [], []
+        for _, shard_ranks, shard_ids, _ in shard_documents(self.paths, corpus_order, "ids"):
+            ranks.append(shard_ranks)
+            ids.append(shard_ids)
+            sizes.append(len(shard_ids))
         self.num_perm = num_perm
         self.offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
-        order = np.lexsort((np.concatenate(ids), np.concatenate(ranks))) if self.paths else np.empty(0, np.int64)
+        ranks, ids = (np.concatenate(a) if a else np.empty(0, np.int64) for a in (ranks, ids))
+        order = np.lexsort((ids, ranks))
         self.position = np.empty(len(order), dtype=np.int64)
         self.position[order] = np.arange(len(order))
+        self.ranks, self.ids = ranks[order], ids[order]
 
     def __len__(self):
         return len(self.position)
@@ -54,6 +69,31 @@ class SignatureFiles:
             wanted = np.isin(shard_positions, positions)
             parts.append((np.searchsorted(positions, shard_positions[wanted]), shard_values[wanted]))
         return assembled(len(positions), parts)
+
+
+class NamedDocuments:
+    """The documents some (corpus rank, id) arrays name, once each, numbered in visiting order."""
+
+    def __init__(self, ranks, ids):
+        order = np.lexsort((ids, ranks))
+        ranks, ids = ranks[order], ids[order]
+        new = np.r_[True, (ranks[1:] != ranks[:-1]) | (ids[1:] != ids[:-1])] if len(ids) else np.empty(0, bool)
+        self.ranks, self.ids = ranks[new], ids[new]
+
+    def __len__(self):
+        return len(self.ids)
+
+    def index(self, ranks, ids):
+        """The number of each named document, -1 for documents not among them."""
+        numbers = np.full(len(ids), -1, dtype=np.int64)
+        if not len(self):
+            return numbers
+        for rank in np.unique(ranks).tolist():
+            low, high = np.searchsorted(self.ranks, [rank, rank + 1])
+            wanted = ranks == rank
+            found = np.minimum(low + np.searchsorted(self.ids[low:high], ids[wanted]), len(self) - 1)
+            numbers[wanted] = np.where((self.ranks[found] == rank) & (self.ids[found] == ids[wanted]), found, -1)
+        return numbers
 
 
 def assembled(length, parts):
