@@ -14,8 +14,8 @@ import yaml
 from conftest import FileServer, snakemake, zip_of
 
 pytestmark = pytest.mark.slow
-DATA_JOBS = {"extract_shard", "convert_part", "clean_part", "minhash_part", "dedup_band_group", "dedup", "split",
-             "corpus_summary"}
+DATA_JOBS = {"extract_shard", "convert_part", "clean_part", "minhash_part", "dedup_band_group", "dedup_exact_group",
+             "dedup", "split", "corpus_summary"}
 EVAL_JOBS = {"bits_per_byte_model": 2, "multiple_choice_model": 2, "samples_model": 2, "run_summary": 1}
 
 
@@ -185,8 +185,8 @@ def test_run_summary_covers_every_stage(built):
     sections = {row["section"] for row in rows}
     assert {"data", "tokenizer", "pretrain", "sft", "base_model", "sft_model", "wall time"} <= sections
     timed = {row["measure"].split(" (")[0] for row in rows if row["section"] == "wall time"}
-    assert timed == {"download", "extract", "convert", "clean", "minhash", "dedup_bands", "dedup", "split",
-                     "corpus_summary",
+    assert timed == {"download", "extract", "convert", "clean", "minhash", "dedup_bands", "dedup_exact", "dedup",
+                     "split", "corpus_summary",
                      "tokenizer", "tokens", "tokens_index", "base_model", "chat_data", "sft_model", "bits_per_byte",
                      "multiple_choice", "samples"}
     measures = {(row["section"], row["measure"]) for row in rows}
@@ -225,8 +225,8 @@ def test_a_logic_change_reruns_the_stage_and_what_follows_it_only(built):
     jobs = jobs_after_code_edit(built, "clean", lambda s: s.replace("def han_fraction(text):\n",
                                                                     "def han_fraction(text):\n    text = text[:]\n"),
                                 "corpus")
-    assert set(jobs) == {"clean_part", "minhash_part", "dedup_band_group", "dedup", "split", "corpus_summary",
-                         "corpus"}  # not extract
+    assert set(jobs) == {"clean_part", "minhash_part", "dedup_band_group", "dedup_exact_group", "dedup", "split",
+                         "corpus_summary", "corpus"}  # not extract
 
 
 def test_a_function_only_evaluation_reaches_reruns_evaluation_never_training(built):
@@ -304,8 +304,8 @@ def test_the_real_dump_presets_plan_a_gpu_run(workflow_dir):
     presets = ("--configfile", "config.yaml", "config/presets/zhwiki.yaml", "config/presets/gpu-0.1b.yaml")
     assert planned_jobs(workflow_dir, "base_model", *presets) == {
         "download": 1, "extract_shard": 32, "convert_part": 32, "clean_part": 32, "minhash_part": 32,
-        "dedup_band_group": 2, "dedup": 1, "split": 1, "tokenizer": 1, "token_shard": 32, "tokens_index": 1,
-        "base_model": 1}
+        "dedup_band_group": 2, "dedup_exact_group": 1, "dedup": 1, "split": 1, "tokenizer": 1, "token_shard": 32,
+        "tokens_index": 1, "base_model": 1}
     command = snakemake(workflow_dir, "-n", "-p", "base_model", *presets).stdout
     assert "workflow_scripts.launch --gpus 8 --processes 1 --nodes 1 -- -m workflow_scripts.pretrain" in command
     assert all(option in command for option in ("--preset 0.1b", "--seq-len 1024", "--micro-batch 32",
@@ -498,8 +498,8 @@ def test_corpora_preset_mixes_three_formats_with_zhwiki(built, tmp_path):
     (tmp_path / "mirror.yaml").write_text(yaml.safe_dump(extra, allow_unicode=True))
     with_mirror = ("--configfile", "config.yaml", str(tmp_path / "mirror.yaml"))
     assert planned_jobs(built, "corpus", *with_mirror) == {
-        "ingest_part": 1, "convert_part": 1, "clean_part": 1, "minhash_part": 1, "dedup_band_group": 2, "dedup": 1,
-        "split": 1, "corpus_summary": 1, "corpus": 1}
+        "ingest_part": 1, "convert_part": 1, "clean_part": 1, "minhash_part": 1, "dedup_band_group": 2,
+        "dedup_exact_group": 1, "dedup": 1, "split": 1, "corpus_summary": 1, "corpus": 1}
     snakemake(built, "corpus", *with_mirror)
     removed = pq.read_table(built / "results/dedup/removed.parquet").to_pylist()
     assert sorted(r["duplicate_of"] for r in removed if r["source"] == "mirror") == sorted(d["id"] for d in copies)
