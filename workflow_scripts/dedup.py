@@ -46,19 +46,12 @@ def job_outputs(paths, fields, documents, rerun):
     return [np.concatenate(arrays) for arrays in zip(*parts)]
 
 
-def documents_per_corpus(paths):
-    """{corpus: documents}, summed over the dedup_exact jobs."""
-    counts = Counter()
-    for path in paths:
-        found = load_npz(path)
-        counts.update(dict(zip(found["corpora"].tolist(), found["corpus_documents"].tolist())))
-    return counts
-
-
-def counts_by_source(per_corpus, sources, exact):
-    """Documents in, duplicates removed and documents out for each corpus, from the removed
-    documents' corpora and kinds."""
-    removed = Counter(zip(sources.tolist(), exact.tolist()))
+def counts_by_source(corpora, corpus_documents, sources, exact):
+    """Documents in, duplicates removed and documents out for each corpus, from the dedup_exact
+    jobs' documents per corpus and the removed documents' corpora and kinds."""
+    per_corpus, removed = Counter(), Counter(zip(sources.tolist(), exact.tolist()))
+    for name, total in zip(corpora.tolist(), corpus_documents.tolist()):
+        per_corpus[name] += total
     counts = {}
     for name, total in sorted(per_corpus.items()):
         entry = {"documents_in": total, "exact_duplicates": removed[name, True],
@@ -101,8 +94,9 @@ def run(args, progress_stream):
     if documents == 0:
         raise StageError("clean left no documents in any shard (see results/clean/*.json for what each filter "
                          "removed); loosen the clean: thresholds in config.yaml")
-    copy_ranks, copy_ids, original_ranks, original_ids = job_outputs(
-        args.exact, ["copy_ranks", "copy_ids", "original_ranks", "original_ids"], documents, "dedup_exact")
+    copy_ranks, copy_ids, original_ranks, original_ids, corpora, corpus_documents = job_outputs(
+        args.exact, ["copy_ranks", "copy_ids", "original_ranks", "original_ids", "corpora", "corpus_documents"],
+        documents, "dedup_exact")
     earlier_ranks, earlier_ids, later_ranks, later_ids, similarity = job_outputs(
         args.pairs, ["earlier_ranks", "earlier_ids", "later_ranks", "later_ids", "similarity"], documents,
         "dedup_bands")
@@ -119,7 +113,7 @@ def run(args, progress_stream):
              "near_duplicates": int(np.count_nonzero(~exact)), "documents_out": documents - len(removed),
              "threshold": args.threshold, "num_perm": args.num_perm, "lsh_bands": bands, "lsh_rows": band_rows,
              "band_jobs": len(args.pairs), "join_jobs": len(args.exact),
-             "by_source": counts_by_source(documents_per_corpus(args.exact), sources[removed], exact)}
+             "by_source": counts_by_source(corpora, corpus_documents, sources[removed], exact)}
     write_json(args.stats, stats)
     log.info("%s", stats)
 

@@ -8,8 +8,8 @@ Group K of G takes bands K, K+G, K+2G, ... of the LSH (lib.near_duplicates.band_
 each shard's signatures in turn and keeps only a 64-bit key per document and band, then reads
 again the signatures of the documents that share a bucket, and writes the pairs among them whose
 band values are equal and whose estimated Jaccard reaches --threshold, each pair once over all
-jobs (in the first band whose values it shares; lib.near_duplicates.verified_pairs), each document by its
-corpus rank and id (lib.signature_files), the earlier in visiting order first.
+jobs (in the first band whose values it shares; lib.near_duplicates.verified_pairs), each
+document by its corpus rank and id (lib.signature_files), the earlier in visiting order first.
 Memory: 8 bytes per document and band of the group, plus the signatures of documents in shared
 buckets; never the whole corpus's signatures (benchmarks/results/dedup_scaling.md).
 """

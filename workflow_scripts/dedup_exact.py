@@ -18,7 +18,7 @@ import numpy as np
 
 from workflow_scripts.lib.atomic_files import atomic_path, write_json
 from workflow_scripts.lib.near_duplicates import exact_copies, key_groups
-from workflow_scripts.lib.signature_files import shard_documents
+from workflow_scripts.lib.signature_files import shard_documents, visiting_order
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 
 
@@ -50,7 +50,7 @@ def run(args, progress_stream):
         raise StageError(f"--group {args.group} is not one of the {args.groups} groups (0 to {args.groups - 1})")
     ranks, ids, keys, per_corpus, documents = group_documents(args.signatures, args.corpus_order, args.group,
                                                               args.groups)
-    order = np.lexsort((ids, ranks))
+    order = visiting_order(ranks, ids)
     ranks, ids = ranks[order], ids[order]
     copies, originals = exact_copies(keys[order])
     with atomic_path(args.out) as tmp, open(tmp, "wb") as fh:

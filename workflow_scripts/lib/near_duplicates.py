@@ -131,21 +131,22 @@ def fates(count, copies, earlier, later):
     has_earlier = np.zeros(count, dtype=bool)
     has_earlier[later] = True
     status[(status == UNDECIDED) & ~has_earlier] = KEPT
-    while True:
+    undecided = np.count_nonzero(status == UNDECIDED)
+    while undecided:
         open_pairs = status[later] == UNDECIDED
         earlier, later = earlier[open_pairs], later[open_pairs]
-        undecided = np.count_nonzero(status == UNDECIDED)
-        if not undecided:
-            return status
         before = status[earlier]
         waiting = np.zeros(count, dtype=bool)
         waiting[later[before != REMOVED]] = True
         status[(status == UNDECIDED) & ~waiting] = KEPT
         status[later[before == KEPT]] = REMOVED
-        if undecided - np.count_nonzero(status == UNDECIDED) < undecided * SEQUENTIAL_SHARE:
+        remaining = np.count_nonzero(status == UNDECIDED)
+        if undecided - remaining < undecided * SEQUENTIAL_SHARE:
             open_pairs = status[later] == UNDECIDED
             decided_in_order(status, earlier[open_pairs], later[open_pairs])
             return status
+        undecided = remaining
+    return status
 
 
 def near_originals(status, copies, earlier, later, similarity):

@@ -23,6 +23,11 @@ def corpus_ranks(sources, corpus_order):
     return np.array([rank.get(name, len(rank)) for name in names.tolist()], dtype=np.int64)[inverse]
 
 
+def visiting_order(ranks, ids):
+    """The indices that sort documents corpus by corpus (by rank), each corpus by id."""
+    return np.lexsort((ids, ranks))
+
+
 def shard_documents(paths, corpus_order, key):
     """(sources, corpus ranks, ids, values of key) of each shard in turn."""
     for path in paths:
@@ -41,7 +46,7 @@ class SignatureFiles:
         self.num_perm = num_perm
         self.offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
         ranks, ids = (np.concatenate(a) if a else np.empty(0, np.int64) for a in (ranks, ids))
-        order = np.lexsort((ids, ranks))
+        order = visiting_order(ranks, ids)
         self.position = np.empty(len(order), dtype=np.int64)
         self.position[order] = np.arange(len(order))
         self.ranks, self.ids = ranks[order], ids[order]
@@ -75,7 +80,7 @@ class NamedDocuments:
     """The documents some (corpus rank, id) arrays name, once each, numbered in visiting order."""
 
     def __init__(self, ranks, ids):
-        order = np.lexsort((ids, ranks))
+        order = visiting_order(ranks, ids)
         ranks, ids = ranks[order], ids[order]
         new = np.r_[True, (ranks[1:] != ranks[:-1]) | (ids[1:] != ids[:-1])] if len(ids) else np.empty(0, bool)
         self.ranks, self.ids = ranks[new], ids[new]
