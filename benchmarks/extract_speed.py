@@ -1,14 +1,20 @@
-"""Extraction speed: this workflow's extract stage against the stock `wikiextractor` command line.
+"""Extraction speed: this workflow's extract stage against the stock `wikiextractor` command line
+and against the limit that reading the dump sets.
 
-    python benchmarks/extract_speed.py --mb 200 --cores 2
+    python benchmarks/extract_speed.py --mb 200 --cores 2 --before /tmp/extract-before
 
 Builds (once) a zhwiki-format multistream dump of --mb MB of XML from the real novels with
 ../shared/tools/make_bench_dump.py, then times, on the same file and in one run:
+  * the limit: plain decompression of the same bz2 streams, split into N contiguous runs decompressed
+            by N processes at once (libbz2, as the stage reads them; nothing parsed or written);
   * stock:  `wikiextractor --processes N --json` (its default, which first scans the whole dump
             for templates) and with `--no-templates` (no template expansion, as our stage does);
   * ours:   `python -m workflow_scripts.extract` over S shards, N at a time, as
-            `snakemake --cores N` runs the extract jobs (one process per shard, no Python pool).
-Writes benchmarks/results/extract_speed.{json,md}; throughput is compressed dump MB per second.
+            `snakemake --cores N` runs the extract jobs (one process per shard, no Python pool);
+  * before: with --before, the same stage from a checkout of an earlier commit, 2 shards; every
+            run of ours must write the same documents as it (`same_output_as_before`).
+`share_of_bz2_limit` is the limit's time over a run's. Writes benchmarks/results/extract_speed.{json,md};
+throughput is compressed dump MB per second.
 """
 import argparse
 import bz2
@@ -20,9 +26,12 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from results_io import provenance, save
+from results_io import RESULTS, provenance, save
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = RESULTS.parents[1]
+sys.path.insert(0, str(REPO))
+from workflow_scripts.lib.multistream_index import shard_ranges, stream_offsets  # noqa: E402
+
 MAKE_DUMP = REPO.parent / "shared" / "tools" / "make_bench_dump.py"
 
 
@@ -50,12 +59,27 @@ def run_stock(dump, out: Path, cores, templates):
     return seconds, docs
 
 
-def run_ours(dump, index, out: Path, cores, shards):
+def decompress_streams(dump, ranges):
+    with open(dump, "rb") as fh:
+        for start, end in ranges:
+            fh.seek(start)
+            bz2.decompress(fh.read(end - start))
+
+
+def run_bz2_limit(dump, index, out: Path, cores):
+    offsets = stream_offsets(index, dump.stat().st_size)
+    with concurrent.futures.ProcessPoolExecutor(cores) as pool:
+        seconds, _ = timed(lambda: list(pool.map(decompress_streams, [dump] * cores,
+                                                 [shard_ranges(offsets, k, cores) for k in range(cores)])))
+    return seconds, 0
+
+
+def run_ours(dump, index, out: Path, cores, shards, code=REPO):
     def one(shard):
         subprocess.run([sys.executable, "-m", "workflow_scripts.extract", "--dump", str(dump), "--index", str(index),
                         "--shard", str(shard), "--shards", str(shards), "--out", str(out / f"{shard:03d}.parquet"),
                         "--stats", str(out / f"{shard:03d}.json"), "--log", str(out / f"{shard:03d}.log")],
-                       cwd=REPO, check=True)
+                       cwd=code, check=True)
 
     out.mkdir(parents=True, exist_ok=True)
     with concurrent.futures.ThreadPoolExecutor(cores) as pool:
@@ -64,14 +88,22 @@ def run_ours(dump, index, out: Path, cores, shards):
     return seconds, docs
 
 
+def documents(out: Path):
+    """Every document a run of the stage wrote, in page order."""
+    return sorted((row for path in out.glob("*.parquet") for row in pq.read_table(path).to_pylist()),
+                  key=lambda row: row["id"])
+
+
 def markdown(report):
     mb = report["dump_mb_compressed"]
     lines = [f"# Extraction speed ({report['dump_mb_xml']} MB XML, {mb:.1f} MB bz2, {report['pages']} pages, "
              f"{report['cores']} cores)", "", f"`{report['command']}` on {report['machine']}", "",
-             "| run | seconds | MB/s (bz2) | documents | vs stock | vs stock --no-templates |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "| run | seconds | MB/s (bz2) | share of the bz2 limit | documents | same output as before | vs stock "
+             "| vs stock --no-templates |", "|---|---:|---:|---:|---:|---|---:|---:|"]
     for row in report["runs"]:
-        lines.append(f"| {row['run']} | {row['seconds']:.1f} | {mb / row['seconds']:.2f} | {row['documents']:,} | "
+        same = {True: "yes", False: "**no**", None: ""}[row.get("same_output_as_before")]
+        lines.append(f"| {row['run']} | {row['seconds']:.1f} | {mb / row['seconds']:.2f} | "
+                     f"{row['share_of_bz2_limit']:.0%} | {row['documents']:,} | {same} | "
                      f"{row['speedup_vs_stock']:.2f}× | {row['speedup_vs_no_templates']:.2f}× |")
     return "\n".join(lines) + "\n"
 
@@ -81,22 +113,33 @@ def main():
     ap.add_argument("--mb", type=int, default=200, help="uncompressed XML size of the benchmark dump")
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--shards", type=int, nargs="+", default=[2, 4], help="shard counts to time")
+    ap.add_argument("--before", type=Path, help="a checkout of an earlier commit, whose extract stage (2 shards) "
+                    "ours must equal")
     ap.add_argument("--work", type=Path, default=Path("/tmp/zhwiki-llm-bench"))
     args = ap.parse_args()
     dump, index = build_dump(args.work, args.mb)
-    runs = [("stock wikiextractor (templates)", lambda o: run_stock(dump, o, args.cores, True)),
+    runs = [("plain bz2 decompression (the limit)", lambda o: run_bz2_limit(dump, index, o, args.cores)),
+            ("stock wikiextractor (templates)", lambda o: run_stock(dump, o, args.cores, True)),
             ("stock wikiextractor --no-templates", lambda o: run_stock(dump, o, args.cores, False))]
+    if args.before:
+        runs.append(("zhwiki-llm extract before, 2 shards", lambda o: run_ours(dump, index, o, args.cores, 2,
+                                                                                args.before)))
     runs += [(f"zhwiki-llm extract, {s} shards", lambda o, s=s: run_ours(dump, index, o, args.cores, s))
              for s in args.shards]
-    rows = []
+    rows, outputs = [], {}
     for n, (name, fn) in enumerate(runs):
-        out = args.work / f"run-{os.getpid()}-{n}"
-        seconds, docs = fn(out)
+        outputs[name] = args.work / f"run-{os.getpid()}-{n}"
+        seconds, docs = fn(outputs[name])
         rows.append({"run": name, "seconds": round(seconds, 2), "documents": docs})
         print(f"{name}: {seconds:.1f} s, {docs} documents", flush=True)
+    limit, stock, no_templates = rows[:3]
+    before = documents(outputs[runs[3][0]]) if args.before else None
     for row in rows:
-        row["speedup_vs_stock"] = round(rows[0]["seconds"] / row["seconds"], 3)
-        row["speedup_vs_no_templates"] = round(rows[1]["seconds"] / row["seconds"], 3)
+        row["share_of_bz2_limit"] = round(limit["seconds"] / row["seconds"], 3)
+        row["speedup_vs_stock"] = round(stock["seconds"] / row["seconds"], 3)
+        row["speedup_vs_no_templates"] = round(no_templates["seconds"] / row["seconds"], 3)
+        if before is not None and row["run"].startswith("zhwiki-llm extract,"):
+            row["same_output_as_before"] = documents(outputs[row["run"]]) == before
     pages = sum(1 for _ in bz2.open(index, "rt"))
     report = {"dump_mb_xml": args.mb, "dump_mb_compressed": dump.stat().st_size / 1e6, "pages": pages,
               "cores": args.cores, **provenance(), "runs": rows}

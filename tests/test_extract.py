@@ -1,13 +1,17 @@
 """extract: the real zhwiki slice, the demo multistream dump, -{…}- markup, broken and truncated dumps."""
 import bz2
+import random
 import re
 
 import opencc
 import pyarrow.parquet as pq
 import pytest
+from tqdm import tqdm
+from wikiextractor.extract import Extractor
 
 from conftest import DEMO_DUMP, DEMO_INDEX, REAL_SLICE, SHARED_DATA, run_fails, run_ok, run_stage
-from workflow_scripts.extract import EMPTY_BRACKETS, resolve_conversion
+from workflow_scripts.extract import EMPTY_BRACKETS, DumpReader, iter_pages, resolve_conversion
+from workflow_scripts.lib.wikitext_cleaning import clean_paragraphs, extractor_for
 
 BROKEN = sorted((SHARED_DATA / "zhwiki").glob("zhwiki-broken-*.xml"))
 
@@ -212,3 +216,44 @@ def test_citation_parameters_never_reach_the_text(tmp_path):
         leaks = {m.group(1) for d in docs for m in re.finditer(r"([A-Za-z][\w-]*)\s*=", d["text"])
                  if m.group(1).lower() in names}
         assert docs and not leaks, f"{dump.name}: {sorted(leaks)}"
+
+
+def stock_paragraphs(text, urlbase):
+    return Extractor(1, None, urlbase, "t", []).clean_text(text, mark_headers=True, expand_templates=False,
+                                                          html_safe=False)
+
+
+@pytest.mark.parametrize("dump, index", [(DEMO_DUMP, DEMO_INDEX), (REAL_SLICE, None)], ids=["demo", "real"])
+def test_cleaning_equals_wikiextractors_on_every_page(dump, index):
+    """The cleaning with its passes skipped gives what WikiExtractor's clean_text gives, page by page
+    (the wikitext as read, every namespace, before the stage's own pre- and post-processing)."""
+    reader = DumpReader(dump, index, 0, 1)
+    extractor = extractor_for(reader.urlbase)
+    pages = list(iter_pages(reader.lines(tqdm(disable=True)), dump, ""))
+    assert len(pages) > 30
+    for page in pages:
+        expected = stock_paragraphs(page["text"], reader.urlbase)
+        assert clean_paragraphs(extractor, page["text"]) == expected, page["title"]
+
+
+MARKUP = ["中文段落，", "text ", "\n", "\n\n", "== 标题 ==\n", "{{cite book|title=古籍}}", "{{a|{{b}}}}",
+          "{|\n| x\n|}", "[[条目|标签]]", "[[条目]]s", "[[[[双括号]]]]", "[[未闭合", "]]", "[http://example.org 链接]",
+          "'''粗'''", "''斜''", "'''''两者'''''", '""引""', "__NOTOC__", "  ", "....", " ,", "( ", "\t",
+          "<br>", "<br/>", "</br>", "<hr />", "<p>", "</p>", "<center>", "<h2>", "<!-- 注释 -->", "<!--", "-->",
+          '<ref name="a">出处</ref>', '<ref name="b"/>', "<REF>大写</Ref>", "< ref >空格</ ref >", "<references/>",
+          "<sup>1</sup>", '<span style="x">', "</span>", "<div>", "</div>", "<gallery>\n图\n</gallery>", "<noinclude>",
+          "</noinclude>", "<pre>x</pre>", "<small>小</small>", "<math>x^2</math>", "<code>a</code>",
+          "&lt;math&gt;y&lt;/math&gt;", "&amp;", "&#12354;", "&nbsp;",
+          '&lt;syntaxhighlight lang="py"&gt;x = 1&lt;/syntaxhighlight&gt;', "<ſmall>ſ</ſmall>", "<\u0130mg>",
+          "<b\u0130g>", "<b\u0131g>b</b\u0131g>", "<\u212abd>k</\u212abd>", "<s>删</s>", "<tr>", "<td>格</td>",
+          "<", ">"]
+
+
+def test_cleaning_equals_wikiextractors_on_random_markup():
+    """Random runs of the markup each skipped pass looks for, tag names in odd cases ('ſ', 'İ', 'ı',
+    the Kelvin sign, which re.IGNORECASE matches to ASCII letters) included."""
+    rng = random.Random(0)
+    extractor = extractor_for("https://zh.wikipedia.org/wiki")
+    for _ in range(3000):
+        text = "".join(rng.choices(MARKUP, k=rng.randrange(1, 30)))
+        assert clean_paragraphs(extractor, text) == stock_paragraphs(text, "https://zh.wikipedia.org/wiki"), text

@@ -23,12 +23,13 @@ import re
 from pathlib import Path
 
 from tqdm import tqdm
-from wikiextractor.extract import Extractor
 
 from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.atomic_files import write_json
 from workflow_scripts.lib.documents import DocWriter
+from workflow_scripts.lib.multistream_index import shard_ranges, stream_offsets
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
+from workflow_scripts.lib.wikitext_cleaning import clean_paragraphs, extractor_for
 
 EMPTY_SHA1 = {"phoiac9h4m842xq45sp7s6u21eteeq1", "da39a3ee5e6b4b0d3255bfef95601890afd80709"}
 FIELD = re.compile(r"<(\w+)[^>]*>([^<]*)</\1>")
@@ -138,25 +139,6 @@ class DumpReader:
             progress.update(self.total_bytes)
 
 
-def stream_offsets(index: Path, dump_size: int):
-    """Sorted start offsets of the page streams, closed by the dump's size."""
-    try:
-        with bz2.open(index, "rt", encoding="utf-8") as fh:
-            offsets = {int(line.split(":", 1)[0]) for line in fh if line.strip()}
-    except (OSError, EOFError, ValueError) as err:
-        raise StageError(f"{index}: not a readable multistream index ({err}); download it again") from None
-    if not offsets or max(offsets) >= dump_size:
-        raise StageError(f"{index}: offsets do not fit the dump ({dump_size} bytes); index and dump differ")
-    return sorted(offsets) + [dump_size]
-
-
-def shard_ranges(offsets, shard, shards):
-    """Byte ranges of the streams that make up `shard`: contiguous, about equal in count."""
-    streams = len(offsets) - 1
-    first, last = streams * shard // shards, streams * (shard + 1) // shards
-    return [(offsets[i], offsets[i + 1]) for i in range(first, last)]
-
-
 def iter_pages(lines, source, remedy):
     """Yield each <page> as a dict, raising StageError on a page the dump format does not allow."""
     page, text, in_text = None, None, False
@@ -212,12 +194,11 @@ def _malformed(source, page, why):
     return StageError(f"{source}: malformed dump at {where}: {why}")
 
 
-def article_paragraphs(page, urlbase, keep_headings):
+def article_paragraphs(page, extractor, keep_headings):
     """WikiExtractor's clean text of one page, as a list of paragraphs (headings on their own)."""
     wikitext = LIST_MARKER.sub("", resolve_conversion(page["text"]))
-    extractor = Extractor(page["id"], None, urlbase, page["title"], [])
     paragraphs = []
-    for line in extractor.clean_text(wikitext, mark_headers=True, expand_templates=False, html_safe=False):
+    for line in clean_paragraphs(extractor, wikitext):
         if line.startswith("## "):
             if not keep_headings:
                 continue
@@ -230,6 +211,7 @@ def article_paragraphs(page, urlbase, keep_headings):
 
 def extract_shard(reader, out, keep_disambiguation, keep_headings, progress_stream):
     counts = collections.Counter()
+    extractor = extractor_for(reader.urlbase)
     with DocWriter(out) as writer, tqdm(total=reader.total_bytes, unit="B", unit_scale=True,
                                         file=progress_stream, desc="extract", mininterval=5) as bar:
         for page in iter_pages(reader.lines(bar), reader.dump, reader.remedy):
@@ -241,7 +223,7 @@ def extract_shard(reader, out, keep_disambiguation, keep_headings, progress_stre
             elif not keep_disambiguation and DISAMBIGUATION.search(page["text"]):
                 counts["disambiguation"] += 1
             else:
-                paragraphs = article_paragraphs(page, reader.urlbase, keep_headings)
+                paragraphs = article_paragraphs(page, extractor, keep_headings)
                 if not paragraphs:
                     counts["empty"] += 1
                     continue
