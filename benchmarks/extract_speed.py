@@ -71,7 +71,7 @@ def run_bz2_limit(dump, index, out: Path, cores):
     with concurrent.futures.ProcessPoolExecutor(cores) as pool:
         seconds, _ = timed(lambda: list(pool.map(decompress_streams, [dump] * cores,
                                                  [shard_ranges(offsets, k, cores) for k in range(cores)])))
-    return seconds, 0
+    return seconds, None
 
 
 def run_ours(dump, index, out: Path, cores, shards, code=REPO):
@@ -102,8 +102,9 @@ def markdown(report):
              "| vs stock --no-templates |", "|---|---:|---:|---:|---:|---|---:|---:|"]
     for row in report["runs"]:
         same = {True: "yes", False: "**no**", None: ""}[row.get("same_output_as_before")]
+        documents_cell = "—" if row["documents"] is None else f"{row['documents']:,}"
         lines.append(f"| {row['run']} | {row['seconds']:.1f} | {mb / row['seconds']:.2f} | "
-                     f"{row['share_of_bz2_limit']:.0%} | {row['documents']:,} | {same} | "
+                     f"{row['share_of_bz2_limit']:.0%} | {documents_cell} | {same} | "
                      f"{row['speedup_vs_stock']:.2f}× | {row['speedup_vs_no_templates']:.2f}× |")
     return "\n".join(lines) + "\n"
 
