@@ -73,12 +73,18 @@ def multiple_choice_inputs(wildcards):
     return sorted(str(p) for p in Path(entry["path"]).glob("*/*.csv"))
 
 
+def answer_style(wildcards):
+    """How a model is prompted: a base model continues text; the SFT and DPO models answer chat turns."""
+    return "completion" if wildcards.model in ("base_model", "continued_model") else "chat"
+
+
 def stage_benchmarks(wildcards):
     """The benchmark TSV of every job run_summary depends on: its wall time per stage."""
     paths = set()
     not_in_run = {"run_summary", "gguf_file", "ollama_modelfile"}  # export comes after the run (target gguf)
     not_in_run |= {rule for rule in ("dpo_model", "continued_model") if rule not in MODELS}
     not_in_run |= {"expand_vocab"} if "continued_model" not in MODELS else set()
+    not_in_run |= {"knowledge_model"} if not FACTS else set()
     for stage in workflow.rules:
         if stage.benchmark is None or stage.name in not_in_run:
             continue
@@ -114,6 +120,7 @@ MODELS = run_models(config)
 TOKENIZERS = {"tokens": "results/tokenizer", **({"expanded_tokens": "results/expanded_base"} if CONTINUED else {})}
 MC_ENTRIES = {entry["name"]: entry for entry in config["eval"]["multiple_choice"]}
 MC_SETS = {name: source_path(entry, FETCHED) for name, entry in MC_ENTRIES.items()}
+FACTS = config["eval"]["facts"]
 FETCHES = {fetched_key(entry): entry for entry in data_sources(config) if "url" in entry}
 CHAT_KINDS = ["sft"] + (["dpo"] if "dpo_model" in MODELS else [])
 RUN_FETCHES = run_fetches(config, CHAT_KINDS)

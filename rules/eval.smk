@@ -58,8 +58,7 @@ rule samples_model:
         json="results/eval/{model}/samples.json",
         markdown="results/eval/{model}/samples.md",
     params:
-        # A base model continues text; the SFT and DPO models have learnt to answer chat turns.
-        style=lambda wildcards: "completion" if wildcards.model in ("base_model", "continued_model") else "chat",
+        style=answer_style,
         max_new_tokens=config["eval"]["max_new_tokens"],
         repetition_penalty=config["eval"]["repetition_penalty"],
         code=code_fingerprint("samples"),
@@ -77,6 +76,28 @@ rule samples_model:
         " --log {log}"
 
 
+rule knowledge_model:
+    input:
+        model="results/{model}",
+        facts=FACTS or [],
+    output:
+        json="results/eval/{model}/knowledge.json",
+        markdown="results/eval/{model}/knowledge.md",
+    params:
+        style=answer_style,
+        code=code_fingerprint("knowledge"),
+    log:
+        "results/logs/knowledge/{model}.log",
+    benchmark:
+        "results/benchmarks/knowledge/{model}.tsv"
+    threads: ALL_CORES
+    conda:
+        "../envs/training.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} python -m workflow_scripts.knowledge --model {input.model}"
+        " --facts {input.facts} --style {params.style} --out {output.json} --markdown {output.markdown} --log {log}"
+
+
 rule run_summary:
     input:
         corpus=rules.corpus_summary.output.json,
@@ -90,6 +111,7 @@ rule run_summary:
         bpb=expand(rules.bits_per_byte_model.output, model=MODELS),
         multiple_choice=expand(rules.multiple_choice_model.output.json, model=MODELS, set=MC_SETS),
         samples=expand(rules.samples_model.output.json, model=MODELS),
+        knowledge=expand(rules.knowledge_model.output.json, model=MODELS) if FACTS else [],
         benchmarks=stage_benchmarks,
     output:
         json="results/summary.json",
@@ -114,5 +136,6 @@ rule run_summary:
         " --tokenizer {input.tokenizer} --pretrain {input.pretrain} --sft {input.sft} --dpo {input.dpo}"
         " --continued {input.continued} --expansion {input.expansion}"
         " --bpb {input.bpb}"
-        " --multiple-choice {input.multiple_choice} --samples {input.samples} --benchmarks {input.benchmarks}"
+        " --multiple-choice {input.multiple_choice} --knowledge {input.knowledge} --samples {input.samples}"
+        " --benchmarks {input.benchmarks}"
         " --json {output.json} --markdown {output.markdown} --pages $(dirname {output.summary}) --log {log}"

@@ -62,3 +62,8 @@ rule multiple_choice:
 rule samples:
     input:
         expand(rules.samples_model.output.json, model=MODELS),
+
+
+rule knowledge:
+    input:
+        expand(rules.knowledge_model.output.json, model=MODELS) if FACTS else [],

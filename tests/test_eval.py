@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from conftest import run_stage
+from conftest import run_fails, run_stage
 from workflow_scripts.bits_per_byte import metrics, score, windows
 from workflow_scripts.lib.documents import DocWriter
 from workflow_scripts.lib.stage_cli import StageError
@@ -137,3 +137,83 @@ def test_samples_of_a_model_without_a_chat_template_skip_the_chat_checks(tiny, t
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "s.json").read_text())["chat_format"] is None
     assert "No chat template" in (tmp_path / "s.md").read_text(encoding="utf-8")
+
+
+FACTS = [{"relation": "capital",
+          "templates": {"lead": "{subject}的首都是{object}", "other": "{object}是{subject}的首都"},
+          "question": "{subject}的首都是哪里？", "answer": "{subject}的首都是{object}。"},
+         {"subject": "法国", "relation": "capital", "object": "巴黎", "candidates": ["巴黎", "柏林", "罗马", "马德里"]},
+         {"subject": "德国", "relation": "capital", "object": "柏林", "candidates": ["巴黎", "柏林", "罗马"]},
+         {"relation": "river", "templates": {"lead": "{subject}位于{object}沿岸"}},
+         {"subject": "武汉", "relation": "river", "object": "长江", "candidates": ["长江", "黄河"]}]
+
+
+def write_facts(path, records):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def hand_rank(model, prefix, candidate_ids, right):
+    """The right candidate's rank by the summed log-probability of its ids after the prefix, each
+    sequence scored by the model's own loss (labels) rather than the probe's code."""
+    totals = []
+    with torch.no_grad():
+        for ids in candidate_ids:
+            sequence = torch.tensor([prefix + ids])
+            labels = torch.tensor([[-100] * len(prefix) + ids])
+            totals.append(-model(input_ids=sequence, labels=labels).loss.item() * len(ids))
+    return 1 + sum(t > totals[right] + 1e-4 for t in totals)
+
+
+@pytest.mark.parametrize("style", ["completion", "chat"])
+def test_the_fact_probe_ranks_candidates_as_a_hand_computation_does(tiny, tmp_path, style):
+    model, tokenizer, model_dir = tiny
+    out = tmp_path / "knowledge.json"
+    result = run_stage("knowledge", "--model", model_dir, "--facts", write_facts(tmp_path / "facts.jsonl", FACTS),
+                       "--style", style, "--out", out, "--markdown", tmp_path / "knowledge.md")
+    assert result.returncode == 0, result.stderr
+    probe = json.loads(out.read_text())
+    facts = [r for r in FACTS if "subject" in r]
+    relations = {r["relation"]: r for r in FACTS if "templates" in r}
+    expected = {}
+    for fact in facts:
+        relation, right = relations[fact["relation"]], fact["candidates"].index(fact["object"])
+        phrasings = {name: ([tokenizer.eos_token_id], template) for name, template in relation["templates"].items()}
+        if "question" in relation:
+            question = relation["question"].format(subject=fact["subject"])
+            if style == "chat":
+                prefix = tokenizer.apply_chat_template([{"role": "user", "content": question}],
+                                                       add_generation_prompt=True, return_dict=True)["input_ids"]
+            else:
+                prefix = [tokenizer.eos_token_id, *tokenizer.encode(question + "\n")]
+            phrasings["question"] = (prefix, relation["answer"])
+        for name, (prefix, template) in phrasings.items():
+            candidate_ids = [tokenizer.encode(template.format(subject=fact["subject"], object=c))
+                             for c in fact["candidates"]]
+            expected.setdefault((fact["relation"], name), []).append(hand_rank(model, prefix, candidate_ids, right))
+    for (relation, name), ranks in expected.items():
+        scored = probe["relations"][relation][name]
+        assert scored["mean_rank"] == pytest.approx(sum(ranks) / len(ranks))
+        assert scored["accuracy"] == pytest.approx(sum(r == 1 for r in ranks) / len(ranks))
+    assert probe["relations"]["capital"]["lead"]["chance"] == pytest.approx((1 / 4 + 1 / 3) / 2)
+    assert probe["overall"]["lead"]["facts"] == 3 and probe["overall"]["question"]["facts"] == 2
+    assert probe["qa_accuracy"] == probe["overall"]["question"]["accuracy"]
+    assert "| river | lead | 1 |" in (tmp_path / "knowledge.md").read_text()
+
+
+@pytest.mark.parametrize("line, why", [
+    ("{not json", r"line 2: not JSON"),
+    ('{"subject": "法国", "relation": "capital", "object": "巴黎"}', r"line 2: a fact has subject, relation, object, "
+                                                                   r"candidates; this record has subject, relation"),
+    ('{"subject": "法国", "relation": "city", "object": "巴黎", "candidates": ["巴黎", "柏林"]}',
+     r"line 2: relation 'city' is not defined on a line before it"),
+    ('{"subject": "法国", "relation": "capital", "object": "巴黎", "candidates": ["柏林", "罗马"]}',
+     r"line 2: candidates must list at least two distinct objects, the fact's object among them"),
+    ('{"relation": "capital", "templates": {"lead": "{subject}的首都"}}',
+     r"line 2: template 'lead' must hold \{subject\} and \{object\} once each"),
+])
+def test_a_bad_facts_line_is_one_line_naming_it(tmp_path, line, why):
+    facts = tmp_path / "facts.jsonl"
+    facts.write_text(json.dumps(FACTS[0], ensure_ascii=False) + "\n" + line + "\n", encoding="utf-8")
+    run_fails("knowledge", f"{facts}: {why}", "--model", tmp_path / "no-model", "--facts", facts,
+              "--style", "completion", "--out", tmp_path / "k.json", "--markdown", tmp_path / "k.md")

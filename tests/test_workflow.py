@@ -16,7 +16,8 @@ from conftest import FileServer, snakemake, zip_of
 pytestmark = pytest.mark.slow
 DATA_JOBS = {"extract_shard", "convert_part", "clean_part", "minhash_part", "dedup_band_group", "dedup_exact_group",
              "dedup", "split", "corpus_summary"}
-EVAL_JOBS = {"bits_per_byte_model": 2, "multiple_choice_model": 2, "samples_model": 2, "run_summary": 1}
+EVAL_JOBS = {"bits_per_byte_model": 2, "multiple_choice_model": 2, "knowledge_model": 2, "samples_model": 2,
+             "run_summary": 1}
 
 
 def planned_jobs(workdir, target="corpus", *options):
@@ -137,6 +138,16 @@ def test_changing_an_evaluation_setting_reruns_that_evaluation_only(built):
                                                                           "all": 1}
 
 
+def test_editing_the_facts_file_reruns_the_fact_probe_only(built):
+    facts = built / "demo/eval/facts.jsonl"
+    original = facts.read_text(encoding="utf-8")
+    facts.write_text(original.replace("的一座城市", "的城市", 1), encoding="utf-8")
+    try:
+        assert planned_jobs(built, "all") == {"knowledge_model": 2, "run_summary": 1, "all": 1}
+    finally:
+        facts.write_text(original, encoding="utf-8")
+
+
 def test_editing_the_prompt_file_reruns_the_samples_only(built):
     prompts = built / "demo/eval/prompts.txt"
     original = prompts.read_text(encoding="utf-8")
@@ -188,9 +199,12 @@ def test_run_summary_covers_every_stage(built):
     assert timed == {"download", "extract", "convert", "clean", "minhash", "dedup_bands", "dedup_exact", "dedup",
                      "split", "corpus_summary",
                      "tokenizer", "tokens", "tokens_index", "base_model", "chat_data", "sft_model", "bits_per_byte",
-                     "multiple_choice", "samples"}
+                     "multiple_choice", "knowledge", "samples"}
     measures = {(row["section"], row["measure"]) for row in rows}
     assert ("base_model", "demo 5-shot cloze accuracy (80 questions, chance 25%, 0 with fewer shots)") in measures
+    for model in ("base_model", "sft_model"):
+        assert {(model, f"fact probe, {phrasing} (760 facts, chance 8.3%)")
+                for phrasing in ("corpus", "held_out", "question")} <= measures
 
 
 def test_the_report_shows_plots_and_tables(built):
@@ -263,8 +277,8 @@ def test_comments_and_docstrings_rerun_nothing(built):
 def test_dpo_preset_tunes_and_evaluates_a_third_model_and_reruns_nothing_else(built):
     preset = ("--configfile", "config.yaml", "config/presets/dpo.yaml")
     assert planned_jobs(built, "all", *preset) == {"chat_data_kind": 1, "dpo_model": 1, "bits_per_byte_model": 1,
-                                                   "multiple_choice_model": 1, "samples_model": 1, "run_summary": 1,
-                                                   "all": 1}
+                                                   "multiple_choice_model": 1, "knowledge_model": 1,
+                                                   "samples_model": 1, "run_summary": 1, "all": 1}
     snakemake(built, "all", *preset)
     summary = json.loads((built / "results/dpo/summary.json").read_text())
     assert summary["pairs"] == 296 and summary["steps"] == 120
@@ -282,7 +296,7 @@ def test_continued_preset_expands_the_vocabulary_and_pretrains_further(built):
     preset = ("--configfile", "config.yaml", "config/presets/continued.yaml")
     assert planned_jobs(built, "all", *preset) == {
         "expand_vocab": 1, "token_shard": 4, "tokens_index": 1, "continued_model": 1, "bits_per_byte_model": 1,
-        "multiple_choice_model": 1, "samples_model": 1, "run_summary": 1, "all": 1}
+        "multiple_choice_model": 1, "knowledge_model": 1, "samples_model": 1, "run_summary": 1, "all": 1}
     snakemake(built, "all", *preset)
     report = json.loads((built / "results/expand/report.json").read_text())
     assert report["base_vocab"] == 4096 and report["added_tokens"] > 1000
@@ -421,7 +435,8 @@ def test_chat_data_and_benchmarks_given_by_url_are_fetched_and_used(built, tmp_p
         right = config(hashlib.sha256(chat).hexdigest())
         assert planned_jobs(built, "all", *right) == {"fetch_url": 2, "chat_data_kind": 1, "sft_model": 1,
                                                       "bits_per_byte_model": 1, "samples_model": 1,
-                                                      "multiple_choice_model": 2, "run_summary": 1, "all": 1}
+                                                      "knowledge_model": 1, "multiple_choice_model": 2,
+                                                      "run_summary": 1, "all": 1}
         snakemake(built, "results/chat_data/sft.jsonl", "results/eval/base_model/mc-demo.json", *right)
         assert (built / "results/chat_data/sft.jsonl").read_bytes() == normalised
         assert json.loads((built / "results/eval/base_model/mc-demo.json").read_text())["results"] == scores

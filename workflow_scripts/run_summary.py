@@ -4,13 +4,15 @@
         --dedup-report results/dedup/removed.parquet --tokenizer results/tokenizer_report.json \
         --pretrain results/pretrain/summary.json --sft results/sft/summary.json \
         --bpb results/eval/*/bpb.json --multiple-choice results/eval/*/mc-*.json \
-        --samples results/eval/*/samples.json --benchmarks results/benchmarks/**/*.tsv \
+        --knowledge results/eval/*/knowledge.json --samples results/eval/*/samples.json \
+        --benchmarks results/benchmarks/**/*.tsv \
         --json results/summary.json --markdown results/summary.md --pages results/report
 
 The summary table has the data funnel, tokenizer compression, final losses, bits per byte,
-accuracies and the wall time of every stage (from Snakemake's benchmark files, summed over a
-stage's jobs). --pages gets summary.html, data.html, tokenizer.html, evaluation.html and
-samples.html: plain tables, since the report shows HTML and images but not markdown.
+accuracies, the fact probe's accuracy per phrasing and the wall time of every stage (from
+Snakemake's benchmark files, summed over a stage's jobs). --pages gets summary.html, data.html,
+tokenizer.html, evaluation.html and samples.html: plain tables, since the report shows HTML and
+images but not markdown.
 """
 import csv
 import html
@@ -67,6 +69,15 @@ def accuracy_measure(name, shots, scoring, questions, chance, shortened, too_lon
     return f"{name} {shots}-shot {scoring} accuracy ({', '.join(notes)})"
 
 
+def knowledge_rows(probes):
+    """(model, relation, phrasing, facts, accuracy, chance, mean rank) per fact-probe result, the
+    phrasings over all relations (relation "all") first."""
+    return [(model_name(p), relation, phrasing, s["facts"], f"{s['accuracy']:.1%}", f"{s['chance']:.1%}",
+             round(s["mean_rank"], 2))
+            for p in probes for relation, phrasings in [("all", p["overall"]), *p["relations"].items()]
+            for phrasing, s in phrasings.items()]
+
+
 def expansion_rows(expansion):
     if expansion is None:
         return []
@@ -77,7 +88,7 @@ def expansion_rows(expansion):
              f"{validation['tokens_per_char_before']:.3f} -> {validation['tokens_per_char_after']:.3f}")]
 
 
-def summary_rows(corpus, tokenizer, expansion, training, bpb, mc_results, times):
+def summary_rows(corpus, tokenizer, expansion, training, bpb, mc_results, probes, times):
     """(section, measure, value) rows of the run summary."""
     funnel = {row["step"]: row for row in corpus["funnel"]}
     rows = [("data", f"{step}: documents / characters",
@@ -99,6 +110,8 @@ def summary_rows(corpus, tokenizer, expansion, training, bpb, mc_results, times)
     rows += [(model, accuracy_measure(name, shots, scoring, questions, chance, shortened, too_long), f"{accuracy:.1%}")
              for model, name, shots, scoring, accuracy, questions, chance, shortened, too_long
              in accuracy_rows(mc_results)]
+    rows += [(model, f"fact probe, {phrasing} ({facts} facts, chance {chance})", accuracy)
+             for model, relation, phrasing, facts, accuracy, chance, _ in knowledge_rows(probes) if relation == "all"]
     rows += [("wall time", f"{stage} ({jobs} job{'s' * (jobs > 1)})", f"{seconds:,.1f} s")
              for stage, (jobs, seconds) in times.items()]
     return rows
@@ -145,7 +158,7 @@ def tokenizer_page(tokenizer):
                                    ("Validation split", html_table(["measure", "value"], validation))])
 
 
-def evaluation_page(bpb, mc_results):
+def evaluation_page(bpb, mc_results, probes):
     sections = [("Bits per byte and perplexity on the validation split", html_table(
         ["model", "bits per byte", "perplexity", "tokens", "bytes", "bytes / token"],
         [(model_name(r), r["bits_per_byte"], r["perplexity"], r["tokens"], r["bytes"], r["bytes_per_token"])
@@ -162,6 +175,11 @@ def evaluation_page(bpb, mc_results):
                  subjects[subject]["questions"]) for subject in subjects]
         sections.append((f"{model_name(result)} on {result['name']}, per subject", html_table(
             ["subject", *(f"{s['shots']}-shot {s['scoring']}" for s in result["results"]), "questions"], rows)))
+    if probes:
+        sections.append(("Fact probe: the likeliest candidate object, per relation and phrasing (question: the "
+                         "answer to the relation's question)", html_table(
+                             ["model", "relation", "phrasing", "facts", "accuracy", "chance", "mean rank"],
+                             knowledge_rows(probes))))
     return html_page("Evaluation", sections)
 
 
@@ -196,6 +214,7 @@ def add_arguments(ap):
     ap.add_argument("--expansion", type=Path, nargs="?", help="expand_vocab's report, when it ran")
     ap.add_argument("--bpb", type=Path, nargs="+", required=True)
     ap.add_argument("--multiple-choice", type=Path, nargs="*", default=[])
+    ap.add_argument("--knowledge", type=Path, nargs="*", default=[], help="fact-probe JSONs, when a facts file is set")
     ap.add_argument("--samples", type=Path, nargs="+", required=True)
     ap.add_argument("--benchmarks", type=Path, nargs="*", default=[], help="Snakemake benchmark TSVs")
     ap.add_argument("--benchmarks-root", type=Path, default=Path("results/benchmarks"),
@@ -214,14 +233,14 @@ def run(args, progress_stream):
         training["continued pretraining"] = read_json(args.continued)
     expansion = read_json(args.expansion) if args.expansion else None
     bpb, mc_results = [read_json(p) for p in args.bpb], [read_json(p) for p in args.multiple_choice]
-    samples = [read_json(p) for p in args.samples]
+    samples, probes = [read_json(p) for p in args.samples], [read_json(p) for p in args.knowledge]
     times = stage_times(args.benchmarks, args.benchmarks_root)
-    rows = summary_rows(corpus, tokenizer, expansion, training, bpb, mc_results, times)
+    rows = summary_rows(corpus, tokenizer, expansion, training, bpb, mc_results, probes, times)
     write_json(args.json, [{"section": s, "measure": m, "value": v} for s, m, v in rows])
     write_text(args.markdown, "# Run summary\n\n" + markdown_table(["section", "measure", "value"], rows))
     pages = {"summary": html_page("Run summary", [("", html_table(["section", "measure", "value"], rows))]),
              "data": data_page(corpus, args.dedup_report), "tokenizer": tokenizer_page(tokenizer),
-             "evaluation": evaluation_page(bpb, mc_results), "samples": samples_page(samples)}
+             "evaluation": evaluation_page(bpb, mc_results, probes), "samples": samples_page(samples)}
     for name, page in pages.items():
         write_text(args.pages / f"{name}.html", page)
     print(markdown_table(["section", "measure", "value"], rows), file=progress_stream)

@@ -5,12 +5,16 @@
 A multiple-choice set in CMMLU layout: two subjects, 地理 (which province a city is in) and 人物
 (a person's field), each with 5 dev and 40 test questions whose three wrong options are drawn
 from the same world, so a model can only beat the 25% chance level by having learnt the demo
-corpus. And prompts.txt, questions about the world for the generation samples (edit freely).
+corpus. And prompts.txt, questions about the world for the generation samples (edit freely), and
+facts.jsonl for the fact probe (workflow_scripts/knowledge.py): each relation in the phrasing the
+dump states it in (`corpus`), in one it never uses (`held_out`), and as a question, each fact with
+its object and 11 other candidates (chance 1/12).
 Questions and prompts are about the cities and people the demo SFT data leaves out
 (World.evaluated_cities, World.evaluated_people), so they test what pretraining taught.
 Byte-for-byte deterministic.
 """
 import csv
+import json
 from pathlib import Path
 
 from workflow_scripts.demo_data.make_demo_dump import FIELDS, parse_world_args
@@ -45,6 +49,38 @@ def prompts(rng, world):
         "".join(q + "\n" for q in questions) + f"请介绍一下{cities[0]['name']}。\n"
 
 
+# (relation, subject key, object key, the dump's phrasing, a phrasing neither the dump nor the SFT
+# data uses, question, answer)
+RELATIONS = [
+    ("province", "cities", "province", "{subject}是{object}的一座城市", "{subject}所在的省份是{object}",
+     "{subject}位于哪个省？", "{subject}位于{object}。"),
+    ("river", "cities", "river", "{subject}地处{object}流域", "{subject}旁边的河流叫{object}",
+     "哪条河流经{subject}？", "{object}流经{subject}。"),
+    ("hometown", "people", "city", "{subject}去世后，家乡{object}为其修建了纪念馆", "{subject}的籍贯是{object}",
+     "{subject}出生在哪里？", "{subject}出生于{object}。"),
+    ("teacher", "people", "teacher", "{subject}自幼聪颖，十五岁时拜{object}为师", "{subject}的老师名叫{object}",
+     "{subject}的老师是谁？", "{subject}曾师从{object}。"),
+]
+CANDIDATES = 12
+
+
+def facts(rng, world):
+    """The lines of facts.jsonl: each relation, then its facts about the evaluated cities or people."""
+    subjects = {"cities": world.evaluated_cities, "people": world.evaluated_people}
+    pools = {"province": world.provinces, "river": world.rivers, "city": [c["name"] for c in world.cities],
+             "teacher": [p["name"] for p in world.people]}
+    lines = []
+    for name, kind, key, corpus, held_out, question, answer in RELATIONS:
+        lines.append({"relation": name, "templates": {"corpus": corpus, "held_out": held_out},
+                      "question": question, "answer": answer})
+        for entity in subjects[kind]:
+            candidates = rng.sample(sorted(set(pools[key]) - {entity[key]}), CANDIDATES - 1) + [entity[key]]
+            rng.shuffle(candidates)
+            lines.append({"subject": entity["name"], "relation": name, "object": entity[key],
+                          "candidates": candidates})
+    return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
+
+
 def main():
     out, world, rng = parse_world_args(__doc__, stream=2)
     write_subject(out, "地理", rng, [(f"{c['name']}位于哪个省？", c["province"], world.provinces)
@@ -52,7 +88,8 @@ def main():
     write_subject(out, "人物", rng, [(f"{p['name']}主要研究哪个领域？", p["field"], FIELDS)
                                         for p in world.evaluated_people])
     (out / "prompts.txt").write_text(prompts(rng, world), encoding="utf-8")
-    print(f"2 subjects, 5 dev and 40 test questions each, and 9 prompts -> {out}")
+    (out / "facts.jsonl").write_text(facts(rng, world), encoding="utf-8")
+    print(f"2 subjects, 5 dev and 40 test questions each, 9 prompts and {len(RELATIONS)} relations of facts -> {out}")
 
 
 if __name__ == "__main__":
