@@ -161,15 +161,18 @@ def chat_questions():
 
 def test_the_demo_evaluation_asks_nothing_the_demo_chat_data_answers():
     """Scores must measure what pretraining taught: no demo chat question (SFT or DPO) is about a
-    city or person that a demo multiple-choice question or prompt is about."""
+    city or person that a demo multiple-choice question, prompt or fact is about."""
     world = World(random.Random(20261101))
     names = [c["name"] for c in world.cities] + [p["name"] for p in world.people]
-    lines = [line for path in (REPO / "demo/eval").rglob("*.*")
+    lines = [line for path in (REPO / "demo/eval").rglob("*.*") if path.suffix != ".jsonl"
              for line in path.read_text(encoding="utf-8").splitlines()]
+    facts = [json.loads(line) for line in (REPO / "demo/eval/facts.jsonl").read_text(encoding="utf-8").splitlines()]
 
     def subject(text):  # 高超国, not 高超
         return max((name for name in names if name in text), key=len, default=None)
-    asked = {subject(line) for line in lines} - {None}
+    # a fact's candidates name other cities and people; only its subject is asked about
+    asked = {subject(line) for line in lines} | {fact["subject"] for fact in facts if "subject" in fact}
+    asked -= {None}
     questions = chat_questions()
     assert len(asked) >= 80 and len(questions) > 800
     subjects = [subject(q) for q in questions]
