@@ -199,6 +199,13 @@ def test_two_processes_train_as_one_with_the_same_global_batch(data, one_process
     assert saved_model_val_loss(tmp_path / "model", data) == pytest.approx(records[-1]["val_loss"], rel=1e-5)
 
 
+def test_one_deepspeed_process_trains_as_one_ddp_process(data, one_process, tmp_path):
+    """accelerate launch starts a lone process with no rendezvous; DeepSpeed then looked for MPI."""
+    records = pretrain(data, tmp_path, *SMALL, "--max-steps", 2, "--eval-every", 2, "--checkpoint-every", 4,
+                       "--engine", "deepspeed", "--zero-stage", "2")
+    assert [r["loss"] for r in records] == pytest.approx([r["loss"] for r in one_process[1][:2]], rel=1e-5)
+
+
 def test_sigkill_then_rerun_resumes_bitwise(data, one_process, tmp_path):
     options = [*SMALL, "--max-steps", 8, "--eval-every", 4, "--checkpoint-every", 2]
     command = pretrain_command(data, tmp_path, 1) + [str(o) for o in options]

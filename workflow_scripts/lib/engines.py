@@ -9,6 +9,8 @@ also sets RANK/WORLD_SIZE for DeepSpeed).
 import contextlib
 import json
 import math
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,12 +122,25 @@ class AccelerateEngine:
         return self.acc.unwrap_model(self.model)
 
 
+def lone_process_world():
+    """Makes a process started with no rendezvous (accelerate launch runs one process as a plain
+    one) a world of one: without RANK and the rest, deepspeed.init_distributed looks for MPI and
+    fails where mpi4py is missing (one GPU, or one CPU process, with pretrain.engine: deepspeed)."""
+    if "WORLD_SIZE" in os.environ:
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
 class DeepSpeedEngine:
     """deepspeed.initialize with config/deepspeed/zero{2,3}.json; the engine accumulates and clips."""
     name = "deepspeed"
 
     def __init__(self, model, optimizer, scheduler, clip, mixed_precision, zero_stage, shape):
         import deepspeed
+        lone_process_world()
         deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
         config = json.loads((DEEPSPEED_CONFIGS / f"zero{zero_stage}.json").read_text())
         config.update(train_micro_batch_size_per_gpu=shape.micro_batch,
