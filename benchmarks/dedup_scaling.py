@@ -1,18 +1,21 @@
 """Dedup's jobs at corpus scale: peak memory and wall time of each dedup_bands job, of the
-dedup_exact jobs at several join_jobs and of the dedup join, against the single job they replaced,
-on synthetic signatures; and the join's greedy pass against the Python loop it was.
+dedup_exact jobs and dedup_join parts at several join_jobs and of dedup (which concatenates the
+parts), against the single job they replaced, on synthetic signatures; and the join's greedy pass
+against the Python loop it was.
 
     python benchmarks/dedup_scaling.py --documents 1400000 10000000 --band-jobs 4 --join-jobs 1 4 8 \
-        --workdir /tmp/dedup-scaling
+        --before /tmp/dedup-before --workdir /tmp/dedup-scaling
 
 For each size it writes signature files in the minhash stage's layout (20 shards; random 128-value
 signatures, 2 % exact copies and 3 % near copies, whose values differ from an earlier document's
 in 10 to 40 % of positions, a third of them in the previous shard), then runs every job as its own
-process and reads its peak resident memory (VmHWM) as it ends. The single job (datasketch's MinHashLSH
+process and reads its peak resident memory (VmHWM) as it ends. The band jobs run once; their pairs
+are cut into each join_jobs' parts as dedup_bands cuts them. The single job (datasketch's MinHashLSH
 holding every kept document, as dedup was until this benchmark; reference_removals below) runs
-where --baseline-max allows; its removals must equal the new jobs', and the join's report must be
-the same whatever the number of dedup_exact jobs. Peak memory per job is projected to 100 million
-and 1 billion documents from the measured points. Writes benchmarks/results/dedup_scaling.{json,md}.
+where --baseline-max allows; its removals must equal the new jobs', and the report must be the same
+whatever the join_jobs. With --before (a checkout of 12702bb), the one join job that was runs on the
+same copies and pairs. Peak memory per job is projected to 100 million and 1 billion documents
+from the measured points. Writes benchmarks/results/dedup_scaling.{json,md}.
 """
 import argparse
 import subprocess
@@ -121,7 +124,7 @@ def measured(command, log_path, cwd=REPO):
 
 
 def band_jobs_run(folder, paths, band_jobs):
-    """Each dedup_bands job's (name, seconds, MiB), and their pair files."""
+    """Each dedup_bands job's (name, seconds, MiB), and their pair files, all pairs in one join part."""
     jobs, pairs = [], []
     for group in range(band_jobs):
         pairs.append(folder / f"bands-{group}.npz")
@@ -132,42 +135,59 @@ def band_jobs_run(folder, paths, band_jobs):
     return jobs, pairs
 
 
+def pairs_in_parts(folder, paths, pairs, parts):
+    """[[each band job's pair file of part k] for each part]: the one-part files cut as dedup_bands
+    cuts them for `parts` join parts (SignatureFiles.part_cuts), rather than rerun the band jobs."""
+    files = SignatureFiles(paths, ["zhwiki"], NUM_PERM)
+    cuts, (start_ranks, start_ids) = files.part_cuts(parts), files.part_starts(parts)
+    by_part = [[] for _ in range(parts)]
+    for path in pairs:
+        found = dict(np.load(path))
+        part = np.searchsorted(cuts, np.searchsorted(files.ids, found["later_ids"]), side="right")
+        for k in range(parts):
+            mine = part == k
+            by_part[k].append(folder / f"{path.stem}-{k}.npz")
+            np.savez(by_part[k][-1], **{key: found[key][mine] for key in
+                                        ("earlier_ranks", "earlier_ids", "later_ranks", "later_ids", "similarity")},
+                     part_start_ranks=start_ranks, part_start_ids=start_ids, documents=found["documents"])
+    return by_part
+
+
 def join_run(folder, paths, pairs, join_jobs):
-    """Each dedup_exact job's and the join's (name, seconds, MiB), and the join's report, with the
-    exact keys split among join_jobs jobs."""
+    """Each dedup_exact job's, dedup_join part's and the dedup job's (name, seconds, MiB), the exact
+    jobs' files and the report, with the exact keys and the join split among join_jobs jobs."""
     folder = folder / f"join-{join_jobs}"
     folder.mkdir()
-    jobs, copies = [], []
+    jobs, copies, reports = [], [], []
     for group in range(join_jobs):
         copies.append(folder / f"exact-{group}.npz")
         jobs.append((f"dedup_exact {group} of {join_jobs}", *measured(
             [sys.executable, "-m", "workflow_scripts.dedup_exact", "--signatures", *map(str, paths), "--group",
              str(group), "--groups", str(join_jobs), "--out", str(copies[-1]),
              "--stats", str(folder / f"exact-{group}.json")], folder / f"exact-{group}.log")))
+    for part, part_pairs in enumerate(pairs_in_parts(folder, paths, pairs, join_jobs)):
+        reports.append(folder / f"join-{part}.parquet")
+        jobs.append((f"dedup_join {part} of {join_jobs}", *measured(
+            [sys.executable, "-m", "workflow_scripts.dedup_join", "--signatures", *map(str, paths), "--exact",
+             *map(str, copies), "--pairs", *map(str, part_pairs), "--earlier", *map(str, reports[:-1]),
+             "--part", str(part), "--report", str(reports[-1]), "--stats", str(folder / f"join-{part}.json")],
+            folder / f"join-{part}.log")))
     report = folder / "removed.parquet"
-    jobs.append((f"dedup (join of {join_jobs})", *measured(
+    jobs.append((f"dedup (concatenating {join_jobs})", *measured(
+        [sys.executable, "-m", "workflow_scripts.dedup", "--exact", *map(str, copies), "--parts", *map(str, reports),
+         "--part-stats", *(str(folder / f"join-{part}.json") for part in range(join_jobs)), "--threshold",
+         str(THRESHOLD), "--report", str(report), "--stats", str(folder / "stats.json")], folder / "dedup.log")))
+    return jobs, copies, report
+
+
+def join_before(folder, paths, copies, pairs, before):
+    """(name, seconds, MiB) of the join as it was, one job, run from `before` (a checkout of its
+    commit) on the same copies and pairs, and the ids it removed."""
+    report = folder / "removed-before.parquet"
+    job = ("dedup (one join job, before)", *measured(
         [sys.executable, "-m", "workflow_scripts.dedup", "--signatures", *map(str, paths), "--exact",
          *map(str, copies), "--pairs", *map(str, pairs), "--threshold", str(THRESHOLD), "--report", str(report),
-         "--stats", str(folder / "stats.json")], folder / "dedup.log")))
-    return jobs, report
-
-
-def join_before(folder, paths, pairs, before):
-    """(name, seconds, MiB) of the join as it was, run from `before` (a checkout of its commit) on
-    the same pairs, in its format (visiting positions), and the ids it removed."""
-    files = SignatureFiles(paths, ["zhwiki"], NUM_PERM)
-    old_pairs = []
-    for path in pairs:
-        found = np.load(path)
-        old_pairs.append(path.with_name(f"before-{path.name}"))
-        np.savez(old_pairs[-1], earlier=np.searchsorted(files.ids, found["earlier_ids"]),
-                 later=np.searchsorted(files.ids, found["later_ids"]), similarity=found["similarity"],
-                 documents=found["documents"])
-    report = folder / "removed-before.parquet"
-    job = ("dedup (join before)", *measured(
-        [sys.executable, "-m", "workflow_scripts.dedup", "--signatures", *map(str, paths), "--pairs",
-         *map(str, old_pairs), "--threshold", str(THRESHOLD), "--report", str(report), "--stats",
-         str(folder / "stats-before.json")], folder / "dedup-before.log", cwd=before))
+         "--stats", str(folder / "stats-before.json")], folder / "dedup-before.log", cwd=before))
     return job, np.sort(pq.read_table(report, columns=["id"])["id"].to_numpy())
 
 
@@ -208,7 +228,7 @@ def greedy_seconds(folder, paths, band_jobs):
     order, as the join makes them): the loop it was, and the rounds it is; both must agree."""
     files = SignatureFiles(paths, ["zhwiki"], NUM_PERM)
     copies, originals = exact_copies(files.in_visiting_order("exact"))
-    pairs = [np.load(folder / f"bands-{group}.npz") for group in range(band_jobs)]
+    pairs = [np.load(folder / f"bands-{group}.npz") for group in range(band_jobs)]  # one join part
     earlier, later = (np.searchsorted(files.ids, np.concatenate([p[f"{side}_ids"] for p in pairs]))
                       for side in ("earlier", "later"))
     similarity = np.concatenate([p["similarity"] for p in pairs])
@@ -241,14 +261,14 @@ def measure(documents, band_jobs, join_jobs, workdir, baseline_max, before):
     folder = workdir / f"{documents}"
     paths = write_shards(folder / "signatures", documents, seed=documents)
     jobs, pairs = band_jobs_run(folder, paths, band_jobs)
-    if before:
-        job, removed_before = join_before(folder, paths, pairs, before)
-        jobs.append(job)
     removed_by_jobs = {}
     for count in join_jobs:
-        more, report = join_run(folder, paths, pairs, count)
+        more, copies, report = join_run(folder, paths, pairs, count)
         jobs += more
         removed_by_jobs[count] = pq.read_table(report).to_pylist()
+        if before and count == 1:
+            job, removed_before = join_before(folder, paths, copies, pairs, before)
+            jobs.append(job)
     removed = np.sort([r["id"] for r in removed_by_jobs[join_jobs[0]]])
     row = {"documents": documents, "removed": len(removed), "jobs": [
         {"job": name, "seconds": s, "peak_mib": m} for name, s, m in jobs],
@@ -266,18 +286,22 @@ def measure(documents, band_jobs, join_jobs, workdir, baseline_max, before):
 
 def projection(rows, join_jobs, sizes=(100_000_000, 1_000_000_000)):
     """Per-job peak MiB projected to larger corpora by a least-squares line through the measured
-    points: dedup_exact against documents per job, the join and dedup_bands against documents."""
+    points: dedup_exact and dedup_join against documents per job, dedup and dedup_bands against
+    documents."""
     def fitted(points):
         x, y = np.array(points, dtype=float).T
         slope, intercept = np.polyfit(x, y, 1)
         return lambda n: round(intercept + slope * n)
-    exact = fitted([(row["documents"] / int(job["job"].split()[-1]), job["peak_mib"])
-                    for row in rows for job in row["jobs"] if job["job"].startswith("dedup_exact")])
-    join = fitted([(row["documents"], job["peak_mib"]) for row in rows for job in row["jobs"]
-                   if job["job"].startswith("dedup (join")])
+    def per_job(name):
+        return fitted([(row["documents"] / int(job["job"].split()[-1]), job["peak_mib"])
+                       for row in rows for job in row["jobs"] if job["job"].startswith(name)])
+    exact, join = per_job("dedup_exact"), per_job("dedup_join")
+    concatenating = fitted([(row["documents"], job["peak_mib"]) for row in rows for job in row["jobs"]
+                            if job["job"].startswith("dedup (concatenating")])
     bands = fitted([(row["documents"], job["peak_mib"]) for row in rows for job in row["jobs"]
                     if job["job"].startswith("dedup_bands")])
-    return [{"documents": n, **{f"dedup_exact of {j}": exact(n / j) for j in join_jobs}, "dedup (join)": join(n),
+    return [{"documents": n, **{f"dedup_exact of {j}": exact(n / j) for j in join_jobs},
+             **{f"dedup_join of {j}": join(n / j) for j in join_jobs}, "dedup": concatenating(n),
              "dedup_bands": bands(n)} for n in sizes]
 
 
@@ -305,8 +329,11 @@ def markdown(report):
                      + f". The greedy pass alone: {greedy['loop (before)']} s as a loop, "
                        f"{greedy['rounds (after)']} s in rounds.")
     names = [key for key in report["projection"][0] if key != "documents"]
-    lines += ["", "Peak MiB per job projected from these points (a least-squares line: dedup_exact against its "
-              "share of the documents, the others against the documents):", "",
+    lines += ["", "Peak MiB per job projected from these points (a least-squares line: dedup_exact and dedup_join "
+              "against their share of the documents, the others against the documents). Every job that reads "
+              "the shards holds one shard's arrays at a time (dedup_join: its ids, sources and titles), and here "
+              f"the {SHARDS} shards grow with the corpus, so the projection counts that floor as growth too; a "
+              "corpus split into more shards (extract.shards) keeps it at one shard's size:", "",
               "| documents | " + " | ".join(names) + " |", "|---:|" + "---:|" * len(names)]
     for row in report["projection"]:
         lines.append(f"| {row['documents']:,} | " + " | ".join(f"{row[name]:,}" for name in names) + " |")
@@ -322,8 +349,8 @@ def main():
     ap.add_argument("--join-jobs", type=int, nargs="+", default=[1, 4, 8])
     ap.add_argument("--baseline-max", type=int, default=1_400_000,
                     help="largest size the single job runs at (it needs about 5 KB per document)")
-    ap.add_argument("--before", type=Path, help="a checkout of the commit before the exact jobs (caacc5f), whose "
-                    "join runs on the same pairs")
+    ap.add_argument("--before", type=Path, help="a checkout of the commit before the join parts (12702bb), whose "
+                    "one join job runs on the same copies and pairs")
     ap.add_argument("--workdir", type=Path, required=True, help="a folder that does not exist yet")
     args = ap.parse_args()
     args.workdir.mkdir(parents=True)

@@ -93,7 +93,7 @@ def stage_benchmarks(wildcards):
         pattern = strip_wildcard_constraints(str(stage.benchmark))
         paths.update(expand(pattern, shard=shards, part=parts, split=SPLITS, model=MODELS, set=list(MC_SETS),
                             tokens=list(TOKENIZERS), kind=CHAT_KINDS, fetched=RUN_FETCHES, group=BAND_GROUPS,
-                            key_group=KEY_GROUPS))
+                            key_group=KEY_GROUPS, join_part=JOIN_PARTS))
     return sorted(paths)
 
 
@@ -109,7 +109,10 @@ EXTRA_CORPORA = extra_corpora(config)
 EXTRA_PARTS = [f"{c['name']}-{i:03d}" for c in EXTRA_CORPORA for i in range(c["shards"])]
 PARTS = [f"zhwiki-{shard}" for shard in SHARDS] + EXTRA_PARTS
 BAND_GROUPS = [str(group) for group in range(config["dedup"]["band_jobs"])]
+# dedup.join_jobs sets both how many dedup_exact jobs share the exact keys and how many dedup_join
+# parts share the visiting order
 KEY_GROUPS = [str(group) for group in range(config["dedup"]["join_jobs"])]
+JOIN_PARTS = KEY_GROUPS
 SPLITS = ["train", "validation"]
 FETCHED = "results/fetched"
 # Relative to the working directory, so that a run moved or copied elsewhere (a cluster's other

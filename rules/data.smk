@@ -152,7 +152,7 @@ rule dedup_band_group:
     input:
         signatures=expand(rules.minhash_part.output.signatures, part=PARTS),
     output:
-        pairs="results/dedup/bands/{group}.npz",
+        pairs=expand("results/dedup/bands/{{group}}/{join_part}.npz", join_part=JOIN_PARTS),
         stats="results/dedup/bands/{group}.json",
     params:
         groups=config["dedup"]["band_jobs"],
@@ -194,18 +194,41 @@ rule dedup_exact_group:
         " --stats {output.stats} --log {log}"
 
 
-rule dedup:
+rule dedup_join_part:
     input:
         signatures=expand(rules.minhash_part.output.signatures, part=PARTS),
         exact=expand(rules.dedup_exact_group.output.copies, key_group=KEY_GROUPS),
-        pairs=expand(rules.dedup_band_group.output.pairs, group=BAND_GROUPS),
+        pairs=expand("results/dedup/bands/{group}/{{join_part}}.npz", group=BAND_GROUPS),
+        earlier=lambda w: expand("results/dedup/join/{join_part}.parquet", join_part=range(int(w.join_part))),
+    output:
+        report="results/dedup/join/{join_part}.parquet",
+        stats="results/dedup/join/{join_part}.json",
+    params:
+        corpus_order=" ".join(corpus_weights(config, EXTRA_CORPORA)),
+        code=code_fingerprint("dedup_join"),
+    log:
+        "results/logs/dedup_join/{join_part}.log",
+    benchmark:
+        "results/benchmarks/dedup_join/{join_part}.tsv"
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python -m workflow_scripts.dedup_join --signatures {input.signatures} --exact {input.exact}"
+        " --pairs {input.pairs} --earlier {input.earlier} --part {wildcards.join_part}"
+        " --corpus-order {params.corpus_order} --report {output.report} --stats {output.stats} --log {log}"
+
+
+rule dedup:
+    input:
+        exact=expand(rules.dedup_exact_group.output.copies, key_group=KEY_GROUPS),
+        parts=expand(rules.dedup_join_part.output.report, join_part=JOIN_PARTS),
+        part_stats=expand(rules.dedup_join_part.output.stats, join_part=JOIN_PARTS),
     output:
         report="results/dedup/removed.parquet",
         stats="results/dedup/stats.json",
     params:
         threshold=config["dedup"]["threshold"],
         num_perm=config["dedup"]["num_perm"],
-        corpus_order=" ".join(corpus_weights(config, EXTRA_CORPORA)),
         code=code_fingerprint("dedup"),
     log:
         "results/logs/dedup.log",
@@ -214,9 +237,9 @@ rule dedup:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.dedup --signatures {input.signatures} --exact {input.exact} --pairs {input.pairs}"
-        " --threshold {params.threshold} --num-perm {params.num_perm} --corpus-order {params.corpus_order}"
-        " --report {output.report} --stats {output.stats} --log {log}"
+        "python -m workflow_scripts.dedup --exact {input.exact} --parts {input.parts} --part-stats {input.part_stats}"
+        " --threshold {params.threshold} --num-perm {params.num_perm} --report {output.report}"
+        " --stats {output.stats} --log {log}"
 
 
 rule split:

@@ -39,6 +39,11 @@ rule dedup_exact:
         expand(rules.dedup_exact_group.output.copies, key_group=KEY_GROUPS),
 
 
+rule dedup_join:
+    input:
+        expand(rules.dedup_join_part.output.report, join_part=JOIN_PARTS),
+
+
 rule fetch_data:
     input:
         expand(rules.fetch_url.output.folder, fetched=RUN_FETCHES),

@@ -104,18 +104,26 @@ def run_ok(stage, *args):
 
 
 def run_dedup(tmp, signatures, *options, band_jobs=1, join_jobs=1, corpus_order=("zhwiki",)):
-    """dedup_bands in band_jobs groups and dedup_exact in join_jobs groups, then dedup, as the rules
-    chain them: the removed documents."""
+    """dedup_bands in band_jobs groups and dedup_exact in join_jobs groups, then dedup_join in
+    join_jobs parts and dedup, as the rules chain them: the removed documents."""
     order = ["--corpus-order", *corpus_order]
-    pairs = [tmp / f"pairs-{group}.npz" for group in range(band_jobs)]
-    for group, out in enumerate(pairs):
+    parts = range(join_jobs)
+    for group in range(band_jobs):
         run_ok("dedup_bands", "--signatures", *signatures, "--group", group, "--groups", band_jobs, *options,
-               *order, "--out", out, "--stats", tmp / f"pairs-{group}.json")
+               *order, "--out", *(tmp / f"pairs-{group}-{part}.npz" for part in parts),
+               "--stats", tmp / f"pairs-{group}.json")
     copies = [tmp / f"exact-{group}.npz" for group in range(join_jobs)]
     for group, out in enumerate(copies):
         run_ok("dedup_exact", "--signatures", *signatures, "--group", group, "--groups", join_jobs, *order,
                "--out", out, "--stats", tmp / f"exact-{group}.json")
-    run_ok("dedup", "--signatures", *signatures, "--exact", *copies, "--pairs", *pairs, *options, *order,
+    reports = [tmp / f"join-{part}.parquet" for part in parts]
+    for part in parts:
+        run_ok("dedup_join", "--signatures", *signatures, "--exact", *copies,
+               "--pairs", *(tmp / f"pairs-{group}-{part}.npz" for group in range(band_jobs)),
+               "--earlier", *reports[:part], "--part", part, *order, "--report", reports[part],
+               "--stats", tmp / f"join-{part}.json")
+    run_ok("dedup", "--exact", *copies, "--parts", *reports,
+           "--part-stats", *(tmp / f"join-{part}.json" for part in parts), *options,
            "--report", tmp / "removed.parquet", "--stats", tmp / "dedup.json")
     return pq.read_table(tmp / "removed.parquet").to_pylist()
 

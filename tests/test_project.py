@@ -16,10 +16,10 @@ from conftest import REPO, run_ok
 from workflow_scripts.demo_data.make_demo_dump import World
 from workflow_scripts.lib.code_fingerprint import module_file
 
-STAGES = ["download", "extract", "convert", "clean", "minhash", "dedup_bands", "dedup_exact", "dedup", "split",
-          "corpus_summary", "tokenizer", "tokens", "tokens_index", "pretrain", "sft", "chat", "multiple_choice",
-          "bits_per_byte", "knowledge", "samples", "run_summary", "launch", "dpo", "ingest", "chat_data", "fetch_data",
-          "serve"]
+STAGES = ["download", "extract", "convert", "clean", "minhash", "dedup_bands", "dedup_exact", "dedup_join", "dedup",
+          "split", "corpus_summary", "tokenizer", "tokens", "tokens_index", "pretrain", "sft", "chat",
+          "multiple_choice", "bits_per_byte", "knowledge", "samples", "run_summary", "launch", "dpo", "ingest",
+          "chat_data", "fetch_data", "serve"]
 
 
 def schema_keys(schema, prefix=""):

@@ -69,14 +69,14 @@ def test_clean_drops_each_kind_and_counts_it(tmp_path, text, reason):
     assert stats["removed"][reason] == 1 and sum(stats["removed"].values()) == 1
 
 
-def dedup(tmp_path, shards, threshold=0.8, ngram=5, num_perm=128):
+def dedup(tmp_path, shards, threshold=0.8, ngram=5, num_perm=128, join_jobs=1):
     signatures = []
     for n, docs in enumerate(shards):
         src = write_docs(tmp_path / f"clean-{n}.parquet", docs)
         signatures.append(tmp_path / f"sig-{n}.npz")
         run_ok("minhash", "--input", src, "--ngram", ngram, "--num-perm", num_perm, "--seed", 1,
                "--out", signatures[-1])
-    return run_dedup(tmp_path, signatures, "--threshold", threshold, "--num-perm", num_perm)
+    return run_dedup(tmp_path, signatures, "--threshold", threshold, "--num-perm", num_perm, join_jobs=join_jobs)
 
 
 def test_the_default_settings_find_copies_of_real_text_with_three_percent_changed(tmp_path):
@@ -150,8 +150,8 @@ def test_dedup_of_an_empty_corpus_says_what_to_loosen(tmp_path):
     run_ok("minhash", "--input", src, "--out", tmp_path / "sig.npz")
     run_ok("dedup_exact", "--signatures", tmp_path / "sig.npz", "--group", 0, "--groups", 1, "--out",
            tmp_path / "exact.npz", "--stats", tmp_path / "exact.json")
-    result = run_stage("dedup", "--signatures", tmp_path / "sig.npz", "--exact", tmp_path / "exact.npz",
-                       "--pairs", tmp_path / "sig.npz", "--report", tmp_path / "r.parquet",
+    result = run_stage("dedup_join", "--signatures", tmp_path / "sig.npz", "--exact", tmp_path / "exact.npz",
+                       "--pairs", tmp_path / "sig.npz", "--part", 0, "--report", tmp_path / "r.parquet",
                        "--stats", tmp_path / "s.json")
     assert result.returncode == 1
     assert "clean left no documents" in result.stderr and "Traceback" not in result.stderr
@@ -168,14 +168,31 @@ def test_band_jobs_and_their_join_remove_what_the_single_job_did(tmp_path):
     expected = [(int(ids[p]), kind, int(ids[o]), round(sim, 4)) for p, kind, o, sim in reference]
     assert len(expected) > 150 and {kind for _, kind, _, _ in expected} == {"exact", "near"}
     pairs = {}
-    for band_jobs, join_jobs in ((1, 1), (3, 4)):
+    for band_jobs, join_jobs in ((1, 1), (3, 7)):
         (tmp_path / str(band_jobs)).mkdir()
         removed = run_dedup(tmp_path / str(band_jobs), paths, "--threshold", 0.55, band_jobs=band_jobs,
                             join_jobs=join_jobs)
         assert [(r["id"], r["kind"], r["duplicate_of"], r["similarity"]) for r in removed] == expected
-        found = [np.load(path) for path in sorted((tmp_path / str(band_jobs)).glob("pairs-*.npz"))]
+        found = [np.load(path) for path in sorted((tmp_path / str(band_jobs)).glob("pairs-*-*.npz"))]
         pairs[band_jobs] = [pair for f in found for pair in zip(f["earlier_ids"].tolist(), f["later_ids"].tolist())]
     assert sorted(pairs[3]) == sorted(set(pairs[1])) == sorted(pairs[1])
+    parts = [json.loads((tmp_path / "3" / f"join-{part}.json").read_text()) for part in range(7)]
+    assert all(part["settled_by_earlier_parts"] for part in parts[1:])  # pairs across parts
+
+
+def test_a_copy_of_a_document_an_earlier_join_part_removed_points_to_that_ones_original(tmp_path):
+    """One document per part: 2 is a near copy of 1, and 3 an exact copy of 2, so 3 is removed as
+    2 was, a near copy of 1 (the kept one) with 2's similarity to it, as one job decides."""
+    a = chinese(1)
+    shards = [[{"id": 1, "text": a}, {"id": 2, "text": near_copy(a, 0)}, {"id": 3, "text": near_copy(a, 0)}]]
+    rows = {}
+    for join_jobs in (1, 3):
+        (tmp_path / str(join_jobs)).mkdir()
+        rows[join_jobs] = [(r["id"], r["kind"], r["duplicate_of"], r["duplicate_of_title"], r["similarity"])
+                           for r in dedup(tmp_path / str(join_jobs), shards, join_jobs=join_jobs)]
+    assert rows[3] == rows[1] and [row[:4] for row in rows[1]] == [(2, "near", 1, "t1"), (3, "near", 1, "t1")]
+    assert rows[1][0][4] == rows[1][1][4] < 1
+    assert json.loads((tmp_path / "3/join-2.json").read_text())["copies_of_documents_removed_by_earlier_parts"] == 1
 
 
 @pytest.mark.parametrize("shape", ["random", "chain"])
@@ -215,9 +232,9 @@ def test_dedup_stops_on_pairs_of_another_corpus(tmp_path):
            tmp_path / "pairs.npz", "--stats", tmp_path / "pairs.json")
     run_ok("dedup_exact", "--signatures", tmp_path / "a.npz", "--group", 0, "--groups", 1, "--out",
            tmp_path / "exact.npz", "--stats", tmp_path / "exact.json")
-    run_fails("dedup", r"pairs\.npz: made from 2 documents, but the signatures hold 3; rerun dedup_bands",
+    run_fails("dedup_join", r"pairs\.npz: made from 2 documents, but the signatures hold 3; rerun dedup_bands",
               "--signatures", tmp_path / "a.npz", "--exact", tmp_path / "exact.npz", "--pairs", tmp_path / "pairs.npz",
-              "--report", tmp_path / "r.parquet", "--stats", tmp_path / "s.json")
+              "--part", 0, "--report", tmp_path / "r.parquet", "--stats", tmp_path / "s.json")
 
 
 def test_split_is_deterministic_disjoint_and_skips_removed(tmp_path):
@@ -244,7 +261,9 @@ def test_split_is_deterministic_disjoint_and_skips_removed(tmp_path):
                      "{tmp}/s.json"]),
     ("dedup_exact", ["--signatures", "{bad}", "--group", "0", "--groups", "1", "--out", "{tmp}/o.npz", "--stats",
                      "{tmp}/s.json"]),
-    ("dedup", ["--signatures", "{bad}", "--exact", "{bad}", "--pairs", "{bad}", "--report", "{tmp}/r.parquet",
+    ("dedup_join", ["--signatures", "{bad}", "--exact", "{bad}", "--pairs", "{bad}", "--part", "0", "--report",
+                    "{tmp}/r.parquet", "--stats", "{tmp}/s.json"]),
+    ("dedup", ["--exact", "{bad}", "--parts", "{bad}", "--part-stats", "{bad}", "--report", "{tmp}/r.parquet",
                "--stats", "{tmp}/s.json"]),
     ("split", ["--inputs", "{good}", "--removed", "{bad}", "--train", "{tmp}/t.parquet", "--validation",
                "{tmp}/v.parquet", "--stats", "{tmp}/s.json"]),

@@ -15,7 +15,7 @@ from conftest import FileServer, snakemake, zip_of
 
 pytestmark = pytest.mark.slow
 DATA_JOBS = {"extract_shard", "convert_part", "clean_part", "minhash_part", "dedup_band_group", "dedup_exact_group",
-             "dedup", "split", "corpus_summary"}
+             "dedup_join_part", "dedup", "split", "corpus_summary"}
 EVAL_JOBS = {"bits_per_byte_model": 2, "multiple_choice_model": 2, "knowledge_model": 2, "samples_model": 2,
              "run_summary": 1}
 
@@ -79,7 +79,7 @@ def test_changing_opencc_config_reruns_convert_and_downstream(built):
 
 def test_changing_dedup_threshold_reruns_dedup_and_split_only(built):
     jobs = jobs_after_edit(built, "dedup", "threshold", 0.7)
-    assert set(jobs) == {"dedup_band_group", "dedup", "split", "corpus_summary", "corpus"}
+    assert set(jobs) == {"dedup_band_group", "dedup_join_part", "dedup", "split", "corpus_summary", "corpus"}
 
 
 def test_changing_vocab_size_reruns_the_tokenizer_and_after_only(built):
@@ -196,8 +196,8 @@ def test_run_summary_covers_every_stage(built):
     sections = {row["section"] for row in rows}
     assert {"data", "tokenizer", "pretrain", "sft", "base_model", "sft_model", "wall time"} <= sections
     timed = {row["measure"].split(" (")[0] for row in rows if row["section"] == "wall time"}
-    assert timed == {"download", "extract", "convert", "clean", "minhash", "dedup_bands", "dedup_exact", "dedup",
-                     "split", "corpus_summary",
+    assert timed == {"download", "extract", "convert", "clean", "minhash", "dedup_bands", "dedup_exact", "dedup_join",
+                     "dedup", "split", "corpus_summary",
                      "tokenizer", "tokens", "tokens_index", "base_model", "chat_data", "sft_model", "bits_per_byte",
                      "multiple_choice", "knowledge", "samples"}
     measures = {(row["section"], row["measure"]) for row in rows}
@@ -239,8 +239,8 @@ def test_a_logic_change_reruns_the_stage_and_what_follows_it_only(built):
     jobs = jobs_after_code_edit(built, "clean", lambda s: s.replace("def han_fraction(text):\n",
                                                                     "def han_fraction(text):\n    text = text[:]\n"),
                                 "corpus")
-    assert set(jobs) == {"clean_part", "minhash_part", "dedup_band_group", "dedup_exact_group", "dedup", "split",
-                         "corpus_summary", "corpus"}  # not extract
+    assert set(jobs) == {"clean_part", "minhash_part", "dedup_band_group", "dedup_exact_group", "dedup_join_part",
+                         "dedup", "split", "corpus_summary", "corpus"}  # not extract
 
 
 def test_a_function_only_evaluation_reaches_reruns_evaluation_never_training(built):
@@ -318,7 +318,8 @@ def test_the_real_dump_presets_plan_a_gpu_run(workflow_dir):
     presets = ("--configfile", "config.yaml", "config/presets/zhwiki.yaml", "config/presets/gpu-0.1b.yaml")
     assert planned_jobs(workflow_dir, "base_model", *presets) == {
         "download": 1, "extract_shard": 32, "convert_part": 32, "clean_part": 32, "minhash_part": 32,
-        "dedup_band_group": 2, "dedup_exact_group": 1, "dedup": 1, "split": 1, "tokenizer": 1, "token_shard": 32,
+        "dedup_band_group": 2, "dedup_exact_group": 1, "dedup_join_part": 1, "dedup": 1, "split": 1, "tokenizer": 1,
+        "token_shard": 32,
         "tokens_index": 1, "base_model": 1}
     command = snakemake(workflow_dir, "-n", "-p", "base_model", *presets).stdout
     assert "workflow_scripts.launch --gpus 8 --processes 1 --nodes 1 -- -m workflow_scripts.pretrain" in command
@@ -476,7 +477,7 @@ def test_a_corpus_filtered_to_nothing_fails_and_keeps_earlier_results(built, tmp
     before = extract.stat().st_mtime_ns
     result = snakemake(built, "corpus", *with_override(tmp_path, "clean:\n  min_chars: 1000000\n"), check=False)
     assert result.returncode == 1
-    assert "dedup: error: clean left no documents" in result.stderr
+    assert "dedup_join: error: clean left no documents" in result.stderr
     assert extract.stat().st_mtime_ns == before
     assert (built / "results/corpus/train.parquet").exists()
     assert planned_jobs(built)["clean_part"] == 2  # the default settings rebuild what the failed run replaced
@@ -514,7 +515,7 @@ def test_corpora_preset_mixes_three_formats_with_zhwiki(built, tmp_path):
     with_mirror = ("--configfile", "config.yaml", str(tmp_path / "mirror.yaml"))
     assert planned_jobs(built, "corpus", *with_mirror) == {
         "ingest_part": 1, "convert_part": 1, "clean_part": 1, "minhash_part": 1, "dedup_band_group": 2,
-        "dedup_exact_group": 1, "dedup": 1, "split": 1, "corpus_summary": 1, "corpus": 1}
+        "dedup_exact_group": 1, "dedup_join_part": 1, "dedup": 1, "split": 1, "corpus_summary": 1, "corpus": 1}
     snakemake(built, "corpus", *with_mirror)
     removed = pq.read_table(built / "results/dedup/removed.parquet").to_pylist()
     assert sorted(r["duplicate_of"] for r in removed if r["source"] == "mirror") == sorted(d["id"] for d in copies)

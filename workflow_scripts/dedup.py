@@ -1,119 +1,90 @@
-"""Remove exact and near-duplicate documents across all shards and corpora: the join of
-dedup_exact's copies and dedup_bands' pairs.
+"""The dedup report and its counts: the dedup_join parts' reports, concatenated in part order.
 
-    python -m workflow_scripts.dedup --signatures minhash/*.npz --exact dedup/exact/*.npz \
-        --pairs dedup/bands/*.npz --threshold 0.55 --num-perm 128 --corpus-order zhwiki textbook \
-        --report dedup/removed.parquet --stats dedup/stats.json
+    python -m workflow_scripts.dedup --exact dedup/exact/*.npz --parts dedup/join/0.parquet \
+        dedup/join/1.parquet --part-stats dedup/join/0.json dedup/join/1.json --threshold 0.55 \
+        --num-perm 128 --report dedup/removed.parquet --stats dedup/stats.json
 
-Documents are visited corpus by corpus in --corpus-order (zhwiki first, then the extra corpora as
-config lists them), each in ascending id, so the outcome does not depend on the number of shards
-or their order, and of two copies the one in the corpus listed first is kept: a document whose
-whitespace-free text hashes like an earlier one's is an exact duplicate; otherwise one whose
-estimated Jaccard similarity with an earlier kept document reaches --threshold (the pairs that
-dedup_bands found in LSH buckets) is a near duplicate of the most similar such document
-(lib.near_duplicates.greedy_removals). The report lists each removed document with the one it
-duplicated; the split stage drops them. Memory: the copies and the pairs only, never an array over
-every document (468 MB at 10 million documents with 5 % duplicates, where the join that held the
-exact keys of all took 1,512 MB; benchmarks/results/dedup_scaling.md).
+The report lists each removed document (in visiting order: corpus by corpus in config order, each
+by id) with the one it duplicated; the split stage drops them. The counts per corpus take its
+documents from the dedup_exact jobs and its removals from the parts. Memory: one part at a time.
 """
+import json
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
+from workflow_scripts.lib.atomic_files import atomic_path, read_json, write_json
+from workflow_scripts.lib.dedup_report import REPORT_SCHEMA
+from workflow_scripts.lib.documents import open_parquet
+from workflow_scripts.lib.near_duplicates import band_shape
 from workflow_scripts.lib.settings import add_settings
-from workflow_scripts.lib.atomic_files import atomic_path, write_json
+from workflow_scripts.lib.signature_files import load_npz
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
-from workflow_scripts.lib.near_duplicates import band_shape, greedy_removals
-from workflow_scripts.lib.signature_files import NamedDocuments, load_npz, shard_documents
-
-REPORT_SCHEMA = pa.schema([("id", pa.int64()), ("title", pa.string()), ("source", pa.string()),
-                           ("kind", pa.string()), ("duplicate_of", pa.int64()), ("duplicate_of_title", pa.string()),
-                           ("duplicate_of_source", pa.string()), ("similarity", pa.float64())])
-
-
-def job_outputs(paths, fields, documents, rerun):
-    """The concatenated fields of each job's .npz, every job having seen `documents` documents."""
-    parts = []
-    for path in paths:
-        found = load_npz(path)
-        if int(found["documents"]) != documents:
-            raise StageError(f"{path}: made from {int(found['documents'])} documents, but the signatures hold "
-                             f"{documents}; rerun {rerun}")
-        parts.append([found[field] for field in fields])
-    return [np.concatenate(arrays) for arrays in zip(*parts)]
-
-
-def counts_by_source(corpora, corpus_documents, sources, exact):
-    """Documents in, duplicates removed and documents out for each corpus, from the dedup_exact
-    jobs' documents per corpus and the removed documents' corpora and kinds."""
-    per_corpus, removed = Counter(), Counter(zip(sources.tolist(), exact.tolist()))
-    for name, total in zip(corpora.tolist(), corpus_documents.tolist()):
-        per_corpus[name] += total
-    counts = {}
-    for name, total in sorted(per_corpus.items()):
-        entry = {"documents_in": total, "exact_duplicates": removed[name, True],
-                 "near_duplicates": removed[name, False]}
-        counts[name] = {**entry, "documents_out": total - entry["exact_duplicates"] - entry["near_duplicates"]}
-    return counts
-
-
-def titles_and_sources(paths, corpus_order, named):
-    """The title and corpus of each named document, reading one shard at a time."""
-    titles, sources = np.empty(len(named), dtype=object), np.empty(len(named), dtype=object)
-    for shard_sources, ranks, ids, shard_titles in shard_documents(paths, corpus_order, "titles"):
-        numbers = named.index(ranks, ids)
-        found = numbers >= 0
-        titles[numbers[found]] = shard_titles[found].tolist()
-        sources[numbers[found]] = shard_sources[found].tolist()
-    return titles, sources
-
-
-def report_table(named, titles, sources, removed, exact, original, similarity):
-    """The report: each removed document and its original, by id, title and corpus."""
-    return pa.table({"id": named.ids[removed], "title": titles[removed], "source": sources[removed],
-                     "kind": np.where(exact, "exact", "near"), "duplicate_of": named.ids[original],
-                     "duplicate_of_title": titles[original], "duplicate_of_source": sources[original],
-                     "similarity": [round(value, 4) for value in similarity.tolist()]}, schema=REPORT_SCHEMA)
 
 
 def add_arguments(ap):
-    ap.add_argument("--signatures", type=Path, nargs="+", required=True)
     ap.add_argument("--exact", type=Path, nargs="+", required=True, help="every dedup_exact job's .npz")
-    ap.add_argument("--pairs", type=Path, nargs="+", required=True, help="every dedup_bands job's .npz")
+    ap.add_argument("--parts", type=Path, nargs="+", required=True, help="every dedup_join part's report, in order")
+    ap.add_argument("--part-stats", type=Path, nargs="+", required=True, help="every dedup_join part's stats")
     add_settings(ap, "dedup", "threshold", "num_perm")
-    ap.add_argument("--corpus-order", nargs="*", default=["zhwiki"], help="whose copy is kept: the first corpus's")
     ap.add_argument("--report", type=Path, required=True, help="Parquet: each removed document and its original")
     ap.add_argument("--stats", type=Path, required=True)
 
 
+def documents_per_corpus(paths):
+    """{corpus: documents} over the dedup_exact jobs, each holding its group's."""
+    counts = Counter()
+    for path in paths:
+        found = load_npz(path)
+        counts.update(dict(zip(found["corpora"].tolist(), found["corpus_documents"].tolist())))
+    return counts
+
+
+def counts_by_source(documents, parts):
+    """Documents in, duplicates removed and documents out for each corpus."""
+    removed = Counter()
+    for stats in parts:
+        for source, kinds in stats["removed_by_source"].items():
+            removed[source, "exact"] += kinds["exact"]
+            removed[source, "near"] += kinds["near"]
+    counts = {}
+    for name, total in sorted(documents.items()):
+        entry = {"documents_in": total, "exact_duplicates": removed[name, "exact"],
+                 "near_duplicates": removed[name, "near"]}
+        counts[name] = {**entry, "documents_out": total - entry["exact_duplicates"] - entry["near_duplicates"]}
+    return counts
+
+
+def part_stats(path):
+    try:
+        return read_json(path)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise StageError(f"{path}: not a dedup_join stats file ({err}); rerun dedup_join") from None
+
+
+def concatenated(parts, out):
+    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, REPORT_SCHEMA) as writer:
+        for path in parts:
+            table = open_parquet(path, "rerun dedup_join").read()
+            if not table.schema.equals(REPORT_SCHEMA):
+                raise StageError(f"{path}: not a dedup_join report (columns {table.schema.names}); rerun dedup_join")
+            writer.write_table(table)
+
+
 def run(args, progress_stream):
-    documents = int(load_npz(args.exact[0])["documents"])
-    if documents == 0:
-        raise StageError("clean left no documents in any shard (see results/clean/*.json for what each filter "
-                         "removed); loosen the clean: thresholds in config.yaml")
-    copy_ranks, copy_ids, original_ranks, original_ids, corpora, corpus_documents = job_outputs(
-        args.exact, ["copy_ranks", "copy_ids", "original_ranks", "original_ids", "corpora", "corpus_documents"],
-        documents, "dedup_exact")
-    earlier_ranks, earlier_ids, later_ranks, later_ids, similarity = job_outputs(
-        args.pairs, ["earlier_ranks", "earlier_ids", "later_ranks", "later_ids", "similarity"], documents,
-        "dedup_bands")
-    named = NamedDocuments(np.concatenate([copy_ranks, original_ranks, earlier_ranks, later_ranks]),
-                           np.concatenate([copy_ids, original_ids, earlier_ids, later_ids]))
-    removed, exact, original, similarity = greedy_removals(
-        len(named), named.index(copy_ranks, copy_ids), named.index(original_ranks, original_ids),
-        named.index(earlier_ranks, earlier_ids), named.index(later_ranks, later_ids), similarity)
-    titles, sources = titles_and_sources(args.signatures, args.corpus_order, named)
-    with atomic_path(args.report) as tmp:
-        pq.write_table(report_table(named, titles, sources, removed, exact, original, similarity), tmp)
+    documents = documents_per_corpus(args.exact)
+    concatenated(args.parts, args.report)
+    parts = [part_stats(path) for path in args.part_stats]
+    by_source = counts_by_source(documents, parts)
+    exact = sum(entry["exact_duplicates"] for entry in by_source.values())
+    near = sum(entry["near_duplicates"] for entry in by_source.values())
     bands, band_rows = band_shape(args.threshold, args.num_perm)
-    stats = {"documents_in": documents, "exact_duplicates": int(np.count_nonzero(exact)),
-             "near_duplicates": int(np.count_nonzero(~exact)), "documents_out": documents - len(removed),
-             "threshold": args.threshold, "num_perm": args.num_perm, "lsh_bands": bands, "lsh_rows": band_rows,
-             "band_jobs": len(args.pairs), "join_jobs": len(args.exact),
-             "by_source": counts_by_source(corpora, corpus_documents, sources[removed], exact)}
+    total = sum(documents.values())
+    stats = {"documents_in": total, "exact_duplicates": exact, "near_duplicates": near,
+             "documents_out": total - exact - near, "threshold": args.threshold, "num_perm": args.num_perm,
+             "lsh_bands": bands, "lsh_rows": band_rows, "band_jobs": parts[0]["band_jobs"],
+             "join_jobs": len(args.parts), "by_source": by_source}
     write_json(args.stats, stats)
     log.info("%s", stats)
 

@@ -1,15 +1,17 @@
 """Near-duplicate candidates of one group of LSH bands, across all shards and corpora (input to dedup).
 
     python -m workflow_scripts.dedup_bands --signatures minhash/*.npz --group 0 --groups 4 \
-        --threshold 0.55 --num-perm 128 --corpus-order zhwiki textbook --out dedup/bands/0.npz \
-        --stats dedup/bands/0.json
+        --threshold 0.55 --num-perm 128 --corpus-order zhwiki textbook \
+        --out dedup/bands/0/0.npz dedup/bands/0/1.npz --stats dedup/bands/0.json
 
 Group K of G takes bands K, K+G, K+2G, ... of the LSH (lib.near_duplicates.band_shape). It reads
 each shard's signatures in turn and keeps only a 64-bit key per document and band, then reads
 again the signatures of the documents that share a bucket, and writes the pairs among them whose
 band values are equal and whose estimated Jaccard reaches --threshold, each pair once over all
 jobs (in the first band whose values it shares; lib.near_duplicates.verified_pairs), each
-document by its corpus rank and id (lib.signature_files), the earlier in visiting order first.
+document by its corpus rank and id (lib.signature_files), the earlier in visiting order first:
+one file per join part (--out, in part order) with the pairs whose later document is in that
+part, and in each where every part starts.
 Memory: 8 bytes per document and band of the group, plus the signatures of documents in shared
 buckets; never the whole corpus's signatures (benchmarks/results/dedup_scaling.md).
 """
@@ -30,7 +32,8 @@ def add_arguments(ap):
     ap.add_argument("--groups", type=int, required=True, help="how many jobs share the bands")
     add_settings(ap, "dedup", "threshold", "num_perm")
     ap.add_argument("--corpus-order", nargs="*", default=["zhwiki"])
-    ap.add_argument("--out", type=Path, required=True, help=".npz of the earlier and later documents, similarity")
+    ap.add_argument("--out", type=Path, nargs="+", required=True,
+                    help="for each join part, .npz of the earlier and later documents, similarity")
     ap.add_argument("--stats", type=Path, required=True)
 
 
@@ -59,10 +62,15 @@ def run(args, progress_stream):
                             args.threshold)
              for band, groups in zip(bands, per_band)]
     earlier, later, similarity = (np.concatenate(parts) for parts in zip(*found))
-    with atomic_path(args.out) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, earlier_ranks=files.ranks[earlier], earlier_ids=files.ids[earlier],
-                 later_ranks=files.ranks[later], later_ids=files.ids[later], similarity=similarity,
-                 documents=len(files))
+    part = np.searchsorted(files.part_cuts(len(args.out)), later, side="right")
+    start_ranks, start_ids = files.part_starts(len(args.out))
+    for k, out in enumerate(args.out):
+        mine = part == k
+        with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, earlier_ranks=files.ranks[earlier[mine]], earlier_ids=files.ids[earlier[mine]],
+                     later_ranks=files.ranks[later[mine]], later_ids=files.ids[later[mine]],
+                     similarity=similarity[mine], part_start_ranks=start_ranks, part_start_ids=start_ids,
+                     documents=len(files))
     stats = {"documents": len(files), "bands": bands, "rows": rows, "documents_in_shared_buckets": len(shared),
              "pairs_at_threshold": len(earlier)}
     write_json(args.stats, stats)

@@ -1,7 +1,8 @@
 """Exact and near duplicates from MinHash signatures held as arrays by visiting position: LSH band
 keys, the bucket pairs whose estimated Jaccard reaches the threshold (one dedup_bands job per group
 of bands), the exact copies among a group of exact keys (one dedup_exact job per group), and the
-greedy pass over copies and pairs that keeps the first of each set of copies (the dedup job).
+greedy pass over copies and pairs that keeps the first of each set of copies (one dedup_join job
+per run of the visiting order, each given the fates its earlier runs decided).
 
 The outcome is that of one pass over the documents in visiting order with datasketch's MinHashLSH
 holding the kept ones (what dedup did as a single job; tests/test_stages.py compares the two): a
@@ -118,13 +119,15 @@ def decided_in_order(status, earlier, later):
         status[document] = REMOVED if (status[earlier[start:end]] == KEPT).any() else KEPT
 
 
-def fates(count, copies, earlier, later):
-    """KEPT or REMOVED for each of `count` documents (numbered in visiting order), as one pass in
-    that order decides them: copies are removed; a document is removed if it pairs with an earlier
-    kept one, and kept otherwise. Decided in rounds over all pairs at once (numpy): a round removes
-    every document with a kept earlier one and keeps every document whose earlier ones were all
-    removed, so each round decides at least the first undecided document."""
-    status = np.zeros(count, dtype=np.int8)
+def fates(settled, copies, earlier, later):
+    """KEPT or REMOVED for each document (numbered in visiting order), as one pass in that order
+    decides them: copies are removed; a document is removed if it pairs with an earlier kept one,
+    and kept otherwise; the `settled` ones (KEPT or REMOVED by an earlier join part) stay as they
+    are. Decided in rounds over all pairs at once (numpy): a round removes every document with a
+    kept earlier one and keeps every document whose earlier ones were all removed, so each round
+    decides at least the first undecided document."""
+    status = settled.copy()
+    count = len(status)
     status[copies] = REMOVED
     live = (status[earlier] != REMOVED) & (status[later] != REMOVED)
     earlier, later = earlier[live], later[live]
@@ -161,13 +164,15 @@ def near_originals(status, copies, earlier, later, similarity):
     return later[best], earlier[best], similarity[best]
 
 
-def greedy_removals(count, copies, originals, earlier, later, similarity):
+def greedy_removals(count, copies, originals, earlier, later, similarity, settled=None):
     """(removed, exact, original, similarity) arrays, by removed document, of `count` documents
     numbered in visiting order: a copy (of an exact key seen earlier at originals) shares its
     original's fate, any other removed document points to its near original. The pairs are the
     verified ones of all bands, in any order, repeats allowed; a removed document always points to
-    a kept one."""
-    near, near_of, near_similarity = near_originals(fates(count, copies, earlier, later), copies, earlier, later,
+    a kept one, but for a copy whose original `settled` (an int8 array, UNDECIDED where this call
+    decides) says was removed: the caller knows that one's original."""
+    settled = np.zeros(count, dtype=np.int8) if settled is None else settled
+    near, near_of, near_similarity = near_originals(fates(settled, copies, earlier, later), copies, earlier, later,
                                                     similarity)
     original_of, similarity_of = np.full(count, -1, dtype=np.int64), np.ones(count)
     original_of[near], similarity_of[near] = near_of, near_similarity

@@ -1,7 +1,10 @@
 """The minhash stage's signature files, read a shard at a time. A document is named in every dedup
 job by its corpus rank (corpus by corpus in the configured order) and its id, and visited in that
 order, so the outcome does not depend on the number of shards or their order; a job that needs a
-dense index over all documents (dedup_bands) numbers them by that order, its visiting position."""
+dense index over all documents (dedup_bands) numbers them by that order, its visiting position.
+The join parts cut that order into runs of equal length: part K of P starts at position
+ceil(K * documents / P), and the dedup_bands jobs write where each starts (its first document's
+rank and id) for the jobs that see only some documents."""
 import zipfile
 
 import numpy as np
@@ -54,6 +57,20 @@ class SignatureFiles:
     def __len__(self):
         return len(self.position)
 
+    def part_cuts(self, parts):
+        """The first position of each part but the first."""
+        return -(-np.arange(1, parts) * len(self) // parts)
+
+    def part_starts(self, parts):
+        """(ranks, ids) of the first document of each part; an empty part at the end starts after
+        every document (the largest rank)."""
+        starts = np.r_[0, self.part_cuts(parts)]
+        inside = starts < len(self)
+        ranks = np.full(parts, np.iinfo(np.int64).max)
+        ids = np.zeros(parts, dtype=np.int64)
+        ranks[inside], ids[inside] = self.ranks[starts[inside]], self.ids[starts[inside]]
+        return ranks, ids
+
     def shards(self, key):
         """(positions, values of key) for each shard in turn."""
         for k, path in enumerate(self.paths):
@@ -99,6 +116,14 @@ class NamedDocuments:
             found = np.minimum(low + np.searchsorted(self.ids[low:high], ids[wanted]), len(self) - 1)
             numbers[wanted] = np.where((self.ranks[found] == rank) & (self.ids[found] == ids[wanted]), found, -1)
         return numbers
+
+
+def join_parts(ranks, ids, start_ranks, start_ids):
+    """The join part of each document, from where each part starts (SignatureFiles.part_starts)."""
+    part = np.zeros(len(ids), dtype=np.int64)
+    for rank, first in zip(start_ranks[1:].tolist(), start_ids[1:].tolist()):
+        part += (ranks > rank) | ((ranks == rank) & (ids >= first))
+    return part
 
 
 def assembled(length, parts):
