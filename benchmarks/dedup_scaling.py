@@ -137,19 +137,14 @@ def band_jobs_run(folder, paths, band_jobs):
 
 def pairs_in_parts(folder, paths, pairs, parts):
     """[[each band job's pair file of part k] for each part]: the one-part files cut as dedup_bands
-    cuts them for `parts` join parts (SignatureFiles.part_cuts), rather than rerun the band jobs."""
+    cuts them for `parts` join parts (SignatureFiles.write_pairs_by_part), rather than rerun the
+    band jobs."""
     files = SignatureFiles(paths, ["zhwiki"], NUM_PERM)
-    cuts, (start_ranks, start_ids) = files.part_cuts(parts), files.part_starts(parts)
-    by_part = [[] for _ in range(parts)]
-    for path in pairs:
-        found = dict(np.load(path))
-        part = np.searchsorted(cuts, np.searchsorted(files.ids, found["later_ids"]), side="right")
-        for k in range(parts):
-            mine = part == k
-            by_part[k].append(folder / f"{path.stem}-{k}.npz")
-            np.savez(by_part[k][-1], **{key: found[key][mine] for key in
-                                        ("earlier_ranks", "earlier_ids", "later_ranks", "later_ids", "similarity")},
-                     part_start_ranks=start_ranks, part_start_ids=start_ids, documents=found["documents"])
+    by_part = [[folder / f"{path.stem}-{k}.npz" for path in pairs] for k in range(parts)]
+    for n, path in enumerate(pairs):
+        found = np.load(path)
+        earlier, later = (np.searchsorted(files.ids, found[f"{side}_ids"]) for side in ("earlier", "later"))
+        files.write_pairs_by_part([outs[n] for outs in by_part], earlier, later, found["similarity"])
     return by_part
 
 

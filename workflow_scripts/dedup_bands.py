@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from workflow_scripts.lib.settings import add_settings
-from workflow_scripts.lib.atomic_files import atomic_path, write_json
+from workflow_scripts.lib.atomic_files import write_json
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.near_duplicates import band_keys, band_shape, buckets, verified_pairs
 from workflow_scripts.lib.signature_files import SignatureFiles
@@ -62,15 +62,7 @@ def run(args, progress_stream):
                             args.threshold)
              for band, groups in zip(bands, per_band)]
     earlier, later, similarity = (np.concatenate(parts) for parts in zip(*found))
-    part = np.searchsorted(files.part_cuts(len(args.out)), later, side="right")
-    start_ranks, start_ids = files.part_starts(len(args.out))
-    for k, out in enumerate(args.out):
-        mine = part == k
-        with atomic_path(out) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, earlier_ranks=files.ranks[earlier[mine]], earlier_ids=files.ids[earlier[mine]],
-                     later_ranks=files.ranks[later[mine]], later_ids=files.ids[later[mine]],
-                     similarity=similarity[mine], part_start_ranks=start_ranks, part_start_ids=start_ids,
-                     documents=len(files))
+    files.write_pairs_by_part(args.out, earlier, later, similarity)
     stats = {"documents": len(files), "bands": bands, "rows": rows, "documents_in_shared_buckets": len(shared),
              "pairs_at_threshold": len(earlier)}
     write_json(args.stats, stats)

@@ -9,6 +9,7 @@ import zipfile
 
 import numpy as np
 
+from workflow_scripts.lib.atomic_files import atomic_path
 from workflow_scripts.lib.stage_cli import StageError
 
 
@@ -70,6 +71,19 @@ class SignatureFiles:
         ids = np.zeros(parts, dtype=np.int64)
         ranks[inside], ids[inside] = self.ranks[starts[inside]], self.ids[starts[inside]]
         return ranks, ids
+
+    def write_pairs_by_part(self, outs, earlier, later, similarity):
+        """One .npz per join part (outs in part order): the pairs (positions) whose later document
+        is in that part, by corpus rank and id, with where every part starts."""
+        part = np.searchsorted(self.part_cuts(len(outs)), later, side="right")
+        start_ranks, start_ids = self.part_starts(len(outs))
+        for k, out in enumerate(outs):
+            mine = part == k
+            with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, earlier_ranks=self.ranks[earlier[mine]], earlier_ids=self.ids[earlier[mine]],
+                         later_ranks=self.ranks[later[mine]], later_ids=self.ids[later[mine]],
+                         similarity=similarity[mine], part_start_ranks=start_ranks, part_start_ids=start_ids,
+                         documents=len(self))
 
     def shards(self, key):
         """(positions, values of key) for each shard in turn."""
