@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from results_io import provenance  # noqa: E402
@@ -87,7 +89,6 @@ def throughput_runs(work, sizes, data):
 def workflow_launcher():
     """The rules' launcher (workflow_scripts.launch: accelerate launch) for one process, on the GPU
     where there is one."""
-    import torch
     return (sys.executable, "-m", "workflow_scripts.launch", "--gpus", str(int(torch.cuda.is_available())),
             "--processes", "1", "--nodes", "1", "--", "-m")
 
@@ -151,7 +152,6 @@ def chain(work, sizes, data, sft_steps, facts):
 
 def decoding(model, requests, new_tokens):
     """The server's decode step with 1 and with 16 rows (serve_throughput.decode_steps)."""
-    import torch
     questions = prompts(requests)
     return [decode_steps(model, questions, new_tokens, rows, torch.get_num_threads()) for rows in (1, 16)]
 
@@ -178,7 +178,6 @@ def advice(runs, card_gib):
 
 
 def card_memory_gib():
-    import torch
     return torch.cuda.get_device_properties(0).total_memory / 2 ** 30 if torch.cuda.is_available() else 0
 
 
@@ -226,8 +225,9 @@ def main():
               "decoding": decoding(args.work / "sft/model", sizes["requests"], sizes["new_tokens"]),
               "next": advice(runs, card_memory_gib())}
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    (args.out / "gpu_check.md").write_text(markdown(report))
-    print(markdown(report))
+    text = markdown(report)
+    (args.out / "gpu_check.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
