@@ -117,6 +117,37 @@ def test_sampler_gives_ranks_disjoint_windows():
     assert Sampler(600, 1, 0, 1, 4).indices(7) != Sampler(600, 2, 0, 1, 4).indices(7)
 
 
+def test_each_epoch_moves_the_window_grid_and_a_moved_window_wraps_round_the_split(tmp_path):
+    """The first epoch reads the plain grid, later ones a grid moved by a seeded shift; a moved
+    window past the last token goes on from the first, across shards, and an epoch still reads
+    every token once."""
+    (tmp_path / "train-000.bin").write_bytes(np.arange(37, dtype=np.uint16).tobytes())
+    (tmp_path / "train-001.bin").write_bytes(np.arange(37, 100, dtype=np.uint16).tobytes())
+    shards = [{"file": "train-000.bin", "tokens": 37}, {"file": "train-001.bin", "tokens": 63}]
+    (tmp_path / "index.json").write_text(json.dumps({"dtype": "uint16", "splits": {"train": {"shards": shards}}}))
+    windows = TokenWindows(tmp_path, "train", seq_len=9)
+    assert windows.count == 10 and windows.read(3).tolist() == list(range(30, 40))
+    assert windows.read(9, shift=4).tolist() == [*range(94, 100), *range(4)]
+    shifts = [windows.grid_shift(seed=0, epoch=epoch) for epoch in range(8)]
+    assert shifts[0] == 0 and len(set(shifts[1:])) > 2 and set(shifts) <= set(range(10))
+    assert shifts == [windows.grid_shift(seed=0, epoch=epoch) for epoch in range(8)]
+    assert sorted(t for i in range(10) for t in windows.read(i, shifts[1]).tolist()) == list(range(100))
+
+
+def test_pretraining_reads_a_later_epoch_on_its_moved_grid(data):
+    from workflow_scripts.lib.engines import RunShape
+    from workflow_scripts.lib.token_training import TokenRun, pretraining_job
+
+    run = TokenRun(tokens=data / "tokens", checkpoint_root=data, seq_len=64, micro_batch=4, global_batch_tokens=256,
+                   compile=False, max_steps=1, eval_every=1, eval_windows=1, checkpoint_every=1, seed=3)
+    job = pretraining_job(run, RunShape(4, 64, 1, 1), 0, 1, AutoTokenizer.from_pretrained(data / "tokenizer"))
+    windows = TokenWindows(data / "tokens", "train", 64)
+    step = windows.count // 4 + 1
+    (epoch, index), *_ = Sampler(windows.count, 3, 0, 1, 4).draws(step)
+    moved = windows.read(index, windows.grid_shift(3, epoch))[:-1].tolist()
+    assert epoch == 1 and job.micro_batch(step)[0][0].tolist() == moved != windows.read(index)[:-1].tolist()
+
+
 @pytest.mark.parametrize("preset", ["demo", "0.5b"])  # 0.5b: grouped-query attention
 def test_flops_per_token_counts_every_matmul_weight_and_attention(preset):
     """MFU's numerator: 6 FLOPs per weight of every matmul (the output layer too, the input

@@ -48,7 +48,12 @@ def pretraining_job(run, shape, rank, world, tokenizer):
     validation = TokenWindows(run.tokens, "validation", run.seq_len)
     sampler = Sampler(train.count, run.seed, rank, world, shape.micro_batch)
     token_bytes = token_byte_lengths(tokenizer)
-    return Job(name="pretrain", micro_batch=lambda micro_step: train.batch(sampler.indices(micro_step)),
+
+    def micro_batch(micro_step):
+        draws = sampler.draws(micro_step)
+        return train.batch([i for _, i in draws], [train.grid_shift(run.seed, epoch) for epoch, _ in draws])
+
+    return Job(name="pretrain", micro_batch=micro_batch,
                evaluate=lambda engine: evaluate(engine, window_batches(validation, run.eval_windows, rank, world,
                                                                        shape.micro_batch), token_bytes),
                max_steps=run.max_steps, eval_every=run.eval_every, checkpoint_every=run.checkpoint_every,
