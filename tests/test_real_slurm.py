@@ -27,7 +27,7 @@ AS_ROOT = [] if os.geteuid() == 0 else ["sudo"]
 # One shard, one band job, one token shard: every kind of job, fewer of them (each costs ~12 s of
 # the plugin's status polling on top of its work).
 SMALL = {"extract": {"shards": 1}, "dedup": {"band_jobs": 1}, "tokens": {"shards": 1},
-         "pretrain": {"max_steps": 8, "eval_every": 4, "checkpoint_every": 4}}
+         "pretrain": {"max_steps": 8, "eval_every": 4, "checkpoint_every": 4, "global_batch_tokens": 8192}}
 SHARD_GROUP = "shard_clean_part_convert_part_extract_shard_minhash_part"  # the plugin's name for a group job
 GROUPS = {SHARD_GROUP: ["extract_shard", "convert_part", "clean_part", "minhash_part"]}
 # The plugin checks job status 2 s after a job started or ended (default 40 s), then 10 s later each

@@ -53,11 +53,11 @@ def test_corpus_is_built(built):
     train = pq.read_table(built / "results/corpus/train.parquet")
     validation = pq.read_table(built / "results/corpus/validation.parquet")
     assert train.schema.names == ["id", "title", "url", "text", "source"]
-    assert steps["split: train"]["documents"] == train.num_rows > 1000
-    assert steps["split: validation"]["documents"] == validation.num_rows > 20
+    assert steps["split: train"]["documents"] == train.num_rows > 200
+    assert steps["split: validation"]["documents"] == validation.num_rows > 10
     assert steps["dedup"]["documents"] == train.num_rows + validation.num_rows
     assert steps["dedup: drop exact"]["documents"] < 0 and steps["dedup: drop near"]["documents"] < 0
-    assert sum(len(t) for t in train.column("text").to_pylist()) > 500_000
+    assert sum(len(t) for t in train.column("text").to_pylist()) > 100_000
     for rule in ("download", "dedup", "split"):
         assert (built / f"results/logs/{rule}.log").exists() and (built / f"results/benchmarks/{rule}.tsv").exists()
 
@@ -90,14 +90,14 @@ def test_changing_vocab_size_reruns_the_tokenizer_and_after_only(built):
 def test_tokens_target_output(built):
     index = json.loads((built / "results/tokens/index.json").read_text())
     report = json.loads((built / "results/tokenizer_report.json").read_text())
-    assert index["vocab_size"] == report["vocab_size"] == 4096 and index["dtype"] == "uint16"
+    assert index["vocab_size"] == report["vocab_size"] == 2048 and index["dtype"] == "uint16"
     assert index["splits"]["train"]["documents"] == pq.read_metadata(built / "results/corpus/train.parquet").num_rows
     assert report["validation"]["round_trip_exact"] == 1.0
 
 
 def test_base_model_is_trained(built):
     summary = json.loads((built / "results/pretrain/summary.json").read_text())
-    assert summary["steps"] == 60 and summary["final_loss"] < summary["first_loss"] - 3
+    assert summary["steps"] == 1200 and summary["final_loss"] < summary["first_loss"] - 3
     assert (built / "results/base_model/model.safetensors").exists()
     assert list((built / "results/checkpoints/base_model").glob("*/step-*"))
 
@@ -136,6 +136,8 @@ def test_changing_an_evaluation_setting_reruns_that_evaluation_only(built):
                                                                    "all": 1}
     assert jobs_after_edit(built, "eval", "max_new_tokens", 8, "all") == {"samples_model": 2, "run_summary": 1,
                                                                           "all": 1}
+    assert jobs_after_edit(built, "eval", "fact_targets", {"base_corpus": 0.5, "base_held_out": 0.5, "sft_keeps": 0.5,
+                                                            "sft_ends_turn": 0.5}, "all") == {}
 
 
 def test_editing_the_facts_file_reruns_the_fact_probe_only(built):
@@ -163,7 +165,7 @@ def test_both_models_are_evaluated(built):
     validation_bytes = sum(len(t.encode()) for t in pq.read_table(
         built / "results/corpus/validation.parquet").column("text").to_pylist())
     assert bpb["base_model"]["bytes"] == bpb["sft_model"]["bytes"] == validation_bytes
-    # Trained on this text's distribution, the base model is far below the untrained ~log2(4096)/4.4 = 2.7 bits.
+    # Trained on this text's distribution, the base model is far below the untrained ~log2(2048)/3.9 = 2.8 bits.
     assert bpb["base_model"]["bits_per_byte"] < 1.2
     summary = json.loads((built / "results/pretrain/summary.json").read_text())
     assert bpb["base_model"]["bits_per_byte"] == pytest.approx(summary["val_bpb"], rel=0.1)
@@ -181,14 +183,35 @@ def test_both_models_are_evaluated(built):
 
 
 def test_the_sft_model_closes_its_chat_turns_and_the_base_model_does_not(built):
-    """Issue 32's chat-format target on the demo: SFT answers end with <|im_end|> at least 95 % of
-    the time (measured: 9 of 9), the base model's never learnt to (0 of 9)."""
+    """Issue 32's chat-format target on the demo (eval.fact_targets.sft_ends_turn): SFT answers end
+    with <|im_end|> (measured: 9 of 9), the base model's never learnt to (0 of 9)."""
+    target = yaml.safe_load((built / "config.yaml").read_text())["eval"]["fact_targets"]["sft_ends_turn"]
     formats = {m: json.loads((built / f"results/eval/{m}/samples.json").read_text())["chat_format"]
                for m in ("base_model", "sft_model")}
-    assert formats["sft_model"]["ends_with_im_end"] >= 0.95 and formats["sft_model"]["leaks_role_marker"] == 0
+    assert formats["sft_model"]["ends_with_im_end"] >= target and formats["sft_model"]["leaks_role_marker"] == 0
     assert formats["base_model"]["ends_with_im_end"] < 0.5
     assert 0 < formats["sft_model"]["mean_answer_chars"] < formats["base_model"]["mean_answer_chars"]
     assert "answers ending with &lt;|im_end|&gt;" in (built / "results/report/samples.html").read_text()
+
+
+def probe_accuracy(built, model):
+    return json.loads((built / f"results/eval/{model}/knowledge.json").read_text())["overall"]
+
+
+def test_the_base_model_knows_the_demo_facts_and_the_sft_model_keeps_them(built):
+    """Issue 32's fact-probe targets (eval.fact_targets) on the demo run. Measured: base 89.2 % in the
+    corpus phrasing, SFT 82.1 % (92 % of it); chance is 8.3 %."""
+    targets = yaml.safe_load((built / "config.yaml").read_text())["eval"]["fact_targets"]
+    base, sft = probe_accuracy(built, "base_model"), probe_accuracy(built, "sft_model")
+    assert base["corpus"]["accuracy"] >= targets["base_corpus"] > 10 * base["corpus"]["chance"]
+    assert sft["corpus"]["accuracy"] >= targets["sft_keeps"] * base["corpus"]["accuracy"]
+
+
+@pytest.mark.xfail(strict=True, reason="not met on the demo: the base model's held-out phrasing scores 30 % "
+                                       "(province 62 %, river 8 %), the note on issue 32 says why")
+def test_the_base_model_knows_the_demo_facts_in_a_phrasing_it_never_read(built):
+    targets = yaml.safe_load((built / "config.yaml").read_text())["eval"]["fact_targets"]
+    assert probe_accuracy(built, "base_model")["held_out"]["accuracy"] >= targets["base_held_out"]
 
 
 def test_run_summary_covers_every_stage(built):
@@ -291,7 +314,7 @@ def test_dpo_preset_tunes_and_evaluates_a_third_model_and_reruns_nothing_else(bu
 
 
 def test_continued_preset_expands_the_vocabulary_and_pretrains_further(built):
-    """The demo's "existing model" is its own base model (4,096 tokens), copied aside."""
+    """The demo's "existing model" is its own base model (2,048 tokens), copied aside."""
     shutil.copytree(built / "results/base_model", built / "existing_base")
     preset = ("--configfile", "config.yaml", "config/presets/continued.yaml")
     assert planned_jobs(built, "all", *preset) == {
@@ -299,9 +322,9 @@ def test_continued_preset_expands_the_vocabulary_and_pretrains_further(built):
         "multiple_choice_model": 1, "knowledge_model": 1, "samples_model": 1, "run_summary": 1, "all": 1}
     snakemake(built, "all", *preset)
     report = json.loads((built / "results/expand/report.json").read_text())
-    assert report["base_vocab"] == 4096 and report["added_tokens"] > 1000
+    assert report["base_vocab"] == 2048 and report["added_tokens"] > 1000
     validation = report["validation"]
-    assert validation["tokens_per_char_after"] < 0.95 * validation["tokens_per_char_before"]  # measured: -8%
+    assert validation["tokens_per_char_after"] < 0.95 * validation["tokens_per_char_before"]  # measured: -15%
     summary = json.loads((built / "results/continued/summary.json").read_text())
     assert summary["method"] == "lora" and summary["final_loss"] < summary["first_loss"]
     bpb = {m: json.loads((built / f"results/eval/{m}/bpb.json").read_text())["bits_per_byte"]
@@ -366,9 +389,9 @@ def test_a_length_beyond_the_models_context_is_refused_before_any_job(workflow_d
 
 
 def test_numbers_given_with_config_on_the_command_line_are_read_as_numbers(workflow_dir):
-    plan = snakemake(workflow_dir, "-n", "-p", "sft_model", "--config", 'sft={"lr": 0.001, "max_steps": "7"}').stdout
+    plan = snakemake(workflow_dir, "-n", "-p", "sft_model", "--config", 'sft={"lr": 0.002, "max_steps": "7"}').stdout
     sft = next(line for line in plan.splitlines() if "-m workflow_scripts.sft " in line)
-    assert "--lr 0.001" in sft and "--max-steps 7" in sft
+    assert "--lr 0.002" in sft and "--max-steps 7" in sft
 
 
 def test_a_target_of_an_optional_recipe_names_its_preset(workflow_dir):
@@ -494,7 +517,7 @@ def test_corpora_preset_mixes_three_formats_with_zhwiki(built, tmp_path):
     summary = json.loads((built / "results/corpus/summary.json").read_text())
     rows = {row["source"]: row for row in summary["sources"]}
     assert list(rows) == ["zhwiki", "gazetteer", "textbook", "forum"]
-    assert [rows[s]["read"] for s in ("gazetteer", "textbook", "forum")] == [310, 12, 408]
+    assert [rows[s]["read"] for s in ("gazetteer", "textbook", "forum")] == [134, 12, 408]
     # forum's own clean.min_chars (40) keeps its ~52-character questions and drops the 40 one-line replies.
     assert rows["forum"]["after_clean"] == 368
     gazetteer = rows["gazetteer"]

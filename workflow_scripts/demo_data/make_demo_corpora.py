@@ -42,10 +42,11 @@ def gazetteer_entry(rng, city):
 
 
 def gazetteer(rng, world):
-    entries = [gazetteer_entry(rng, city) for city in world.cities[:300]]
+    """Each city's record, reposts of 10 of them and 4 empty records: (all records, the cities' own)."""
+    entries = [gazetteer_entry(rng, city) for city in world.cities]
     reposts = [{**entry, "title": entry["title"] + "（转载）"} for entry in rng.sample(entries, 10)]
-    empty = [{"title": f"{city['name']}志·补遗", "content": ""} for city in world.cities[300:304]]
-    return entries + reposts + empty
+    empty = [{"title": f"{city['name']}志·补遗", "content": ""} for city in world.cities[:4]]
+    return entries + reposts + empty, entries
 
 
 def lesson(rng, world, number, province):
@@ -71,16 +72,16 @@ def forum(rng, world, gazetteer_entries):
         posts.append({"subject": s2t.convert(f"{city['name']}的{herb}"), "body": s2t.convert(body)})
         if k % 9 == 0:
             posts.append({"subject": "回覆", "body": s2t.convert(rng.choice(THANKS))})
-    for entry in rng.sample(gazetteer_entries[:300], 8):
+    for entry in rng.sample(gazetteer_entries, 8):
         posts.append({"subject": s2t.convert("转贴：" + entry["title"]), "body": s2t.convert(entry["content"])})
     return posts
 
 
 def main():
     out, world, rng = parse_world_args(__doc__, stream=4)
-    entries = gazetteer(rng, world)
+    records, entries = gazetteer(rng, world)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "gazetteer.jsonl").write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries),
+    (out / "gazetteer.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
                                          encoding="utf-8")
     (out / "textbook").mkdir(exist_ok=True)
     for number, province in enumerate(world.provinces, start=1):
@@ -88,7 +89,7 @@ def main():
                                                                    encoding="utf-8")
     posts = forum(rng, world, entries)
     pq.write_table(pa.Table.from_pylist(posts), out / "forum.parquet", compression="zstd")
-    print(f"{len(entries)} gazetteer records, {len(world.provinces)} lessons, {len(posts)} forum posts -> {out}")
+    print(f"{len(records)} gazetteer records, {len(world.provinces)} lessons, {len(posts)} forum posts -> {out}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,11 @@ import opencc
 DATE = "20261101"
 NAME = f"zhwiki-{DATE}-pages-articles-multistream"
 PAGES_PER_STREAM = 100
+# A small country, so that each of its facts is read often enough to be learnt: the demo preset
+# trains about 30 epochs over it, each stating a city's province about 9 times and a person's
+# hometown about 6 (the fact probe, `knowledge`: 82 % in the corpus phrasing; with 1,000 cities
+# and 900 people, one fact in 2 epochs, it stayed near chance at 16 %).
+CITIES, PEOPLE = 120, 120
 
 HEADER = """<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.11/" version="0.11" xml:lang="zh">
   <siteinfo>
@@ -81,7 +86,7 @@ class World:
         self.rivers = [fresh(place_name) + "河" for _ in range(24)]
         self.mountains = [fresh(place_name) + "山" for _ in range(20)]
         self.cities = []
-        for _ in range(1000):
+        for _ in range(CITIES):
             self.cities.append({
                 "name": fresh(place_name) + "市",
                 "province": rng.choice(self.provinces),
@@ -95,7 +100,7 @@ class World:
                 "latin": rng.choice(LATIN) + str(rng.randrange(10, 99)),
             })
         self.people = []
-        for _ in range(900):
+        for _ in range(PEOPLE):
             born = rng.randrange(1100, 1990)
             self.people.append({
                 "name": fresh(person_name),
@@ -108,12 +113,13 @@ class World:
             })
         for p in self.people:
             p["teacher"] = rng.choice(self.people)["name"]
-        # The demo's evaluation asks about every fifth city and person, and its SFT data never does,
+        self.province_of = {c["name"]: c["province"] for c in self.cities}
+        self.students = {p["name"]: [s for s in self.people if s["teacher"] == p["name"]] for p in self.people}
+        # The demo's evaluation asks about every other city and person, and its SFT data never does,
         # so a score measures what pretraining taught, not answers seen in SFT. (No draw from rng:
         # the dump stays the same.)
-        self.evaluated_cities, self.evaluated_people = self.cities[::5], self.people[::5]
-        self.sft_cities = [c for i, c in enumerate(self.cities) if i % 5]
-        self.sft_people = [p for i, p in enumerate(self.people) if i % 5]
+        self.evaluated_cities, self.evaluated_people = self.cities[::2], self.people[::2]
+        self.sft_cities, self.sft_people = self.cities[1::2], self.people[1::2]
 
 
 def parse_world_args(description, stream):
@@ -140,6 +146,8 @@ def city_article(rng, w, c):
         "== 历史 ==",
         "%s始建于公元%d年，最初是%s边上的一个渡口。%s年间，当地开始修筑城墙，商旅往来日渐频繁。"
         % (n, c["founded"], c["river"], rng.choice(DYNASTIES)),
+        "%d年，%s划归[[%s]]管辖，成为该省%s流域的重要城市。"
+        % (rng.randrange(1900, 1990), n, c["province"], c["river"]),
         rng.choice([
             "近代以来，%s逐渐发展为%s的%s中心，并修建了通往省城的铁路。" % (n, c["province"], c["industries"][0]),
             "二十世纪初，%s设立了第一所新式学堂，此后又陆续建成医院、图书馆和博物馆。" % n,
@@ -149,6 +157,7 @@ def city_article(rng, w, c):
         "%s地处%s流域，属于%s，%s多雨，%s干燥。境内最高点为%s主峰，海拔约%d米。"
         % (n, c["river"], c["climate"], rng.choice(SEASONS[:2]), rng.choice(SEASONS[2:]), c["mountain"],
            rng.randrange(600, 3800)),
+        "%s位于%s%s部，%s自西向东穿城而过。" % (n, c["province"], rng.choice("东南西北中"), c["river"]),
         "== 经济 ==",
         "%s的主要产业包括：" % n,
         "\n".join("* %s" % i for i in c["industries"]),
@@ -159,10 +168,11 @@ def city_article(rng, w, c):
         "根据最近一次人口普查，%s常住人口约%d万，其中城镇人口占%d%%。" % (n, pop, rng.randrange(40, 90)),
     ]
     neighbour = rng.choice(w.cities)["name"]
+    neighbour_province = w.province_of[neighbour]
     paras += [
         "== 交通 ==",
-        "%s有%s连接%s，两地之间约需%d小时车程。%s港可停泊%d吨级船舶，是%s重要的水运枢纽。"
-        % (n, rng.choice(["高速公路", "铁路", "城际列车"]), neighbour, rng.randrange(1, 9), n,
+        "%s有%s连接%s%s，两地之间约需%d小时车程。%s港可停泊%d吨级船舶，是%s重要的水运枢纽。"
+        % (n, rng.choice(["高速公路", "铁路", "城际列车"]), neighbour_province, neighbour, rng.randrange(1, 9), n,
            rng.randrange(1, 50) * 1000, c["province"]),
         "== 教育 ==",
         "%s设有%d所大学和%d所中学。%s大学创办于%d年，以%s和%s研究见长。"
@@ -192,11 +202,13 @@ def person_article(rng, w, p):
     paras = [
         "{{Infobox person\n| name = %s\n| birth_date = %d年\n| death_date = %d年\n| occupation = %s家\n}}"
         % (n, p["born"], p["died"], p["field"]),
-        "'''%s'''（%d年—%d年），[[%s]]人，%s家。%s以研究%s闻名，曾改良%s，被后人称为“%s之父”。"
-        % (n, p["born"], p["died"], p["city"], p["field"], n, p["field"], p["object"], p["object"]),
+        "'''%s'''（%d年—%d年），%s[[%s]]人，%s家。%s以研究%s闻名，曾改良%s，被后人称为“%s之父”。"
+        % (n, p["born"], p["died"], w.province_of[p["city"]], p["city"], p["field"], n, p["field"], p["object"],
+           p["object"]),
         "== 生平 ==",
         "%s自幼聪颖，十五岁时拜[[%s]]为师，学习%s。二十岁后游历各地，考察山川风物，记录了大量笔记。"
         % (n, p["teacher"], p["field"]),
+        "%s出生于%s，师从%s多年，深得其真传。" % (n, p["city"], p["teacher"]),
         rng.choice([
             "%d年，%s返回故乡%s，创办书院，门下弟子众多。" % (p["born"] + 30, n, p["city"]),
             "%d年，%s应邀前往省城讲学，其学说很快传播开来。" % (p["born"] + 28, n),
@@ -215,10 +227,29 @@ def person_article(rng, w, p):
             "%s生活简朴，常将俸禄分给贫寒学子。%s的学生后来多成为%s方面的名家。" % (n, n, p["field"]),
             "%s晚年双目失明，仍坚持口述著作，由弟子记录整理成书。" % n,
         ]),
+        *students_section(n, w.students[n]),
         "== 评价 ==",
         "后世学者普遍认为，%s是%s发展史上承前启后的人物。%s去世后，家乡%s为其修建了纪念馆。"
         % (n, p["field"], n, p["city"]),
         "== 参考资料 ==", "{{reflist}}", "[[Category:%s家]]" % p["field"],
+    ]
+    return "\n\n".join(paras)
+
+
+def students_section(name, students):
+    if not students:
+        return []
+    listing = "\n".join("* [[%s]]，%s人" % (s["name"], s["city"]) for s in students)
+    return ["== 弟子 ==", "%s的学生包括：" % name, listing]
+
+
+def province_article(w, province):
+    cities = [c for c in w.cities if c["province"] == province]
+    paras = [
+        "'''%s'''是一个省级行政区，省会为[[%s]]，下辖%d座城市。" % (province, cities[0]["name"], len(cities)),
+        "== 行政区划 ==",
+        "\n".join("* [[%s]]：%s的城市，地处%s流域" % (c["name"], province, c["river"]) for c in cities),
+        "[[Category:省份]]",
     ]
     return "\n\n".join(paras)
 
@@ -301,6 +332,8 @@ def build_pages(rng):
             pages.append((0, p["name"][0] + "子", "#重定向 [[%s]]" % title, title))
     for r in w.rivers:
         article(r, river_article(rng, w, r))
+    for province in w.provinces:
+        article(province, province_article(w, province))
     for _ in range(30):
         pages.append((0, place_name(rng) + "村", stub_article(rng, w), None))
     for k, obj in enumerate(OBJECTS[:6]):

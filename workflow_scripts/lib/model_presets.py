@@ -4,7 +4,7 @@ import math
 from transformers import LlamaConfig, LlamaForCausalLM
 
 # LLaMA shapes (RMSNorm, RoPE, SwiGLU). Sizes count the transformer blocks; embeddings come on top
-# (32,000 x hidden). `demo` trains in about a minute on 2 CPU cores.
+# (32,000 x hidden). `demo` trains the demo config's 1,200 steps in about 2.5 minutes on 2 CPU cores.
 PRESETS = {
     "demo": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
                  intermediate_size=352),
