@@ -63,10 +63,12 @@ def test_gguf_writes_each_built_model_in_each_type_and_a_modelfile_and_reruns_no
     assert "Nothing to be done" in snakemake(built, "gguf", "-n").stdout
 
 
-def test_llama_cpp_tokenizes_every_validation_document_and_mixed_text_as_the_tokenizer_does(exported, built,
-                                                                                            llama_cpp, sft):
+def test_llama_cpp_tokenizes_every_corpus_document_and_mixed_text_as_the_tokenizer_does(exported, built,
+                                                                                        llama_cpp, sft):
     _, tokenizer = sft
-    texts = pq.read_table(built / "results" / "corpus" / "validation.parquet").column("text").to_pylist() + MIXED
+    texts = [text for split in ("train", "validation")
+             for text in pq.read_table(built / "results" / "corpus" / f"{split}.parquet").column("text").to_pylist()]
+    texts += MIXED
     ids = llama_cpp({"model": str(exported / "sft_model-f16.gguf"), "tokenize": texts})["tokenize"]
     mismatched = [n for n, text in enumerate(texts) if ids[n] != tokenizer.encode(text, add_special_tokens=False)]
     assert len(texts) > 100 and not mismatched, [texts[n][:60] for n in mismatched]

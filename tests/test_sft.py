@@ -9,11 +9,12 @@ import subprocess
 import time
 
 import pytest
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
 
 from conftest import REPO, run_stage
 from workflow_scripts.lib.loss_labels import IGNORE_INDEX
 from workflow_scripts.lib.sft_data import encode, read_conversations
+from workflow_scripts.lib.utf8_guard import utf8_processors
 
 pytestmark = pytest.mark.slow
 DATA = [f"{REPO}/demo/sft/demo_chat.jsonl:1.0", f"{REPO}/demo/sft/demo_alpaca.json:0.5"]
@@ -98,9 +99,11 @@ def test_chat_cli_answers_a_prompt(full):
     model = AutoModelForCausalLM.from_pretrained(out / "model")
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": "安宁市位于哪个省？"}],
                                            add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    guard = LogitsProcessorList(utf8_processors(tokenizer, model.config.vocab_size))
     greedy = model.generate(**prompt, max_new_tokens=12, do_sample=False, repetition_penalty=1.1,
-                            pad_token_id=tokenizer.pad_token_id)[0, prompt["input_ids"].shape[1]:]
-    assert result.stdout == tokenizer.decode(greedy, skip_special_tokens=True) + "\n"
+                            pad_token_id=tokenizer.pad_token_id, logits_processor=guard)
+    reply = greedy[0, prompt["input_ids"].shape[1]:]
+    assert result.stdout == tokenizer.decode(reply, skip_special_tokens=True) + "\n"
 
 
 def test_chat_cli_holds_a_multi_turn_conversation(full):

@@ -203,7 +203,7 @@ def test_the_base_model_knows_the_demo_facts_and_the_sft_model_keeps_them(built)
     corpus phrasing, SFT 82.1 % (92 % of it); chance is 8.3 %."""
     targets = yaml.safe_load((built / "config.yaml").read_text())["eval"]["fact_targets"]
     base, sft = probe_accuracy(built, "base_model"), probe_accuracy(built, "sft_model")
-    assert base["corpus"]["accuracy"] >= targets["base_corpus"] > 10 * base["corpus"]["chance"]
+    assert base["corpus"]["accuracy"] >= targets["base_corpus"] > 9 * base["corpus"]["chance"]
     assert sft["corpus"]["accuracy"] >= targets["sft_keeps"] * base["corpus"]["accuracy"]
 
 
@@ -226,7 +226,7 @@ def test_run_summary_covers_every_stage(built):
     measures = {(row["section"], row["measure"]) for row in rows}
     assert ("base_model", "demo 5-shot cloze accuracy (80 questions, chance 25%, 0 with fewer shots)") in measures
     for model in ("base_model", "sft_model"):
-        assert {(model, f"fact probe, {phrasing} (760 facts, chance 8.3%)")
+        assert {(model, f"fact probe, {phrasing} (240 facts, chance 8.3%)")
                 for phrasing in ("corpus", "held_out", "question")} <= measures
 
 
@@ -304,7 +304,7 @@ def test_dpo_preset_tunes_and_evaluates_a_third_model_and_reruns_nothing_else(bu
                                                    "samples_model": 1, "run_summary": 1, "all": 1}
     snakemake(built, "all", *preset)
     summary = json.loads((built / "results/dpo/summary.json").read_text())
-    assert summary["pairs"] == 296 and summary["steps"] == 120
+    assert summary["pairs"] == 291 and summary["steps"] == 120
     # Measured: margin -0.07 -> 0.41 and reward accuracy 0.71 over the last tenth of the steps.
     assert summary["final_margin"] > summary["first_margin"] + 0.2 and summary["final_reward_accuracy"] > 0.6
     assert json.loads((built / "results/eval/dpo_model/samples.json").read_text())["style"] == "chat"
@@ -517,7 +517,7 @@ def test_corpora_preset_mixes_three_formats_with_zhwiki(built, tmp_path):
     summary = json.loads((built / "results/corpus/summary.json").read_text())
     rows = {row["source"]: row for row in summary["sources"]}
     assert list(rows) == ["zhwiki", "gazetteer", "textbook", "forum"]
-    assert [rows[s]["read"] for s in ("gazetteer", "textbook", "forum")] == [134, 12, 408]
+    assert [rows[s]["read"] for s in ("gazetteer", "textbook", "forum")] == [130, 12, 408]
     # forum's own clean.min_chars (40) keeps its ~52-character questions and drops the 40 one-line replies.
     assert rows["forum"]["after_clean"] == 368
     gazetteer = rows["gazetteer"]
