@@ -182,10 +182,15 @@ def test_both_models_are_evaluated(built):
     assert sft_samples["style"] == "chat" and sum(bool(s["answer"]) for s in sft_samples["samples"]) >= 5
 
 
+def fact_targets(built):
+    """Issue 32's targets for the demo run, as config.yaml sets them (eval.fact_targets)."""
+    return yaml.safe_load((built / "config.yaml").read_text())["eval"]["fact_targets"]
+
+
 def test_the_sft_model_closes_its_chat_turns_and_the_base_model_does_not(built):
     """Issue 32's chat-format target on the demo (eval.fact_targets.sft_ends_turn): SFT answers end
     with <|im_end|> (measured: 9 of 9), the base model's never learnt to (0 of 9)."""
-    target = yaml.safe_load((built / "config.yaml").read_text())["eval"]["fact_targets"]["sft_ends_turn"]
+    target = fact_targets(built)["sft_ends_turn"]
     formats = {m: json.loads((built / f"results/eval/{m}/samples.json").read_text())["chat_format"]
                for m in ("base_model", "sft_model")}
     assert formats["sft_model"]["ends_with_im_end"] >= target and formats["sft_model"]["leaks_role_marker"] == 0
@@ -201,7 +206,7 @@ def probe_accuracy(built, model):
 def test_the_base_model_knows_the_demo_facts_and_the_sft_model_keeps_them(built):
     """Issue 32's fact-probe targets (eval.fact_targets) on the demo run. Measured: base 89.2 % in the
     corpus phrasing, SFT 82.1 % (92 % of it); chance is 8.3 %."""
-    targets = yaml.safe_load((built / "config.yaml").read_text())["eval"]["fact_targets"]
+    targets = fact_targets(built)
     base, sft = probe_accuracy(built, "base_model"), probe_accuracy(built, "sft_model")
     assert base["corpus"]["accuracy"] >= targets["base_corpus"] > 9 * base["corpus"]["chance"]
     assert sft["corpus"]["accuracy"] >= targets["sft_keeps"] * base["corpus"]["accuracy"]
@@ -210,7 +215,7 @@ def test_the_base_model_knows_the_demo_facts_and_the_sft_model_keeps_them(built)
 @pytest.mark.xfail(strict=True, reason="not met on the demo: the base model's held-out phrasing scores 30 % "
                                        "(province 62 %, river 8 %), the note on issue 32 says why")
 def test_the_base_model_knows_the_demo_facts_in_a_phrasing_it_never_read(built):
-    targets = yaml.safe_load((built / "config.yaml").read_text())["eval"]["fact_targets"]
+    targets = fact_targets(built)
     assert probe_accuracy(built, "base_model")["held_out"]["accuracy"] >= targets["base_held_out"]
 
 

@@ -34,9 +34,9 @@ class TokenWindows:
         while start < end:
             at = start % total
             shard = int(np.searchsorted(self.starts, at, side="right")) - 1
-            stop = min(end, start + int(self.starts[shard + 1]) - at)
-            parts.append(self.shards[shard][at - self.starts[shard]:at - self.starts[shard] + stop - start])
-            start = stop
+            offset, length = at - int(self.starts[shard]), min(end - start, int(self.starts[shard + 1]) - at)
+            parts.append(self.shards[shard][offset:offset + length])
+            start += length
         return torch.from_numpy(np.concatenate(parts).astype(np.int64))
 
     def grid_shift(self, seed, epoch):
