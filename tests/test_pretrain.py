@@ -267,6 +267,19 @@ def test_changed_settings_do_not_resume_an_old_run(data, one_process, tmp_path):
     assert len(list((tmp_path / "checkpoints").iterdir())) == 2
 
 
+def test_an_edited_preset_does_not_resume_the_old_shapes_run(data, one_process, tmp_path):
+    shutil.copytree(one_process[0] / "checkpoints", tmp_path / "checkpoints")
+    narrower = "import runpy, sys; from workflow_scripts.lib.model_presets import PRESETS; " \
+        "PRESETS['demo'].update(hidden_size=64, intermediate_size=176); " \
+        "sys.argv[0] = 'pretrain'; runpy.run_module('workflow_scripts.pretrain', run_name='__main__')"
+    command = [sys.executable, "-c", narrower] + pretrain_command(data, tmp_path)[8:] + \
+        [str(o) for o in (*SMALL, "--max-steps", 8, "--eval-every", 4, "--checkpoint-every", 4)]  # as one_process ran
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming" not in (tmp_path / "log").read_text()
+    assert len(list((tmp_path / "checkpoints").iterdir())) == 2
+
+
 def test_global_batch_that_does_not_divide_is_a_clear_error(data, tmp_path):
     command = pretrain_command(data, tmp_path) + [*SMALL[:-4], "--global-batch-tokens", "1000"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)

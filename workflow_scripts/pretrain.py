@@ -16,7 +16,7 @@ from transformers import AutoTokenizer
 
 from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.stage_cli import stage_cli
-from workflow_scripts.lib.model_presets import build_model
+from workflow_scripts.lib.model_presets import PRESETS, build_model
 from workflow_scripts.lib.token_training import add_token_training_arguments, train_on_tokens
 from workflow_scripts.lib.training import set_seed
 
@@ -30,8 +30,11 @@ def run(args, progress_stream):
     set_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     model = build_model(args.preset, tokenizer, args.seq_len, args.tie_embeddings, args.attention)
+    # The preset's shape names the run too: an edited preset must start afresh, not fail to load the
+    # old run's checkpoint into a model of another shape.
     train_on_tokens(vars(args), "pretrain", model, tokenizer, {"preset": args.preset},
-                    f"pretraining ({args.preset}, {{engine}}, processes: {{world}})", progress_stream)
+                    f"pretraining ({args.preset}, {{engine}}, processes: {{world}})", progress_stream,
+                    architecture=PRESETS[args.preset])
 
 
 if __name__ == "__main__":
