@@ -1,5 +1,6 @@
 """The project's own promises: reproducible demo data, documented config, pins kept in step, lint."""
 import ast
+import bz2
 import json
 import os
 import random
@@ -9,10 +10,11 @@ import sys
 import tomllib
 from pathlib import Path
 
+import opencc
 import pytest
 import yaml
 
-from conftest import REPO, run_ok
+from conftest import DEMO_DUMP, REPO, run_ok
 from workflow_scripts.demo_data.make_demo_dump import World
 from workflow_scripts.lib.code_fingerprint import module_file
 
@@ -177,6 +179,23 @@ def test_the_demo_evaluation_asks_nothing_the_demo_chat_data_answers():
     assert len(asked) >= 80 and len(questions) > 800
     subjects = [subject(q) for q in questions]
     assert not set(subjects) & asked
+
+
+def test_the_demo_dump_states_each_probed_fact_in_its_corpus_phrasing_and_never_in_its_held_out_one():
+    """The probe's held-out phrasing must be one pretraining never read: the words between its subject
+    and object appear nowhere in the demo dump's text (simplified, without the links, bold and
+    language templates that extraction drops)."""
+    wikitext = opencc.OpenCC("t2s").convert(bz2.decompress(DEMO_DUMP.read_bytes()).decode())
+    dump = re.sub(r"\[\[|\]\]|'''|（\{\{lang-[^}]*\}\}）", "", wikitext)
+    lines = [json.loads(line) for line in (REPO / "demo/eval/facts.jsonl").read_text(encoding="utf-8").splitlines()]
+    templates = {line["relation"]: line["templates"] for line in lines if "templates" in line}
+    facts = [line for line in lines if "subject" in line]
+    assert len(facts) == 240
+    for fact in facts:
+        assert templates[fact["relation"]]["corpus"].format(subject=fact["subject"], object=fact["object"]) in dump
+    for relation in templates.values():
+        words = relation["held_out"].split("{subject}")[1].split("{object}")[0]
+        assert len(words) >= 3 and words not in dump
 
 
 # Preset files whose revision or digest could not be looked up where the presets were written (no

@@ -204,19 +204,13 @@ def probe_accuracy(built, model):
 
 
 def test_the_base_model_knows_the_demo_facts_and_the_sft_model_keeps_them(built):
-    """Issue 32's fact-probe targets (eval.fact_targets) on the demo run. Measured: base 89.2 % in the
-    corpus phrasing, SFT 82.1 % (92 % of it); chance is 8.3 %."""
+    """Issue 32's fact-probe targets (eval.fact_targets) on the demo run. Measured: base 90.4 % in the
+    corpus phrasing and 68.3 % in the held-out one, SFT 87.9 % (97 % of it); chance is 8.3 %."""
     targets = fact_targets(built)
     base, sft = probe_accuracy(built, "base_model"), probe_accuracy(built, "sft_model")
     assert base["corpus"]["accuracy"] >= targets["base_corpus"] > 9 * base["corpus"]["chance"]
+    assert base["held_out"]["accuracy"] >= targets["base_held_out"] > 5 * base["held_out"]["chance"]
     assert sft["corpus"]["accuracy"] >= targets["sft_keeps"] * base["corpus"]["accuracy"]
-
-
-@pytest.mark.xfail(strict=True, reason="not met on the demo: the base model's held-out phrasing scores 30 % "
-                                       "(province 62 %, river 8 %), the note on issue 32 says why")
-def test_the_base_model_knows_the_demo_facts_in_a_phrasing_it_never_read(built):
-    targets = fact_targets(built)
-    assert probe_accuracy(built, "base_model")["held_out"]["accuracy"] >= targets["base_held_out"]
 
 
 def test_run_summary_covers_every_stage(built):

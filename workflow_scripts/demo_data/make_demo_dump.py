@@ -24,9 +24,10 @@ DATE = "20261101"
 NAME = f"zhwiki-{DATE}-pages-articles-multistream"
 PAGES_PER_STREAM = 100
 # A small country, so that each of its facts is read often enough to be learnt: the demo config
-# pretrains about 30 epochs over it, each stating a city's province about 9 times and a person's
-# hometown about 6 (the fact probe, `knowledge`: 89 % in the corpus phrasing). With 1,000 cities
-# and 900 people the probe stayed near chance: 12 % after one epoch, 16 % after four.
+# pretrains about 30 epochs over it, each stating a city's province about 10 times and a person's
+# hometown about 7 (the fact probe, `knowledge`: 90 % in the corpus phrasing, 68 % in the held-out
+# one). With 1,000 cities and 900 people the probe stayed near chance: 12 % after one epoch, 16 %
+# after four.
 CITIES, PEOPLE = 120, 120
 
 HEADER = """<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.11/" version="0.11" xml:lang="zh">
@@ -58,6 +59,41 @@ CLIMATES = ["温带季风气候", "亚热带湿润气候", "高原山地气候",
 TERMS = [("信息", "資訊"), ("软件", "軟體"), ("网络", "網路"), ("程序", "程式"), ("数据库", "資料庫"),
          ("打印机", "印表機"), ("出租车", "計程車"), ("自行车", "腳踏車")]
 LANG_NAMES = [("英语", "en"), ("法语", "fr"), ("日语", "ja"), ("德语", "de")]
+# More ways of stating each fact the probe asks about, one drawn per mention, as zhwiki states a fact
+# in its lead, infobox, body and other articles. None is a probe's held-out phrasing
+# (make_demo_eval.RELATIONS). With them, the held-out probe went from 30 % to 36 %; ten per relation
+# did worse than five (on a four-layer model, 31 % against 45 %).
+PHRASINGS = {
+    "province": ["{n}隶属于{province}", "{n}为{province}下辖的城市", "{n}归{province}管辖",
+                 "{n}是{province}辖下的一座城市", "{n}属于{province}"],
+    "river": ["{n}位于{river}沿岸", "{n}依{river}而建", "{n}濒临{river}", "{n}的母亲河是{river}",
+              "{n}境内的主要河流为{river}"],
+    "hometown": ["{n}出生于{city}", "{n}是{city}人", "{n}的故乡是{city}", "{n}生于{city}", "{n}来自{city}"],
+    "teacher": ["{n}师从{teacher}", "{n}是{teacher}的学生", "{n}受业于{teacher}", "{n}的导师是{teacher}",
+                "{n}曾跟随{teacher}学习"],
+}
+# Everyday sentences, so the demo's language holds the common words a probe's held-out phrasing is
+# made of (旁边, 叫, 名叫, 老师, 籍贯, 所在, 省份) in contexts that state none of the probe's facts:
+# without them those words were byte tokens the model had never read. The name after 叫 comes from
+# the context (the city's own cake, the person's invention): when only random names followed it, the
+# held-out probe stayed at 34 % (on a four-layer model, a river after "…的河流叫" 7 %, after "…的河流是"
+# 33 %); now 68 %.
+CITY_LIFE = [
+    "火车站旁边的广场上立着一座{year}年建成的钟楼。",
+    "当地人把这种点心叫作“{short}糕”，逢年过节家家都做。",
+    "城西有一条老街名叫{short}街，街边多是百年老店。",
+    "市政府所在的{word}区是全市的政治和文化中心。",
+    "全市中小学共有老师约{k}千名，学生{k}万余人。",
+    "在全国各个省份中，这里的{industry}产量名列前茅。",
+]
+PERSON_LIFE = [
+    "据说{n}晚年的居所旁边种满了竹子。",
+    "{n}曾收养一只小狗，取名叫“{word}”，常带它出门散步。",
+    "人们常把{n}叫作“{object}先生”。",
+    "当年书院的老师和同学都称赞{n}勤奋好学。",
+    "{n}的手稿和籍贯文书现藏于省档案馆。",
+    "{n}所在的学派后来传遍了全国各个省份。",
+]
 LATIN = ["Anning", "Baoshan", "Qinghe", "Longxi", "Yunze", "Taoyuan", "Jinling", "Songshan", "Xiaxi", "Mingde"]
 
 
@@ -132,6 +168,22 @@ def parse_world_args(description, stream):
     return args.out, World(random.Random(args.seed)), random.Random(args.seed + stream)
 
 
+def clauses(rng, subject, relations, name=None):
+    """One clause per relation about `subject` (a city or person), each in a phrasing drawn from
+    PHRASINGS, in shuffled order, naming the subject as `name` (default: its name)."""
+    drawn = [rng.choice(PHRASINGS[r]).format(n=name or subject["name"], **subject) for r in relations]
+    rng.shuffle(drawn)
+    return drawn
+
+
+def sentences(rng, subject, relations):
+    return "".join(clause + "。" for clause in clauses(rng, subject, relations))
+
+
+def list_entry(rng, subject, relations):
+    return "，".join(clauses(rng, subject, relations, "[[%s]]" % subject["name"]))
+
+
 def city_article(rng, w, c):
     n = c["name"]
     _, code = rng.choice(LANG_NAMES)
@@ -143,6 +195,7 @@ def city_article(rng, w, c):
         "'''%s'''（{{lang-%s|%s}}）是[[%s]]的一座城市，位于[[%s]]沿岸，北依[[%s]]。全市面积约%d平方公里，人口约%d万。"
         "<ref name=\"census\">{{cite web|title=%s人口普查|year=2020}}</ref>"
         % (n, code, c["latin"], c["province"], c["river"], c["mountain"], c["area"], pop, c["province"]),
+        sentences(rng, c, ["province", "river"]),
         "== 历史 ==",
         "%s始建于公元%d年，最初是%s边上的一个渡口。%s年间，当地开始修筑城墙，商旅往来日渐频繁。"
         % (n, c["founded"], c["river"], rng.choice(DYNASTIES)),
@@ -184,13 +237,16 @@ def city_article(rng, w, c):
             "%s方言属于%s方言片，与邻近的%s方言有较多差异。" % (n, c["province"][:2], neighbour[:2]),
             "%s的传统手工艺以%s最为著名，相关技艺已被列入非物质文化遗产名录。" % (n, rng.choice(OBJECTS)),
         ]),
+        rng.choice(CITY_LIFE).format(year=rng.randrange(1900, 1990), short=n[:2], word=place_name(rng),
+                                     k=rng.randrange(2, 9), industry=c["industries"][1]),
         "当地特产有%s、%s等，其中%s曾在多次博览会上获奖。"
         % (rng.choice(["桂花糕", "腊肉", "米酒", "青团", "酱菜"]), rng.choice(["莲藕", "柑橘", "板栗", "绿茶"]),
            rng.choice(["米酒", "绿茶", "柑橘"])),
     ]
     natives = [p for p in w.people if p["city"] == n]
     if natives:
-        paras += ["== 著名人物 ==", "\n".join("* [[%s]]，%s家" % (p["name"], p["field"]) for p in natives)]
+        paras += ["== 著名人物 ==",
+                  "\n".join("* %s，%s家" % (list_entry(rng, p, ["hometown"]), p["field"]) for p in natives)]
     paras += ["== 参见 ==", "* [[%s]]\n* [[%s]]" % (c["province"], c["river"]),
               "== 参考资料 ==", "{{reflist}}", "{{%s行政区划}}" % c["province"],
               "[[Category:%s城市]]" % c["province"]]
@@ -205,6 +261,7 @@ def person_article(rng, w, p):
         "'''%s'''（%d年—%d年），%s[[%s]]人，%s家。%s以研究%s闻名，曾改良%s，被后人称为“%s之父”。"
         % (n, p["born"], p["died"], w.province_of[p["city"]], p["city"], p["field"], n, p["field"], p["object"],
            p["object"]),
+        sentences(rng, p, ["hometown", "teacher"]),
         "== 生平 ==",
         "%s自幼聪颖，十五岁时拜[[%s]]为师，学习%s。二十岁后游历各地，考察山川风物，记录了大量笔记。"
         % (n, p["teacher"], p["field"]),
@@ -227,7 +284,8 @@ def person_article(rng, w, p):
             "%s生活简朴，常将俸禄分给贫寒学子。%s的学生后来多成为%s方面的名家。" % (n, n, p["field"]),
             "%s晚年双目失明，仍坚持口述著作，由弟子记录整理成书。" % n,
         ]),
-        *students_section(n, w.students[n]),
+        rng.choice(PERSON_LIFE).format(n=n, word=place_name(rng), object=p["object"]),
+        *students_section(rng, n, w.students[n]),
         "== 评价 ==",
         "后世学者普遍认为，%s是%s发展史上承前启后的人物。%s去世后，家乡%s为其修建了纪念馆。"
         % (n, p["field"], n, p["city"]),
@@ -236,19 +294,19 @@ def person_article(rng, w, p):
     return "\n\n".join(paras)
 
 
-def students_section(name, students):
+def students_section(rng, name, students):
     if not students:
         return []
-    listing = "\n".join("* [[%s]]，%s人" % (s["name"], s["city"]) for s in students)
+    listing = "\n".join("* " + list_entry(rng, s, ["hometown", "teacher"]) for s in students)
     return ["== 弟子 ==", "%s的学生包括：" % name, listing]
 
 
-def province_article(w, province):
+def province_article(rng, w, province):
     cities = [c for c in w.cities if c["province"] == province]
     paras = [
         "'''%s'''是一个省级行政区，省会为[[%s]]，下辖%d座城市。" % (province, cities[0]["name"], len(cities)),
         "== 行政区划 ==",
-        "\n".join("* [[%s]]：%s的城市，地处%s流域" % (c["name"], province, c["river"]) for c in cities),
+        "\n".join("* " + list_entry(rng, c, ["province", "river"]) for c in cities),
         "[[Category:省份]]",
     ]
     return "\n\n".join(paras)
@@ -260,7 +318,7 @@ def river_article(rng, w, river):
     paras = [
         "'''%s'''是一条河流，全长约%d公里，流域面积约%d平方公里。" % (river, length, length * rng.randrange(20, 60)),
         "== 流经城市 ==",
-        "\n".join("# [[%s]]（%s）" % (c["name"], c["province"]) for c in cities) or "# 暂无记载",
+        "\n".join("# " + list_entry(rng, c, ["river", "province"]) for c in cities) or "# 暂无记载",
         "== 水文 ==",
         "%s的汛期集中在%s，年平均径流量约%d亿立方米。河道中游多峡谷，下游则形成广阔的冲积平原。"
         % (river, rng.choice(SEASONS[:2]), rng.randrange(5, 300)),
@@ -333,7 +391,7 @@ def build_pages(rng):
     for r in w.rivers:
         article(r, river_article(rng, w, r))
     for province in w.provinces:
-        article(province, province_article(w, province))
+        article(province, province_article(rng, w, province))
     for _ in range(30):
         pages.append((0, place_name(rng) + "村", stub_article(rng, w), None))
     for k, obj in enumerate(OBJECTS[:6]):
