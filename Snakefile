@@ -39,7 +39,7 @@ wildcard_constraints:
 include: "rules/data.smk"
 include: "rules/tokenizer.smk"
 include: "rules/fetch.smk"
-include: "rules/model.smk"
+include: "rules/training.smk"
 include: "rules/continued.smk"
 include: "rules/eval.smk"
 include: "rules/export.smk"

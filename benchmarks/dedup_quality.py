@@ -13,8 +13,9 @@ every copy (a repost site's boilerplate). Stubs: 400 short articles written from
 (a county's province, area, population and founding year), as real zhwiki has tens of thousands.
 
 For each setting (character n-gram, threshold, permutations) the stages' own code
-(lib.minhash_signatures.signatures, lib.near_duplicates.find_duplicates) runs on the originals
-followed by their copies, and separately on the stubs. Recall per edit: the share of copies
+(lib.corpus.minhash_signatures.signatures; lib.corpus.near_duplicates' bands, exact copies and
+greedy pass, as find_duplicates below joins them) runs on the originals followed by their copies,
+and separately on the stubs. Recall per edit: the share of copies
 removed as a duplicate of their own original or of another copy of it. Precision: the share of
 all removals that are such. Writes benchmarks/results/dedup_quality.{json,md}.
 """
@@ -30,8 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from results_io import provenance, save  # noqa: E402
 
-from workflow_scripts.lib.near_duplicates import band_shape, find_duplicates  # noqa: E402
-from workflow_scripts.lib.minhash_signatures import exact_key, signatures as minhash_signatures  # noqa: E402
+from workflow_scripts.lib.corpus.minhash_signatures import exact_key, signatures as minhash_signatures  # noqa: E402
+from workflow_scripts.lib.corpus.near_duplicates import (band_keys, band_shape, buckets, exact_copies,  # noqa: E402
+                                                         greedy_removals, verified_pairs)
 
 DATA = REPO.parent / "shared" / "data"
 SENTENCE = re.compile(r"(?<=[。！？；\n])")
@@ -41,6 +43,16 @@ NGRAMS, THRESHOLDS = (3, 4, 5, 7), (0.5, 0.55, 0.6, 0.7, 0.8)
 HEADER = "本文转载自网络，版权归原作者所有，如有侵权请联系删除。欢迎关注本站公众号，获取更多精彩内容与每日更新。"
 FOOTER = ("（完）责任编辑：小编。本站所有文章仅供学习交流，不代表本站观点。"
           "点击阅读原文，查看更多相关资讯与历史文章推荐。")
+
+
+def find_duplicates(exact_keys, signatures, threshold):
+    """What the dedup_bands, dedup_exact and dedup_join jobs decide, in one process: every band's
+    verified pairs, then the greedy pass (the set fits in memory here)."""
+    bands, rows = band_shape(threshold, signatures.shape[1])
+    pairs = [verified_pairs(buckets(band_keys(signatures, band, rows)), signatures, lambda p: p, band, (bands, rows),
+                            threshold) for band in range(bands)]
+    earlier, later, similarity = (np.concatenate(parts) for parts in zip(*pairs))
+    return greedy_removals(len(exact_keys), *exact_copies(exact_keys), earlier, later, similarity)
 
 
 def zhwiki_articles():

@@ -31,8 +31,8 @@ from results_io import RESULTS, provenance, save
 
 REPO = RESULTS.parents[1]
 sys.path.insert(0, str(REPO))
-from workflow_scripts.lib.near_duplicates import exact_copies, greedy_removals  # noqa: E402
-from workflow_scripts.lib.signature_files import SignatureFiles  # noqa: E402
+from workflow_scripts.lib.corpus.near_duplicates import exact_copies, greedy_removals  # noqa: E402
+from workflow_scripts.lib.corpus.signature_files import SignatureFiles  # noqa: E402
 
 SHARDS, NUM_PERM, THRESHOLD = 20, 128, 0.55
 
@@ -129,7 +129,7 @@ def band_jobs_run(folder, paths, band_jobs):
     for group in range(band_jobs):
         pairs.append(folder / f"bands-{group}.npz")
         jobs.append((f"dedup_bands {group}", *measured(
-            [sys.executable, "-m", "workflow_scripts.dedup_bands", "--signatures", *map(str, paths), "--group",
+            [sys.executable, "-m", "workflow_scripts.data.dedup_bands", "--signatures", *map(str, paths), "--group",
              str(group), "--groups", str(band_jobs), "--threshold", str(THRESHOLD), "--out", str(pairs[-1]),
              "--stats", str(folder / f"bands-{group}.json")], folder / f"bands-{group}.log")))
     return jobs, pairs
@@ -157,19 +157,20 @@ def join_run(folder, paths, pairs, join_jobs):
     for group in range(join_jobs):
         copies.append(folder / f"exact-{group}.npz")
         jobs.append((f"dedup_exact {group} of {join_jobs}", *measured(
-            [sys.executable, "-m", "workflow_scripts.dedup_exact", "--signatures", *map(str, paths), "--group",
+            [sys.executable, "-m", "workflow_scripts.data.dedup_exact", "--signatures", *map(str, paths), "--group",
              str(group), "--groups", str(join_jobs), "--out", str(copies[-1]),
              "--stats", str(folder / f"exact-{group}.json")], folder / f"exact-{group}.log")))
     for part, part_pairs in enumerate(pairs_in_parts(folder, paths, pairs, join_jobs)):
         reports.append(folder / f"join-{part}.parquet")
         jobs.append((f"dedup_join {part} of {join_jobs}", *measured(
-            [sys.executable, "-m", "workflow_scripts.dedup_join", "--signatures", *map(str, paths), "--exact",
+            [sys.executable, "-m", "workflow_scripts.data.dedup_join", "--signatures", *map(str, paths), "--exact",
              *map(str, copies), "--pairs", *map(str, part_pairs), "--earlier", *map(str, reports[:-1]),
              "--part", str(part), "--report", str(reports[-1]), "--stats", str(folder / f"join-{part}.json")],
             folder / f"join-{part}.log")))
     report = folder / "removed.parquet"
     jobs.append((f"dedup (concatenating {join_jobs})", *measured(
-        [sys.executable, "-m", "workflow_scripts.dedup", "--exact", *map(str, copies), "--parts", *map(str, reports),
+        [sys.executable, "-m", "workflow_scripts.data.dedup", "--exact", *map(str, copies),
+         "--parts", *map(str, reports),
          "--part-stats", *(str(folder / f"join-{part}.json") for part in range(join_jobs)), "--threshold",
          str(THRESHOLD), "--report", str(report), "--stats", str(folder / "stats.json")], folder / "dedup.log")))
     return jobs, copies, report
@@ -180,7 +181,7 @@ def join_before(folder, paths, copies, pairs, before):
     commit) on the same copies and pairs, and the ids it removed."""
     report = folder / "removed-before.parquet"
     job = ("dedup (one join job, before)", *measured(
-        [sys.executable, "-m", "workflow_scripts.dedup", "--signatures", *map(str, paths), "--exact",
+        [sys.executable, "-m", "workflow_scripts.data.dedup", "--signatures", *map(str, paths), "--exact",
          *map(str, copies), "--pairs", *map(str, pairs), "--threshold", str(THRESHOLD), "--report", str(report),
          "--stats", str(folder / "stats-before.json")], folder / "dedup-before.log", cwd=before))
     return job, np.sort(pq.read_table(report, columns=["id"])["id"].to_numpy())

@@ -9,7 +9,7 @@ Builds (once) a zhwiki-format multistream dump of --mb MB of XML from the real n
             by N processes at once (libbz2, as the stage reads them; nothing parsed or written);
   * stock:  `wikiextractor --processes N --json` (its default, which first scans the whole dump
             for templates) and with `--no-templates` (no template expansion, as our stage does);
-  * ours:   `python -m workflow_scripts.extract` over S shards, N at a time, as
+  * ours:   `python -m workflow_scripts.data.extract` over S shards, N at a time, as
             `snakemake --cores N` runs the extract jobs (one process per shard, no Python pool);
   * before: with --before, the same stage from a checkout of an earlier commit, 2 shards; every
             run of ours must write the same documents as it (`same_output_as_before`).
@@ -30,7 +30,7 @@ from results_io import RESULTS, provenance, save
 
 REPO = RESULTS.parents[1]
 sys.path.insert(0, str(REPO))
-from workflow_scripts.lib.multistream_index import shard_ranges, stream_offsets  # noqa: E402
+from workflow_scripts.lib.corpus.multistream_index import shard_ranges, stream_offsets  # noqa: E402
 
 MAKE_DUMP = REPO.parent / "shared" / "tools" / "make_bench_dump.py"
 
@@ -76,7 +76,8 @@ def run_bz2_limit(dump, index, out: Path, cores):
 
 def run_ours(dump, index, out: Path, cores, shards, code=REPO):
     def one(shard):
-        subprocess.run([sys.executable, "-m", "workflow_scripts.extract", "--dump", str(dump), "--index", str(index),
+        subprocess.run([sys.executable, "-m", "workflow_scripts.data.extract", "--dump", str(dump),
+                        "--index", str(index),
                         "--shard", str(shard), "--shards", str(shards), "--out", str(out / f"{shard:03d}.parquet"),
                         "--stats", str(out / f"{shard:03d}.json"), "--log", str(out / f"{shard:03d}.log")],
                        cwd=code, check=True)

@@ -7,7 +7,7 @@ llama.cpp's logits follow transformers'.
 
 Each engine decodes exactly --tokens new tokens greedily (past any end token) after each of the
 demo's chat prompts, at each --threads; a first prompt warms each engine up and is not counted.
-llama.cpp is node-llama-cpp's prebuilt CPU build (workflow_scripts/lib/llama_cpp_runtime.py); its
+llama.cpp is node-llama-cpp's prebuilt CPU build (benchmarks/llama_cpp_runtime.py); its
 time is measured inside the runtime, so starting Node is not counted. Writes
 benchmarks/results/gguf_decode.{json,md}.
 """
@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from results_io import provenance, save  # noqa: E402
 
-from workflow_scripts.lib import llama_cpp_runtime  # noqa: E402
-from workflow_scripts.lib.generation import chat_prompt_ids  # noqa: E402
-from workflow_scripts.lib.models import load_causal_lm  # noqa: E402
+import llama_cpp_runtime  # noqa: E402
+from workflow_scripts.lib.serving.generation import chat_prompt_ids  # noqa: E402
+from workflow_scripts.lib.training.models import load_causal_lm  # noqa: E402
 
 
 def prompts(tokenizer, count):

@@ -6,7 +6,7 @@ choice, and SFT and decoding throughput. Started by benchmarks/gpu_check.sh:
     bash benchmarks/gpu_check.sh                  # there (about 7 minutes on one H100 or H200)
     bash benchmarks/gpu_check.sh --smoke          # anywhere, in tiny sizes (tests/test_gpu_check.py)
 
-Every step runs a stage's own CLI (workflow_scripts.pretrain, sft, knowledge, multiple_choice), as
+Every step runs a stage's own CLI (workflow_scripts.training.pretrain, sft, knowledge, multiple_choice), as
 the rules do, with the settings' defaults for what it does not name, so a GPU day checks the code
 users run; Snakemake itself need not be installed there.
 1. Throughput: the pretrain stage on the 0.1b preset (bf16 on a GPU) with sdpa, with sdpa and
@@ -89,9 +89,9 @@ def throughput_runs(work, sizes, data):
 
 
 def workflow_launcher():
-    """The rules' launcher (workflow_scripts.launch: accelerate launch) for one process, on the GPU
+    """The rules' launcher (workflow_scripts.training.launch: accelerate launch) for one process, on the GPU
     where there is one."""
-    return (sys.executable, "-m", "workflow_scripts.launch", "--gpus", str(int(torch.cuda.is_available())),
+    return (sys.executable, "-m", "workflow_scripts.training.launch", "--gpus", str(int(torch.cuda.is_available())),
             "--processes", "1", "--nodes", "1", "--", "-m")
 
 

@@ -1,5 +1,5 @@
 """MinHash signature speed and accuracy: the minhash stage's hashing (numpy n-gram hashes of the
-text into rensa's RMinHash, workflow_scripts.lib.minhash_signatures) against rensa's RMinHash and
+text into rensa's RMinHash, workflow_scripts.lib.corpus.minhash_signatures) against rensa's RMinHash and
 CMinHash and datasketch 2.0 on ready-made byte shingles, in one run.
 
     python benchmarks/minhash_speed.py --repeats 3
@@ -28,7 +28,7 @@ from rensa import CMinHash, RMinHash
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from workflow_scripts.lib.minhash_signatures import WHITESPACE, signatures  # noqa: E402
+from workflow_scripts.lib.corpus.minhash_signatures import WHITESPACE, signatures  # noqa: E402
 from results_io import provenance, save  # noqa: E402
 
 NOVELS = REPO.parent / "shared" / "data" / "pretrain_text" / "chinese-novels"

@@ -3,7 +3,7 @@
     snakemake --cores all tokens            # the demo's tokenizer and token shards, once
     python benchmarks/pretrain_throughput.py --preset demo --steps 30
 
-Same model (built by workflow_scripts.pretrain.build_model), same token windows in the same order,
+Same model (built by workflow_scripts.training.pretrain.build_model), same token windows in the same order,
 same batch (micro-batch x sequence length x accumulation), same optimizer settings, one process
 each, run one after the other in fresh processes with the same number of threads. Throughput is
 training tokens per second over steps 2 to N-1 (the first step warms up, the last one evaluates);
@@ -27,7 +27,7 @@ from results_io import provenance, save  # noqa: E402
 
 
 def ours(args, work: Path):
-    command = [sys.executable, "-m", "workflow_scripts.pretrain", "--tokens", str(args.tokens),
+    command = [sys.executable, "-m", "workflow_scripts.training.pretrain", "--tokens", str(args.tokens),
                "--tokenizer", str(args.tokenizer), "--preset", args.preset, "--seq-len", str(args.seq_len),
                "--micro-batch", str(args.micro_batch), "--global-batch-tokens", str(args.batch_tokens),
                "--max-steps", str(args.steps), "--eval-every", str(args.steps), "--eval-windows", "8",
@@ -54,9 +54,9 @@ def trainer(args, work: Path):
     import torch
     from transformers import AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 
-    from workflow_scripts.lib.model_presets import build_model
-    from workflow_scripts.lib.token_data import Sampler, TokenWindows
-    from workflow_scripts.lib.training import set_seed
+    from workflow_scripts.lib.training.model_presets import build_model
+    from workflow_scripts.lib.training.token_data import Sampler, TokenWindows
+    from workflow_scripts.lib.training.training import set_seed
 
     set_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)

@@ -34,9 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from results_io import provenance, save  # noqa: E402
 
-from workflow_scripts.lib.continuous_batching import ContinuousBatch, RowSampling  # noqa: E402
-from workflow_scripts.lib.generation import DEFAULTS, ReplyRequest, chat_prompt_ids, left_padded  # noqa: E402
-from workflow_scripts.lib.models import load_causal_lm  # noqa: E402
+from workflow_scripts.lib.serving.continuous_batching import ContinuousBatch, RowSampling  # noqa: E402
+from workflow_scripts.lib.serving.generation import DEFAULTS, ReplyRequest, chat_prompt_ids, left_padded  # noqa: E402
+from workflow_scripts.lib.training.models import load_causal_lm  # noqa: E402
 
 CLIENTS = (1, 4, 16)
 
@@ -102,7 +102,8 @@ def free_port():
 def start_server(tree, model_dir, threads):
     """The server of the source tree `tree`, as users start it."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "workflow_scripts.serve", str(model_dir), "--port", str(port),
+    process = subprocess.Popen([sys.executable, "-m", "workflow_scripts.serving.serve", str(model_dir),
+                                "--port", str(port),
                                 "--threads", str(threads), "--max-queue", "64"], cwd=tree,
                                env={**os.environ, "PYTHONPATH": str(tree)},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

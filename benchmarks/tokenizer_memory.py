@@ -4,7 +4,7 @@
 
 On the real novels in ../shared/data/pretrain_text/chinese-novels/ (normalised as the clean
 stage does; every 25th chapter held out for validation), trains both setups at each size, each in
-a fresh process, with workflow_scripts.tokenizer.train, and records training time, peak RSS (and
+a fresh process, with workflow_scripts.tokenizer.tokenizer.train, and records training time, peak RSS (and
 peak RSS minus the process's RSS before training: the trainer's own memory) and characters per
 token on the held-out chapters. A power law fitted to the trainer memory projects it to 1.5 GB
 of text (simplified zhwiki). Writes benchmarks/results/tokenizer_memory.{json,md}.
@@ -19,8 +19,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from workflow_scripts.lib.corpus.text_normalization import normalize  # noqa: E402
 from workflow_scripts.lib.stage_cli import peak_rss_mb  # noqa: E402
-from workflow_scripts.lib.text_normalization import normalize  # noqa: E402
 from results_io import provenance, save  # noqa: E402
 
 NOVELS = REPO.parent / "shared" / "data" / "pretrain_text" / "chinese-novels"

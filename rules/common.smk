@@ -1,4 +1,4 @@
-# Snakemake glue that the rules share: the config checked (lib/workflow_config.py), the input
+# Snakemake glue that the rules share: the config checked (lib/workflow/workflow_config.py), the input
 # functions, and the names of a run's shards, models and fetched files (their wildcards' patterns
 # are in the Snakefile, before the rules).
 import os
@@ -9,8 +9,8 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.io import strip_wildcard_constraints
 
-from workflow_scripts.lib.code_fingerprint import code_fingerprint
-from workflow_scripts.lib.workflow_config import (CONTINUED_EXPANSION_KEYS, ConfigError, as_entries, chat_sources,
+from workflow_scripts.lib.workflow.code_fingerprint import code_fingerprint
+from workflow_scripts.lib.workflow.workflow_config import (CONTINUED_EXPANSION_KEYS, ConfigError, as_entries, chat_sources,
                                                     cli_options, corpus_files, corpus_weights, data_sources,
                                                     dump_source_options, extra_corpora, fetched_key, ingest_options,
                                                     launcher, mirrored, part_settings, run_fetches, run_models,

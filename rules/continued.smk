@@ -15,7 +15,7 @@ rule expand_vocab:
         vocab_size=config["continued_pretrain"]["vocab_size"],
         max_chars=config["continued_pretrain"]["max_chars"],
         init=config["continued_pretrain"]["init"],
-        code=code_fingerprint("expand_vocab"),
+        code=code_fingerprint("continued.expand_vocab"),
     log:
         "results/logs/expand_vocab.log",
     benchmark:
@@ -24,7 +24,7 @@ rule expand_vocab:
     conda:
         "../envs/training.yaml"
     shell:
-        "RAYON_NUM_THREADS={threads} python -m workflow_scripts.expand_vocab --base {input.base}"
+        "RAYON_NUM_THREADS={threads} python -m workflow_scripts.continued.expand_vocab --base {input.base}"
         " --train {input.train} --validation {input.validation} --vocab-size {params.vocab_size}"
         " --max-chars {params.max_chars} --init {params.init} --out {output.model} --report {output.report}"
         " --log {log}"
@@ -46,7 +46,7 @@ rule continued_model:
         options=cli_options(config["continued_pretrain"], skip=CONTINUED_EXPANSION_KEYS),
         threads_per_process=threads_per_process("continued_pretrain"),
         checkpoints="results/checkpoints/continued_model",
-        code=code_fingerprint("continued_pretrain", "launch"),
+        code=code_fingerprint("continued.continued_pretrain", "training.launch"),
     log:
         "results/logs/continued_model.log",
     benchmark:
@@ -57,7 +57,7 @@ rule continued_model:
     conda:
         "../envs/training.yaml"
     shell:
-        "OMP_NUM_THREADS={params.threads_per_process} {params.launcher} -m workflow_scripts.continued_pretrain"
+        "OMP_NUM_THREADS={params.threads_per_process} {params.launcher} -m workflow_scripts.continued.continued_pretrain"
         " --model {input.model} --expansion {input.expansion} --tokens $(dirname {input.tokens}) {params.options}"
         " --checkpoint-root {params.checkpoints} --out {output.model} --metrics {output.metrics}"
         " --plot {output.plot} --summary {output.summary} --log {log}"

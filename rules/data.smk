@@ -22,7 +22,7 @@ rule download:
         source_files=dump_source_options(config["download"], SAMPLE_DIR),
         retries=config["download"]["retries"],
         timeout_s=config["download"]["timeout_s"],
-        code=code_fingerprint("download"),
+        code=code_fingerprint("data.download"),
     log:
         "results/logs/download.log",
     benchmark:
@@ -30,7 +30,7 @@ rule download:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.download --source {params.source} --mirror {params.mirror}"
+        "python -m workflow_scripts.data.download --source {params.source} --mirror {params.mirror}"
         " --date {params.date} {params.source_files}"
         " --retries {params.retries} --timeout-s {params.timeout_s}"
         " --dump {output.dump} --index {output.index} --sha1sums {output.sha1sums}"
@@ -50,7 +50,7 @@ rule extract_shard:
     params:
         shards=len(SHARDS),
         options=cli_options(config["extract"], skip=("shards",)),
-        code=code_fingerprint("extract"),
+        code=code_fingerprint("data.extract"),
     log:
         "results/logs/extract/shard-{shard}.log",
     benchmark:
@@ -58,7 +58,7 @@ rule extract_shard:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.extract --dump {input.dump} --index {input.index}"
+        "python -m workflow_scripts.data.extract --dump {input.dump} --index {input.index}"
         " --shard {wildcards.shard} --shards {params.shards} {params.options}"
         " --out {output.docs} --stats {output.stats} --log {log}"
 
@@ -73,7 +73,7 @@ rule ingest_part:
         name=lambda wildcards: part_corpus(wildcards)["name"],
         shard=lambda wildcards: int(wildcards.part[-3:]),
         options=lambda wildcards: ingest_options(part_corpus(wildcards)),
-        code=code_fingerprint("ingest"),
+        code=code_fingerprint("data.ingest"),
     log:
         "results/logs/ingest/{part}.log",
     benchmark:
@@ -83,7 +83,7 @@ rule ingest_part:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.ingest --name {params.name} --files {input.files} {params.options}"
+        "python -m workflow_scripts.data.ingest --name {params.name} --files {input.files} {params.options}"
         " --shard {params.shard} --out {output.docs} --stats {output.stats} --log {log}"
 
 
@@ -95,7 +95,7 @@ rule convert_part:
         stats="results/convert/{part}.json",
     params:
         opencc_config=lambda wildcards: part_corpus(wildcards)["opencc_config"],
-        code=code_fingerprint("convert"),
+        code=code_fingerprint("data.convert"),
     log:
         "results/logs/convert/{part}.log",
     benchmark:
@@ -103,7 +103,7 @@ rule convert_part:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.convert --config {params.opencc_config} --input {input.docs}"
+        "python -m workflow_scripts.data.convert --config {params.opencc_config} --input {input.docs}"
         " --out {output.docs} --stats {output.stats} --log {log}"
 
 
@@ -115,7 +115,7 @@ rule clean_part:
         stats="results/clean/{part}.json",
     params:
         options=lambda wildcards: cli_options(part_corpus(wildcards)["clean"]),
-        code=code_fingerprint("clean"),
+        code=code_fingerprint("data.clean"),
     log:
         "results/logs/clean/{part}.log",
     benchmark:
@@ -123,7 +123,7 @@ rule clean_part:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.clean --input {input.docs} {params.options}"
+        "python -m workflow_scripts.data.clean --input {input.docs} {params.options}"
         " --out {output.docs} --stats {output.stats} --log {log}"
 
 
@@ -136,7 +136,7 @@ rule minhash_part:
         ngram=config["dedup"]["ngram"],
         num_perm=config["dedup"]["num_perm"],
         seed=config["dedup"]["seed"],
-        code=code_fingerprint("minhash"),
+        code=code_fingerprint("data.minhash"),
     log:
         "results/logs/minhash/{part}.log",
     benchmark:
@@ -144,7 +144,7 @@ rule minhash_part:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.minhash --input {input.docs} --ngram {params.ngram}"
+        "python -m workflow_scripts.data.minhash --input {input.docs} --ngram {params.ngram}"
         " --num-perm {params.num_perm} --seed {params.seed} --out {output.signatures} --log {log}"
 
 
@@ -159,7 +159,7 @@ rule dedup_band_group:
         threshold=config["dedup"]["threshold"],
         num_perm=config["dedup"]["num_perm"],
         corpus_order=" ".join(corpus_weights(config, EXTRA_CORPORA)),
-        code=code_fingerprint("dedup_bands"),
+        code=code_fingerprint("data.dedup_bands"),
     log:
         "results/logs/dedup_bands/{group}.log",
     benchmark:
@@ -167,7 +167,7 @@ rule dedup_band_group:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.dedup_bands --signatures {input.signatures} --group {wildcards.group}"
+        "python -m workflow_scripts.data.dedup_bands --signatures {input.signatures} --group {wildcards.group}"
         " --groups {params.groups} --threshold {params.threshold} --num-perm {params.num_perm}"
         " --corpus-order {params.corpus_order} --out {output.pairs} --stats {output.stats} --log {log}"
 
@@ -181,7 +181,7 @@ rule dedup_exact_group:
     params:
         groups=config["dedup"]["join_jobs"],
         corpus_order=" ".join(corpus_weights(config, EXTRA_CORPORA)),
-        code=code_fingerprint("dedup_exact"),
+        code=code_fingerprint("data.dedup_exact"),
     log:
         "results/logs/dedup_exact/{key_group}.log",
     benchmark:
@@ -189,7 +189,7 @@ rule dedup_exact_group:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.dedup_exact --signatures {input.signatures} --group {wildcards.key_group}"
+        "python -m workflow_scripts.data.dedup_exact --signatures {input.signatures} --group {wildcards.key_group}"
         " --groups {params.groups} --corpus-order {params.corpus_order} --out {output.copies}"
         " --stats {output.stats} --log {log}"
 
@@ -205,7 +205,7 @@ rule dedup_join_part:
         stats="results/dedup/join/{join_part}.json",
     params:
         corpus_order=" ".join(corpus_weights(config, EXTRA_CORPORA)),
-        code=code_fingerprint("dedup_join"),
+        code=code_fingerprint("data.dedup_join"),
     log:
         "results/logs/dedup_join/{join_part}.log",
     benchmark:
@@ -213,7 +213,7 @@ rule dedup_join_part:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.dedup_join --signatures {input.signatures} --exact {input.exact}"
+        "python -m workflow_scripts.data.dedup_join --signatures {input.signatures} --exact {input.exact}"
         " --pairs {input.pairs} --earlier {input.earlier} --part {wildcards.join_part}"
         " --corpus-order {params.corpus_order} --report {output.report} --stats {output.stats} --log {log}"
 
@@ -229,7 +229,7 @@ rule dedup:
     params:
         threshold=config["dedup"]["threshold"],
         num_perm=config["dedup"]["num_perm"],
-        code=code_fingerprint("dedup"),
+        code=code_fingerprint("data.dedup"),
     log:
         "results/logs/dedup.log",
     benchmark:
@@ -237,7 +237,7 @@ rule dedup:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.dedup --exact {input.exact} --parts {input.parts} --part-stats {input.part_stats}"
+        "python -m workflow_scripts.data.dedup --exact {input.exact} --parts {input.parts} --part-stats {input.part_stats}"
         " --threshold {params.threshold} --num-perm {params.num_perm} --report {output.report}"
         " --stats {output.stats} --log {log}"
 
@@ -254,7 +254,7 @@ rule split:
         validation_fraction=config["split"]["validation_fraction"],
         seed=config["split"]["seed"],
         weights=" ".join(f"{name}={weight}" for name, weight in corpus_weights(config, EXTRA_CORPORA).items()),
-        code=code_fingerprint("split"),
+        code=code_fingerprint("data.split"),
     log:
         "results/logs/split.log",
     benchmark:
@@ -262,7 +262,7 @@ rule split:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.split --inputs {input.docs} --removed {input.removed}"
+        "python -m workflow_scripts.data.split --inputs {input.docs} --removed {input.removed}"
         " --validation-fraction {params.validation_fraction} --seed {params.seed} --weights {params.weights}"
         " --train {output.train} --validation {output.validation} --stats {output.stats} --log {log}"
 
@@ -281,7 +281,7 @@ rule corpus_summary:
         plot=report("results/corpus/funnel.png", caption="../report/funnel.rst", category="2. Data",
                     labels={"page": "funnel plot"}),
     params:
-        code=code_fingerprint("corpus_summary"),
+        code=code_fingerprint("data.corpus_summary"),
     log:
         "results/logs/corpus_summary.log",
     benchmark:
@@ -289,7 +289,7 @@ rule corpus_summary:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.corpus_summary --extract {input.extract} --ingest {input.ingest}"
+        "python -m workflow_scripts.data.corpus_summary --extract {input.extract} --ingest {input.ingest}"
         " --convert {input.convert}"
         " --clean {input.clean} --dedup {input.dedup} --split {input.split}"
         " --json {output.json} --markdown {output.markdown} --plot {output.plot} --log {log}"

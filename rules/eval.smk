@@ -9,7 +9,7 @@ rule bits_per_byte_model:
         "results/eval/{model}/bpb.json",
     params:
         options=cli_options({key: config["eval"][key] for key in ("batch_size", "max_documents", "seq_len")}),
-        code=code_fingerprint("bits_per_byte"),
+        code=code_fingerprint("eval.bits_per_byte"),
     log:
         "results/logs/bits_per_byte/{model}.log",
     benchmark:
@@ -18,7 +18,7 @@ rule bits_per_byte_model:
     conda:
         "../envs/training.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} python -m workflow_scripts.bits_per_byte --model {input.model}"
+        "OMP_NUM_THREADS={threads} python -m workflow_scripts.eval.bits_per_byte --model {input.model}"
         " --text {input.text} {params.options} --out {output} --log {log}"
 
 
@@ -35,7 +35,7 @@ rule multiple_choice_model:
         shots=" ".join(map(str, config["eval"]["shots"])),
         scoring=" ".join(config["eval"]["scoring"]),
         max_prompt_tokens=config["eval"]["max_prompt_tokens"],
-        code=code_fingerprint("multiple_choice"),
+        code=code_fingerprint("eval.multiple_choice"),
     log:
         "results/logs/multiple_choice/{model}-{set}.log",
     benchmark:
@@ -44,7 +44,7 @@ rule multiple_choice_model:
     conda:
         "../envs/training.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} python -m workflow_scripts.multiple_choice --model {input.model}"
+        "OMP_NUM_THREADS={threads} python -m workflow_scripts.eval.multiple_choice --model {input.model}"
         " --data {params.data} --name {wildcards.set} --subjects {params.subjects} --shots {params.shots}"
         " --scoring {params.scoring} --max-prompt-tokens {params.max_prompt_tokens}"
         " --out {output.json} --markdown {output.markdown} --log {log}"
@@ -61,7 +61,7 @@ rule samples_model:
         style=answer_style,
         max_new_tokens=config["eval"]["max_new_tokens"],
         repetition_penalty=config["eval"]["repetition_penalty"],
-        code=code_fingerprint("samples"),
+        code=code_fingerprint("eval.samples"),
     log:
         "results/logs/samples/{model}.log",
     benchmark:
@@ -70,7 +70,7 @@ rule samples_model:
     conda:
         "../envs/training.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} python -m workflow_scripts.samples --model {input.model}"
+        "OMP_NUM_THREADS={threads} python -m workflow_scripts.eval.samples --model {input.model}"
         " --prompts {input.prompts} --style {params.style} --max-new-tokens {params.max_new_tokens}"
         " --repetition-penalty {params.repetition_penalty} --out {output.json} --markdown {output.markdown}"
         " --log {log}"
@@ -85,7 +85,7 @@ rule knowledge_model:
         markdown="results/eval/{model}/knowledge.md",
     params:
         style=answer_style,
-        code=code_fingerprint("knowledge"),
+        code=code_fingerprint("eval.knowledge"),
     log:
         "results/logs/knowledge/{model}.log",
     benchmark:
@@ -94,7 +94,7 @@ rule knowledge_model:
     conda:
         "../envs/training.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} python -m workflow_scripts.knowledge --model {input.model}"
+        "OMP_NUM_THREADS={threads} python -m workflow_scripts.eval.knowledge --model {input.model}"
         " --facts {input.facts} --style {params.style} --out {output.json} --markdown {output.markdown} --log {log}"
 
 
@@ -124,7 +124,7 @@ rule run_summary:
         samples=report("results/report/samples.html", caption="../report/evaluation.rst", category="5. Evaluation",
                        labels={"page": "samples"}),
     params:
-        code=code_fingerprint("run_summary"),
+        code=code_fingerprint("eval.run_summary"),
     log:
         "results/logs/run_summary.log",
     benchmark:
@@ -132,7 +132,7 @@ rule run_summary:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.run_summary --corpus {input.corpus} --dedup-report {input.dedup_report}"
+        "python -m workflow_scripts.eval.run_summary --corpus {input.corpus} --dedup-report {input.dedup_report}"
         " --tokenizer {input.tokenizer} --pretrain {input.pretrain} --sft {input.sft} --dpo {input.dpo}"
         " --continued {input.continued} --expansion {input.expansion}"
         " --bpb {input.bpb}"

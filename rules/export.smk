@@ -9,7 +9,7 @@ rule gguf_file:
         gguf="results/export/{model}-{gguf_type}.gguf",
         stats="results/export/{model}-{gguf_type}.json",
     params:
-        code=code_fingerprint("export_gguf"),
+        code=code_fingerprint("export.export_gguf"),
     log:
         "results/logs/export_gguf/{model}-{gguf_type}.log",
     benchmark:
@@ -17,7 +17,7 @@ rule gguf_file:
     conda:
         "../envs/training.yaml"
     shell:
-        "python -m workflow_scripts.export_gguf --model {input.model} --type {wildcards.gguf_type}"
+        "python -m workflow_scripts.export.export_gguf --model {input.model} --type {wildcards.gguf_type}"
         " --out {output.gguf} --stats {output.stats} --log {log}"
 
 
@@ -28,7 +28,7 @@ rule ollama_modelfile:
     output:
         "results/export/Modelfile",
     params:
-        code=code_fingerprint("ollama_modelfile"),
+        code=code_fingerprint("export.ollama_modelfile"),
     log:
         "results/logs/ollama_modelfile.log",
     benchmark:
@@ -36,7 +36,7 @@ rule ollama_modelfile:
     conda:
         "../envs/training.yaml"
     shell:
-        "python -m workflow_scripts.ollama_modelfile --model {input.model} --gguf {input.gguf} --out {output}"
+        "python -m workflow_scripts.export.ollama_modelfile --model {input.model} --gguf {input.gguf} --out {output}"
         " --log {log}"
 
 

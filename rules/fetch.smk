@@ -13,7 +13,7 @@ rule fetch_url:
         downloads=lambda wildcards: f"{FETCHED}/.downloads/{url_key(FETCHES[wildcards.fetched]['url'])}",
         max_gb=config["fetch"]["max_gb"],
         max_unpacked_gb=config["fetch"]["max_unpacked_gb"],
-        code=code_fingerprint("fetch_data"),
+        code=code_fingerprint("fetch.fetch_data"),
     log:
         "results/logs/fetch_data/{fetched}.log",
     benchmark:
@@ -21,6 +21,6 @@ rule fetch_url:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.fetch_data --url {params.url:q} --sha256 '{params.sha256}'"
+        "python -m workflow_scripts.fetch.fetch_data --url {params.url:q} --sha256 '{params.sha256}'"
         " --max-gb {params.max_gb} --max-unpacked-gb {params.max_unpacked_gb}"
         " --out {output.folder} --downloads {params.downloads} --stats {output.stats} --log {log}"

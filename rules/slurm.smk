@@ -1,7 +1,7 @@
 # SLURM (--profile profiles/slurm): the cluster as config slurm declares it, and a check of every
 # job against what the cluster offers before the first one is submitted
-# (workflow_scripts/lib/slurm_cluster.py). Included last: it reads the rules defined above.
-from workflow_scripts.lib import slurm_cluster
+# (workflow_scripts/lib/workflow/slurm_cluster.py). Included last: it reads the rules defined above.
+from workflow_scripts.lib.workflow import slurm_cluster
 
 # Per-rule asks of the profile (set-resources), capped by config slurm. A rule's own resources
 # (the GPUs and nodes of training, from config) shape the run itself, so they are checked, not capped.

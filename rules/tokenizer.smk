@@ -16,7 +16,7 @@ rule tokenizer:
         pre_tokenization=config["tokenizer"]["pre_tokenization"],
         han_run_max=config["tokenizer"]["han_run_max"],
         model_max_length=config["tokenizer"]["model_max_length"],
-        code=code_fingerprint("tokenizer"),
+        code=code_fingerprint("tokenizer.tokenizer"),
     log:
         "results/logs/tokenizer.log",
     benchmark:
@@ -25,7 +25,7 @@ rule tokenizer:
     conda:
         "../envs/tokenizer.yaml"
     shell:
-        "RAYON_NUM_THREADS={threads} python -m workflow_scripts.tokenizer"
+        "RAYON_NUM_THREADS={threads} python -m workflow_scripts.tokenizer.tokenizer"
         " --train {input.train} --validation {input.validation}"
         " --vocab-size {params.vocab_size} --min-frequency {params.min_frequency}"
         " --max-chars {params.max_chars} --pre-tokenization {params.pre_tokenization}"
@@ -42,7 +42,7 @@ rule token_shard:
         index="results/{tokens}/{split}-{shard}.json",
     params:
         shards=len(TOKEN_SHARDS),
-        code=code_fingerprint("tokens"),
+        code=code_fingerprint("tokenizer.tokens"),
     log:
         "results/logs/{tokens}/{split}-{shard}.log",
     benchmark:
@@ -50,7 +50,7 @@ rule token_shard:
     conda:
         "../envs/tokenizer.yaml"
     shell:
-        "RAYON_NUM_THREADS={threads} python -m workflow_scripts.tokens --tokenizer {input.tokenizer}"
+        "RAYON_NUM_THREADS={threads} python -m workflow_scripts.tokenizer.tokens --tokenizer {input.tokenizer}"
         " --input {input.docs} --shard {wildcards.shard} --shards {params.shards}"
         " --out {output.tokens} --index {output.index} --log {log}"
 
@@ -62,7 +62,7 @@ rule tokens_index:
     output:
         index="results/{tokens}/index.json",
     params:
-        code=code_fingerprint("tokens_index"),
+        code=code_fingerprint("tokenizer.tokens_index"),
     log:
         "results/logs/{tokens}_index.log",
     benchmark:
@@ -70,4 +70,4 @@ rule tokens_index:
     conda:
         "../envs/tokenizer.yaml"
     shell:
-        "python -m workflow_scripts.tokens_index --shards {input.shards} --out {output.index} --log {log}"
+        "python -m workflow_scripts.tokenizer.tokens_index --shards {input.shards} --out {output.index} --log {log}"

@@ -92,7 +92,7 @@ def run_stage(stage, *args, cwd=REPO):
 
 def train_tokenizer(tmp, docs, vocab_size=800, *extra):
     out, report = tmp / "tokenizer", tmp / "report.json"
-    run_ok("tokenizer", "--train", docs, "--validation", docs, "--vocab-size", vocab_size,
+    run_ok("tokenizer.tokenizer", "--train", docs, "--validation", docs, "--vocab-size", vocab_size,
            "--out", out, "--report", report, *extra)
     return out, json.loads(report.read_text())
 
@@ -109,20 +109,20 @@ def run_dedup(tmp, signatures, *options, band_jobs=1, join_jobs=1, corpus_order=
     order = ["--corpus-order", *corpus_order]
     parts = range(join_jobs)
     for group in range(band_jobs):
-        run_ok("dedup_bands", "--signatures", *signatures, "--group", group, "--groups", band_jobs, *options,
+        run_ok("data.dedup_bands", "--signatures", *signatures, "--group", group, "--groups", band_jobs, *options,
                *order, "--out", *(tmp / f"pairs-{group}-{part}.npz" for part in parts),
                "--stats", tmp / f"pairs-{group}.json")
     copies = [tmp / f"exact-{group}.npz" for group in range(join_jobs)]
     for group, out in enumerate(copies):
-        run_ok("dedup_exact", "--signatures", *signatures, "--group", group, "--groups", join_jobs, *order,
+        run_ok("data.dedup_exact", "--signatures", *signatures, "--group", group, "--groups", join_jobs, *order,
                "--out", out, "--stats", tmp / f"exact-{group}.json")
     reports = [tmp / f"join-{part}.parquet" for part in parts]
     for part in parts:
-        run_ok("dedup_join", "--signatures", *signatures, "--exact", *copies,
+        run_ok("data.dedup_join", "--signatures", *signatures, "--exact", *copies,
                "--pairs", *(tmp / f"pairs-{group}-{part}.npz" for group in range(band_jobs)),
                "--earlier", *reports[:part], "--part", part, *order, "--report", reports[part],
                "--stats", tmp / f"join-{part}.json")
-    run_ok("dedup", "--exact", *copies, "--parts", *reports,
+    run_ok("data.dedup", "--exact", *copies, "--parts", *reports,
            "--part-stats", *(tmp / f"join-{part}.json" for part in parts), *options,
            "--report", tmp / "removed.parquet", "--stats", tmp / "dedup.json")
     return pq.read_table(tmp / "removed.parquet").to_pylist()
@@ -176,9 +176,10 @@ def workflow_dir(tmp_path):
 def demo_docs(tmp_path_factory):
     """A quarter of the demo dump, extracted and converted: a small real train split."""
     tmp = tmp_path_factory.mktemp("docs")
-    run_ok("extract", "--dump", DEMO_DUMP, "--index", DEMO_INDEX, "--shard", 0, "--shards", 4,
+    run_ok("data.extract", "--dump", DEMO_DUMP, "--index", DEMO_INDEX, "--shard", 0, "--shards", 4,
            "--out", tmp / "extract.parquet", "--stats", tmp / "e.json")
-    run_ok("convert", "--input", tmp / "extract.parquet", "--out", tmp / "train.parquet", "--stats", tmp / "c.json")
+    run_ok("data.convert", "--input", tmp / "extract.parquet", "--out", tmp / "train.parquet", "--stats",
+           tmp / "c.json")
     return tmp / "train.parquet"
 
 

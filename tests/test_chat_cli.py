@@ -9,10 +9,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from workflow_scripts.chat import HELP, NO_ROOM, answer, converse
-from workflow_scripts.lib.generation import chat_prompt_ids, generate_reply, sampling_settings
-from workflow_scripts.lib.models import load_causal_lm
-from workflow_scripts.lib.utf8_guard import after, byte_table
+from workflow_scripts.lib.serving.generation import chat_prompt_ids, generate_reply, sampling_settings
+from workflow_scripts.lib.serving.utf8_guard import after, byte_table
+from workflow_scripts.lib.training.models import load_causal_lm
+from workflow_scripts.serving.chat import HELP, NO_ROOM, answer, converse
 
 PROMPTS = ["你好", "介绍一下你自己。", "青松市位于哪个省？", "写一首关于春天的诗。"]
 
@@ -67,7 +67,7 @@ def demo_chat(built):
 
 
 def test_commands_and_ctrl_d_as_typed(built):
-    result = subprocess.run([sys.executable, "-m", "workflow_scripts.chat", "results/sft_model"], cwd=built,
+    result = subprocess.run([sys.executable, "-m", "workflow_scripts.serving.chat", "results/sft_model"], cwd=built,
                             input="/help\n你好\n/reset\n", capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert HELP in result.stdout and "（已开始新的对话）" in result.stdout and "助手: " in result.stdout

@@ -10,7 +10,7 @@ DEMO_ALPACA = str(REPO / "demo/sft/demo_alpaca.json")
 
 def chat_data(tmp_path, kind, sources, *extra):
     out = tmp_path / f"{kind}.jsonl"
-    run_ok("chat_data", "--kind", kind, "--sources", json.dumps(sources), "--out", out,
+    run_ok("training.chat_data", "--kind", kind, "--sources", json.dumps(sources), "--out", out,
            "--stats", tmp_path / f"{kind}.json", *extra)
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     return records, json.loads((tmp_path / f"{kind}.json").read_text())
@@ -50,11 +50,12 @@ def test_each_bad_input_is_one_line_naming_the_file(tmp_path):
     odd.write_text('{"conversation": [], "id": 1}\n')
     common = ("--out", tmp_path / "o.jsonl", "--stats", tmp_path / "o.json", "--kind", "sft")
     mix = [{"path": DEMO_CHAT, "weight": 1.0}]
-    run_fails("chat_data", f"{empty}: no records; fix the file or remove it from config",
+    run_fails("training.chat_data", f"{empty}: no records; fix the file or remove it from config",
               "--sources", json.dumps(mix + [{"path": str(empty), "weight": 1.0}]), *common)
-    run_fails("chat_data", rf"{odd}: layout not recognised: the first record has keys \['conversation', 'id'\]",
+    run_fails("training.chat_data",
+              rf"{odd}: layout not recognised: the first record has keys \['conversation', 'id'\]",
               "--sources", json.dumps([{"path": str(odd), "weight": 1.0}]), *common)
-    run_fails("chat_data", "the weights left no records", "--sources",
+    run_fails("training.chat_data", "the weights left no records", "--sources",
               json.dumps([{"path": str(REPO / "demo/dpo/demo_pairs.jsonl"), "weight": 1e-9}]), "--kind", "dpo",
               "--out", tmp_path / "o.jsonl", "--stats", tmp_path / "o.json")
     assert not (tmp_path / "o.jsonl").exists()
@@ -65,7 +66,8 @@ def test_bytes_that_are_not_utf8_are_one_line_with_the_file_and_line(tmp_path):
     lines = [json.dumps({"instruction": "你好", "output": "你好！"}, ensure_ascii=False).encode(),
              json.dumps({"instruction": "再见", "output": "再见！"}, ensure_ascii=False).encode("gb18030")]
     bad.write_bytes(b"\n".join(lines) + b"\n")
-    run_fails("chat_data", rf"chat_data: error: {bad}: line 2 \(byte \d+\): .* is not UTF-8; save the file as UTF-8",
+    run_fails("training.chat_data",
+              rf"chat_data: error: {bad}: line 2 \(byte \d+\): .* is not UTF-8; save the file as UTF-8",
               "--kind", "sft", "--sources", json.dumps([{"path": str(bad)}]), "--out", tmp_path / "o.jsonl",
               "--stats", tmp_path / "o.json")
 
@@ -76,6 +78,6 @@ def test_an_archive_folder_given_without_member_lists_what_it_holds(tmp_path):
     (unpacked / "belle" / "data").mkdir(parents=True)
     (unpacked / "belle" / "data" / "train.json").write_text("[]")
     sources = json.dumps([{"path": str(unpacked)}])
-    line = run_fails("chat_data", "is a folder, not a chat file", "--kind", "sft", "--sources", sources,
+    line = run_fails("training.chat_data", "is a folder, not a chat file", "--kind", "sft", "--sources", sources,
                      "--out", tmp_path / "o.jsonl", "--stats", tmp_path / "o.json")
     assert "belle/, belle/data/, belle/data/train.json" in line and "member:" in line

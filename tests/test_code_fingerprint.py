@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 
 from conftest import DEMO_DUMP, DEMO_INDEX, REPO
-from workflow_scripts.lib.code_fingerprint import (ON_IMPORT, PACKAGE_CODE, ROOT, WHOLE, Package, bound_names,
-                                                    module_file)
+from workflow_scripts.lib.workflow.code_fingerprint import (ON_IMPORT, PACKAGE_CODE, ROOT, WHOLE, Package, bound_names,
+                                                            module_file)
 
-STAGES = sorted(path.stem for path in ROOT.glob("*.py") if 'stage_cli("' in path.read_text()) + ["launch"]
+# The phases of rules/*.smk, each a folder of stage modules (one per rule), and the serving tools
+PHASES = ("data", "tokenizer", "fetch", "training", "continued", "eval", "export")
+STAGES = sorted(f"{path.parent.name}.{path.stem}" for phase in PHASES for path in (ROOT / phase).glob("*.py")
+                if 'stage_cli("' in path.read_text()) + ["training.launch"]
 MODULES = sorted(".".join(path.relative_to(ROOT).with_suffix("").parts) for path in ROOT.rglob("*.py")
                  if path.stem != "__init__")
 
@@ -46,14 +49,16 @@ def bound(statement):
 def test_a_stage_reaches_the_modules_it_imports_transitively():
     def modules(stage):
         return {module for module, _ in PACKAGE_CODE.reached(stage) if not module.endswith("__init__")}
-    # multiple_choice loads its model through lib.models, which needs no training code: a change to
+    # multiple_choice loads its model through lib.training.models, which needs no training loop: a change to
     # the training loop does not rerun evaluations. Training stages reach the loop's modules through it.
-    assert modules("multiple_choice") == {"multiple_choice", "lib.stage_cli", "lib.atomic_files", "lib.summary_tables",
-                                          "lib.models", "lib.exam_subjects", "lib.user_files", "lib.settings"}
-    assert modules("download") == {"download", "lib.stage_cli", "lib.atomic_files", "lib.http_fetch", "lib.settings"}
-    assert "lib.documents" not in modules("download") | modules("multiple_choice")
-    assert {"lib.training", "lib.engines", "lib.checkpoints", "lib.metrics", "lib.plots", "lib.token_data",
-            "lib.token_training"} < modules("pretrain")
+    assert modules("eval.multiple_choice") == {
+        "eval.multiple_choice", "lib.stage_cli", "lib.atomic_files", "lib.summary_tables", "lib.training.models",
+        "lib.exam_subjects", "lib.user_files", "lib.settings"}
+    assert modules("data.download") == {"data.download", "lib.stage_cli", "lib.atomic_files", "lib.http_fetch",
+                                        "lib.settings"}
+    assert "lib.corpus.documents" not in modules("data.download") | modules("eval.multiple_choice")
+    assert {"lib.training." + name for name in ("training", "engines", "checkpoints", "metrics", "token_data",
+                                                "token_training")} | {"lib.plots"} < modules("training.pretrain")
     assert not any(name == WHOLE for stage in STAGES for _, name in PACKAGE_CODE.reached(stage))
 
 
@@ -80,13 +85,15 @@ def test_an_unused_definition_anywhere_changes_no_fingerprint():
 
 
 def test_a_function_only_evaluation_reaches_changes_evaluation_never_training():
-    """lib.models is shared by sft (merging LoRA, the model's fingerprint) and the evaluations; only
+    """lib.training.models is shared by sft (merging LoRA, the model's fingerprint) and the evaluations; only
     these load a model for inference through load_causal_lm."""
-    edited = Package(sources={"lib.models": changed_definition("lib.models", "load_causal_lm")})
+    models = "lib.training.models"
+    edited = Package(sources={models: changed_definition(models, "load_causal_lm")})
     changed = {stage for stage in STAGES if edited.fingerprint(stage) != PACKAGE_CODE.fingerprint(stage)}
-    assert {"multiple_choice", "bits_per_byte", "samples"} <= changed
-    assert not changed & {"pretrain", "sft", "continued_pretrain", "dpo", "tokenizer", "launch"}
-    assert "lib.models" in {module for module, _ in PACKAGE_CODE.reached("sft")}
+    assert {"eval.multiple_choice", "eval.bits_per_byte", "eval.samples"} <= changed
+    assert not changed & {"training.pretrain", "training.sft", "continued.continued_pretrain", "training.dpo",
+                          "tokenizer.tokenizer", "training.launch"}
+    assert models in {module for module, _ in PACKAGE_CODE.reached("training.sft")}
 
 
 @pytest.mark.parametrize("edit", [
@@ -97,7 +104,8 @@ def test_a_function_only_evaluation_reaches_changes_evaluation_never_training():
 def test_comments_docstrings_and_formatting_count_for_nothing(edit):
     edited_source = edit(source("lib.stage_cli"))
     assert edited_source != source("lib.stage_cli")
-    assert Package(sources={"lib.stage_cli": edited_source}).fingerprint("clean") == PACKAGE_CODE.fingerprint("clean")
+    edited = Package(sources={"lib.stage_cli": edited_source})
+    assert edited.fingerprint("data.clean") == PACKAGE_CODE.fingerprint("data.clean")
 
 
 TRACE = """
@@ -136,38 +144,57 @@ def traced_items(stage, tmp_path, *args):
 def test_what_a_stage_really_runs_is_within_what_its_fingerprint_reaches(tmp_path):
     """The static reach, checked against the functions extract, convert and clean call on the demo."""
     extract, convert = tmp_path / "extract.parquet", tmp_path / "convert.parquet"
-    runs = {"extract": ["--dump", DEMO_DUMP, "--index", DEMO_INDEX, "--shard", 0, "--shards", 8, "--out", extract,
-                        "--stats", tmp_path / "e.json"],
-            "convert": ["--input", extract, "--out", convert, "--stats", tmp_path / "c.json"],
-            "clean": ["--input", convert, "--out", tmp_path / "clean.parquet", "--stats", tmp_path / "k.json"]}
+    runs = {"data.extract": ["--dump", DEMO_DUMP, "--index", DEMO_INDEX, "--shard", 0, "--shards", 8, "--out",
+                             extract, "--stats", tmp_path / "e.json"],
+            "data.convert": ["--input", extract, "--out", convert, "--stats", tmp_path / "c.json"],
+            "data.clean": ["--input", convert, "--out", tmp_path / "clean.parquet", "--stats", tmp_path / "k.json"]}
     for stage, args in runs.items():
         called = traced_items(stage, tmp_path, *args)
         assert len(called) > 5
         assert called - PACKAGE_CODE.reached(stage) == set(), stage
 
 
-def test_folders_show_what_each_module_is():
-    """Stages (a CLI each) at the top of workflow_scripts/, libraries in lib/, demo-data generators in
-    demo_data/; no stage imports another stage, and libraries import only libraries."""
-    def modules(folder):
-        return {path.stem: path.read_text(encoding="utf-8") for path in (ROOT / folder).glob("*.py")
-                if path.stem != "__init__"}
-    top, libraries, generators = modules("."), modules("lib"), modules("demo_data")
-    stages = {name for name, text in top.items() if 'stage_cli("' in text}
-    assert {"extract", "pretrain", "sft", "chat_data", "fetch_data", "run_summary"} <= stages
-    assert set(top) - stages == {"launch"}  # the multi-process launcher (the terminal chat is a CLI like them)
-    assert not any('stage_cli("' in text for text in libraries.values())
-    assert set(generators) == {f"make_demo_{name}" for name in ("dump", "sft", "eval", "dpo", "corpora")}
-    crossing = {stage: sorted(PACKAGE_CODE.imported_modules(stage) & stages - {stage}) for stage in stages}
-    assert {stage: others for stage, others in crossing.items() if others} == {}
-    assert all(imported.startswith("lib.") for name in libraries
-               for imported in PACKAGE_CODE.imported_modules(f"lib.{name}"))
+def modules_in(folder):
+    """{module name under workflow_scripts: its text} of a folder's modules (not its subfolders')."""
+    return {".".join(path.relative_to(ROOT).with_suffix("").parts): path.read_text(encoding="utf-8")
+            for path in (ROOT / folder).glob("*.py") if path.stem != "__init__"}
+
+
+def test_each_stage_sits_in_the_folder_named_like_its_rules_file():
+    """A rule in rules/data.smk runs a module of workflow_scripts/data/, and every module there is
+    the command of a rule in that file (training/launch.py starts the training rules' commands)."""
+    run_by = {}
+    for rules_file in (REPO / "rules").glob("*.smk"):
+        for module in re.findall(r"-m workflow_scripts\.([\w.]+)", rules_file.read_text(encoding="utf-8")):
+            run_by.setdefault(module, set()).add(rules_file.stem)
+    assert {module: files for module, files in run_by.items() if files != {module.split(".")[0]}} == {}
+    assert set(run_by) | {"training.launch"} == set(STAGES)
+    assert all(path.stem == "__init__" for path in ROOT.glob("*.py"))  # nothing loose at the top
+
+
+def test_libraries_are_in_wings_and_no_import_climbs_back_up():
+    """lib/ holds the base every wing may use and a few wings by concern; a stage imports libraries
+    only, a library never imports a stage, the base never imports a wing, a wing no other wing."""
+    wings = {path.name for path in (ROOT / "lib").iterdir() if (path / "__init__.py").is_file()}
+    assert wings == {"workflow", "corpus", "training", "serving"}
+    base = modules_in("lib")
+    assert len(base) <= 12 and all(len(modules_in(f"lib/{wing}")) <= 12 for wing in wings)
+    tools = {**modules_in("serving"), **modules_in("demo_data")}
+    assert set(modules_in("serving")) == {"serving.serve", "serving.chat"}
+    for module in [*STAGES, *tools]:
+        others = {imported for imported in PACKAGE_CODE.imported_modules(module) if not imported.startswith("lib.")}
+        assert others <= ({"demo_data.make_demo_dump", "demo_data.make_demo_sft"} if "demo_data" in module else set())
+    for module in base:
+        assert all(imported in base for imported in PACKAGE_CODE.imported_modules(module)), module
+    for wing in wings:
+        for module in modules_in(f"lib/{wing}"):
+            allowed = set(base) | set(modules_in(f"lib/{wing}"))
+            assert PACKAGE_CODE.imported_modules(module) <= allowed, module
 
 
 def test_benchmarks_use_libraries_never_stages():
     """A benchmark measures what the stages share from lib/ (a stage's own code stays its own)."""
-    stages = {path.stem for path in (REPO / "workflow_scripts").glob("*.py") if 'stage_cli("' in path.read_text()}
     for path in (REPO / "benchmarks").glob("*.py"):
         text = path.read_text(encoding="utf-8")
-        imported = set(re.findall(r"(?:from|import) workflow_scripts(?:\.| import )(\w+)", text))
-        assert not imported & stages, f"{path.name} imports the stages {sorted(imported & stages)}"
+        imported = set(re.findall(r"(?:from|import) workflow_scripts\.([\w.]+)", text))
+        assert all(module.startswith("lib.") for module in imported), f"{path.name} imports {sorted(imported)}"

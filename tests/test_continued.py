@@ -10,7 +10,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaTokenizerFast
 
 from conftest import run_fails, run_ok
-from workflow_scripts.lib.model_presets import build_model
+from workflow_scripts.lib.training.model_presets import build_model
 
 pytestmark = pytest.mark.slow
 UNTOUCHED = ["Hello, world! 1234 tokens per second.", "def f(x):\n    return x ** 2\n", "¿Qué tal? ünïcödé ✓"]
@@ -58,7 +58,8 @@ def llama_style_base(demo_docs, tmp_path_factory):
 
 def expand(tmp_path, base, demo_docs, init):
     out, report = tmp_path / f"expanded-{init}", tmp_path / f"report-{init}.json"
-    run_ok("expand_vocab", "--base", base, "--train", demo_docs, "--validation", demo_docs, "--vocab-size", 2000,
+    run_ok("continued.expand_vocab", "--base", base, "--train", demo_docs, "--validation", demo_docs, "--vocab-size",
+           2000,
            "--init", init, "--out", out, "--report", report)
     return out, json.loads(report.read_text())
 
@@ -121,5 +122,5 @@ def test_new_embedding_rows_start_as_documented(base, demo_docs, tmp_path, init)
 
 
 def test_a_base_that_is_not_a_model_is_one_line(tmp_path, demo_docs):
-    run_fails("expand_vocab", r"no config\.json\); set continued_pretrain\.base", "--base", tmp_path,
+    run_fails("continued.expand_vocab", r"no config\.json\); set continued_pretrain\.base", "--base", tmp_path,
               "--train", demo_docs, "--validation", demo_docs, "--out", tmp_path / "o", "--report", tmp_path / "r.json")

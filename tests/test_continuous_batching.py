@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from workflow_scripts.lib.continuous_batching import ContinuousBatch, RowSampling
-from workflow_scripts.lib.generation import ReplyRequest, generate_replies, sampling_settings
-from workflow_scripts.lib.serving_worker import Choice, Generation, Worker
+from workflow_scripts.lib.serving.continuous_batching import ContinuousBatch, RowSampling
+from workflow_scripts.lib.serving.generation import ReplyRequest, generate_replies, sampling_settings
+from workflow_scripts.lib.serving.serving_worker import Choice, Generation, Worker
 
 TEXTS = ["青松市位于景临省", "长天河", "一座历史悠久的城市，", "景", "Its river: 长天河。青松"]
 

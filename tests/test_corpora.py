@@ -8,15 +8,15 @@ import pytest
 
 from conftest import REPO, run_dedup, run_fails, run_ok
 from test_stages import chinese, read, write_docs
-from workflow_scripts.lib.documents import EXTRA_ID_BASE, extra_doc_id
-from workflow_scripts.split import train_copies
+from workflow_scripts.data.split import train_copies
+from workflow_scripts.lib.corpus.documents import EXTRA_ID_BASE, extra_doc_id
 
 NOVELS = REPO.parent / "shared" / "data" / "pretrain_text" / "chinese-novels"
 
 
 def ingest(tmp_path, name, files, *options, shard=0, shards=1):
     out = tmp_path / f"{name}-{shard}.parquet"
-    run_ok("ingest", "--name", name, "--files", *files, *options, "--shard", shard, "--shards", shards,
+    run_ok("data.ingest", "--name", name, "--files", *files, *options, "--shard", shard, "--shards", shards,
            "--out", out, "--stats", tmp_path / f"{name}-{shard}.json")
     return read(out), json.loads((tmp_path / f"{name}-{shard}.json").read_text())
 
@@ -59,7 +59,8 @@ def test_a_shard_decodes_only_its_own_records(tmp_path):
     assert [(d["id"], d["text"]) for d in docs] == [(extra_doc_id("x", n), text)
                                                     for n, text in ((0, "好"), (2, "三"), (4, "五"))]
     assert stats["records"] == 3
-    run_fails("ingest", r"a\.jsonl:2: not valid JSON", "--name", "x", "--files", *files, "--shard", 1, "--shards", 2,
+    run_fails("data.ingest", r"a\.jsonl:2: not valid JSON", "--name", "x", "--files", *files, "--shard", 1,
+              "--shards", 2,
               "--out", tmp_path / "o.parquet", "--stats", tmp_path / "s.json")
 
 
@@ -70,7 +71,7 @@ def test_a_shard_decodes_only_its_own_records(tmp_path):
 ])
 def test_a_bad_jsonl_record_is_one_line_naming_file_line_and_field(tmp_path, content, expected):
     (tmp_path / "a.jsonl").write_text(content)
-    run_fails("ingest", expected, "--name", "x", "--files", tmp_path / "a.jsonl", "--out", tmp_path / "o.parquet",
+    run_fails("data.ingest", expected, "--name", "x", "--files", tmp_path / "a.jsonl", "--out", tmp_path / "o.parquet",
               "--stats", tmp_path / "s.json")
     assert not (tmp_path / "o.parquet").exists()
 
@@ -83,7 +84,7 @@ def test_other_bad_files_are_one_line_errors(tmp_path):
                            (tmp_path / "cut.parquet", r"cut\.parquet: not a readable Parquet file .*; check the file "
                                                       "config corpora.extra names$"),
                            (tmp_path / "gbk.txt", r"gbk\.txt: not UTF-8 \(byte 0\); convert it")):
-        run_fails("ingest", expected, "--name", "x", "--files", path, "--out", tmp_path / "o.parquet",
+        run_fails("data.ingest", expected, "--name", "x", "--files", path, "--out", tmp_path / "o.parquet",
                   "--stats", tmp_path / "s.json")
 
 
@@ -94,7 +95,7 @@ def test_real_novel_chapters_ingest_and_the_padded_one_is_cleaned_away(tmp_path)
     docs, stats = ingest(tmp_path, "novels", chapters)
     assert stats["documents"] == 3 and [d["title"] for d in docs][-1] == padded.stem
     out = tmp_path / "clean.parquet"
-    run_ok("clean", "--input", tmp_path / "novels-0.parquet", "--out", out, "--stats", tmp_path / "clean.json")
+    run_ok("data.clean", "--input", tmp_path / "novels-0.parquet", "--out", out, "--stats", tmp_path / "clean.json")
     kept = read(out)
     assert [d["title"] for d in kept] == [p.stem for p in chapters[:2]]
     assert all("\xa0" not in d["text"] and "滚滚长江东逝水" in kept[0]["text"] for d in kept)
@@ -110,7 +111,7 @@ def dedup_removed(tmp_path, corpus_order):
     for n, shard in enumerate(docs):
         write_docs(tmp_path / f"{n}.parquet", shard)
         signatures.append(tmp_path / f"{n}.npz")
-        run_ok("minhash", "--input", tmp_path / f"{n}.parquet", "--out", signatures[-1])
+        run_ok("data.minhash", "--input", tmp_path / f"{n}.parquet", "--out", signatures[-1])
     removed = run_dedup(tmp_path, signatures, corpus_order=corpus_order)
     return removed, json.loads((tmp_path / "dedup.json").read_text())["by_source"]
 
@@ -138,7 +139,7 @@ def test_split_weights_the_train_split_only(tmp_path):
     write_docs(tmp_path / "docs.parquet", docs)
     pq.write_table(pa.table({"id": pa.array([], pa.int64())}), tmp_path / "removed.parquet")
     for weights in ([], ["book=2.5", "zhwiki=0.5"]):
-        run_ok("split", "--inputs", tmp_path / "docs.parquet", "--removed", tmp_path / "removed.parquet",
+        run_ok("data.split", "--inputs", tmp_path / "docs.parquet", "--removed", tmp_path / "removed.parquet",
                "--validation-fraction", 0.1, "--weights", *weights,
                "--train", tmp_path / f"train{len(weights)}.parquet",
                "--validation", tmp_path / f"val{len(weights)}.parquet", "--stats", tmp_path / "s.json")

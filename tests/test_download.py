@@ -25,7 +25,7 @@ def server():
 
 
 def download(server, out, *extra):
-    return run_stage("download", "--source", "remote", "--mirror", server.mirror, "--date", DATE,
+    return run_stage("data.download", "--source", "remote", "--mirror", server.mirror, "--date", DATE,
                      "--retries", 3, "--backoff", 0.01, "--timeout-s", 5,
                      "--dump", out / "dump.xml.bz2", "--index", out / "index.txt.bz2",
                      "--sha1sums", out / "sha1sums.txt", "--stats", out / "stats.json", "--log", out / "log", *extra)
@@ -91,7 +91,7 @@ def test_checksum_mismatch_keeps_nothing(server, tmp_path):
 
 
 def test_missing_date_is_a_clear_error(server, tmp_path):
-    result = run_stage("download", "--source", "remote", "--mirror", server.mirror, "--date", "20200101",
+    result = run_stage("data.download", "--source", "remote", "--mirror", server.mirror, "--date", "20200101",
                        "--retries", 0, "--dump", tmp_path / "d", "--index", tmp_path / "i",
                        "--sha1sums", tmp_path / "s", "--stats", tmp_path / "j", "--log", tmp_path / "log")
     assert result.returncode == 1 and "HTTP 404" in result.stderr and "download.date" in result.stderr
@@ -99,16 +99,16 @@ def test_missing_date_is_a_clear_error(server, tmp_path):
 
 def test_sample_and_local_sources(tmp_path):
     sample = tmp_path / "sample"
-    result = run_stage("download", "--source", "sample", "--sample-dir", REPO / "demo" / "zhwiki",
+    result = run_stage("data.download", "--source", "sample", "--sample-dir", REPO / "demo" / "zhwiki",
                        "--dump", sample / "d", "--index", sample / "i", "--sha1sums", sample / "s",
                        "--stats", sample / "j")
     assert result.returncode == 0, result.stderr
     assert (sample / "d").read_bytes() == DEMO_DUMP.read_bytes()
     local = tmp_path / "local"
-    result = run_stage("download", "--source", "local", "--local-dump", DEMO_DUMP, "--dump", local / "d",
+    result = run_stage("data.download", "--source", "local", "--local-dump", DEMO_DUMP, "--dump", local / "d",
                        "--index", local / "i", "--sha1sums", local / "s", "--stats", local / "j")
     assert result.returncode == 0, result.stderr
     assert (local / "d").resolve() == DEMO_DUMP.resolve() and (local / "i").stat().st_size == 0
-    result = run_stage("download", "--source", "local", "--local-dump", tmp_path / "absent.xml.bz2",
+    result = run_stage("data.download", "--source", "local", "--local-dump", tmp_path / "absent.xml.bz2",
                        "--dump", local / "d", "--index", local / "i", "--sha1sums", local / "s", "--stats", local / "j")
     assert result.returncode == 1 and "download.local_dump" in result.stderr and "absent.xml.bz2" in result.stderr

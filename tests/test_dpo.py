@@ -5,7 +5,7 @@ import pytest
 
 from conftest import REPO, SHARED_DATA
 from workflow_scripts.lib.stage_cli import StageError
-from workflow_scripts.dpo import read_pairs
+from workflow_scripts.training.dpo import read_pairs
 
 DPO_DATA = SHARED_DATA / "dpo"
 

@@ -8,10 +8,10 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from conftest import run_fails, run_stage
-from workflow_scripts.bits_per_byte import metrics, score, windows
-from workflow_scripts.lib.documents import DocWriter
+from workflow_scripts.eval.bits_per_byte import metrics, score, windows
+from workflow_scripts.eval.samples import read_prompts
+from workflow_scripts.lib.corpus.documents import DocWriter
 from workflow_scripts.lib.stage_cli import StageError
-from workflow_scripts.samples import read_prompts
 
 TEXTS = ["北京是中华人民共和国的首都，位于华北平原。", "Snakemake 把流程写成规则；每条规则只在输入改变时重跑。", "长江"]
 
@@ -77,7 +77,7 @@ def test_bits_per_byte_cli(tiny, tmp_path):
         for n, text in enumerate(TEXTS):
             writer.write({"id": n, "title": str(n), "url": "", "text": text})
     out = tmp_path / "bpb.json"
-    result = run_stage("bits_per_byte", "--model", model_dir, "--text", tmp_path / "validation.parquet",
+    result = run_stage("eval.bits_per_byte", "--model", model_dir, "--text", tmp_path / "validation.parquet",
                        "--max-documents", 2, "--out", out)
     assert result.returncode == 0, result.stderr
     scored = json.loads(out.read_text())
@@ -87,7 +87,7 @@ def test_bits_per_byte_cli(tiny, tmp_path):
 
 
 def test_bits_per_byte_of_a_missing_model_is_one_line(tmp_path):
-    result = run_stage("bits_per_byte", "--model", tmp_path / "nothing", "--text", tmp_path / "v.parquet",
+    result = run_stage("eval.bits_per_byte", "--model", tmp_path / "nothing", "--text", tmp_path / "v.parquet",
                        "--out", tmp_path / "bpb.json")
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
@@ -111,7 +111,7 @@ def test_samples_are_greedy_and_repeatable(tiny, tmp_path):
     runs = []
     for n, style in enumerate(("chat", "chat", "completion")):
         out, markdown = tmp_path / f"s{n}.json", tmp_path / f"s{n}.md"
-        result = run_stage("samples", "--model", model_dir, "--prompts", prompts, "--style", style,
+        result = run_stage("eval.samples", "--model", model_dir, "--prompts", prompts, "--style", style,
                            "--max-new-tokens", 8, "--out", out, "--markdown", markdown)
         assert result.returncode == 0, result.stderr
         runs.append(json.loads(out.read_text()))
@@ -132,7 +132,7 @@ def test_samples_of_a_model_without_a_chat_template_skip_the_chat_checks(tiny, t
     (model_dir / "chat_template.jinja").unlink(missing_ok=True)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("北京在哪里？\n", encoding="utf-8")
-    result = run_stage("samples", "--model", model_dir, "--prompts", prompts, "--style", "completion",
+    result = run_stage("eval.samples", "--model", model_dir, "--prompts", prompts, "--style", "completion",
                        "--max-new-tokens", 8, "--out", tmp_path / "s.json", "--markdown", tmp_path / "s.md")
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "s.json").read_text())["chat_format"] is None
@@ -169,7 +169,7 @@ def hand_rank(model, prefix, candidate_ids, right):
 def test_the_fact_probe_ranks_candidates_as_a_hand_computation_does(tiny, tmp_path, style):
     model, tokenizer, model_dir = tiny
     out = tmp_path / "knowledge.json"
-    result = run_stage("knowledge", "--model", model_dir, "--facts", write_facts(tmp_path / "facts.jsonl", FACTS),
+    result = run_stage("eval.knowledge", "--model", model_dir, "--facts", write_facts(tmp_path / "facts.jsonl", FACTS),
                        "--style", style, "--out", out, "--markdown", tmp_path / "knowledge.md")
     assert result.returncode == 0, result.stderr
     probe = json.loads(out.read_text())
@@ -215,5 +215,5 @@ def test_the_fact_probe_ranks_candidates_as_a_hand_computation_does(tiny, tmp_pa
 def test_a_bad_facts_line_is_one_line_naming_it(tmp_path, line, why):
     facts = tmp_path / "facts.jsonl"
     facts.write_text(json.dumps(FACTS[0], ensure_ascii=False) + "\n" + line + "\n", encoding="utf-8")
-    run_fails("knowledge", f"{facts}: {why}", "--model", tmp_path / "no-model", "--facts", facts,
+    run_fails("eval.knowledge", f"{facts}: {why}", "--model", tmp_path / "no-model", "--facts", facts,
               "--style", "completion", "--out", tmp_path / "k.json", "--markdown", tmp_path / "k.md")

@@ -10,15 +10,15 @@ from tqdm import tqdm
 from wikiextractor.extract import Extractor
 
 from conftest import DEMO_DUMP, DEMO_INDEX, REAL_SLICE, SHARED_DATA, run_fails, run_ok, run_stage
-from workflow_scripts.extract import EMPTY_BRACKETS, DumpReader, iter_pages, resolve_conversion
-from workflow_scripts.lib.wikitext_cleaning import clean_paragraphs, extractor_for
+from workflow_scripts.data.extract import EMPTY_BRACKETS, DumpReader, iter_pages, resolve_conversion
+from workflow_scripts.lib.corpus.wikitext_cleaning import clean_paragraphs, extractor_for
 
 BROKEN = sorted((SHARED_DATA / "zhwiki").glob("zhwiki-broken-*.xml"))
 
 
 def extract(tmp_path, dump, *extra):
     out = tmp_path / "docs.parquet"
-    run_ok("extract", "--dump", dump, "--out", out, "--stats", tmp_path / "stats.json", *extra)
+    run_ok("data.extract", "--dump", dump, "--out", out, "--stats", tmp_path / "stats.json", *extra)
     return pq.read_table(out).to_pylist()
 
 
@@ -27,7 +27,7 @@ def real_docs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("real")
     docs = extract(tmp, REAL_SLICE)
     converted = tmp / "converted.parquet"
-    run_ok("convert", "--config", "t2s", "--input", tmp / "docs.parquet", "--out", converted,
+    run_ok("data.convert", "--config", "t2s", "--input", tmp / "docs.parquet", "--out", converted,
            "--stats", tmp / "convert.json")
     return docs, pq.read_table(converted).to_pylist()
 
@@ -125,7 +125,7 @@ def test_broken_dumps_fail_with_one_line(tmp_path, broken, why):
     path = SHARED_DATA / "zhwiki" / broken
     out = tmp_path / "docs.parquet"
     log = tmp_path / "extract.log"
-    result = run_stage("extract", "--dump", path, "--out", out, "--stats", tmp_path / "s.json", "--log", log)
+    result = run_stage("data.extract", "--dump", path, "--out", out, "--stats", tmp_path / "s.json", "--log", log)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().removeprefix("extract: ") in log.read_text()
@@ -143,7 +143,8 @@ def test_truncated_dump_fails_and_keeps_the_previous_output(tmp_path):
     data = REAL_SLICE.read_bytes()
     cut = tmp_path / "cut.xml.bz2"
     cut.write_bytes(data[: len(data) // 2])
-    result = run_stage("extract", "--dump", cut, "--out", tmp_path / "docs.parquet", "--stats", tmp_path / "s.json")
+    result = run_stage("data.extract", "--dump", cut, "--out", tmp_path / "docs.parquet", "--stats",
+                       tmp_path / "s.json")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"{cut}:" in result.stderr and "truncated" in result.stderr
     assert pq.read_table(tmp_path / "docs.parquet").to_pylist() == good
@@ -153,13 +154,13 @@ def test_truncated_xml_inside_a_page(tmp_path):
     text = bz2.decompress(REAL_SLICE.read_bytes()).decode()
     cut = tmp_path / "cut.xml"
     cut.write_text(text[: text.index("</page>", len(text) // 2)], encoding="utf-8")
-    result = run_stage("extract", "--dump", cut, "--out", tmp_path / "o.parquet", "--stats", tmp_path / "s.json")
+    result = run_stage("data.extract", "--dump", cut, "--out", tmp_path / "o.parquet", "--stats", tmp_path / "s.json")
     assert result.returncode == 1
     assert "the file ends inside this page" in result.stderr and str(cut) in result.stderr
 
 
 def test_missing_dump(tmp_path):
-    result = run_stage("extract", "--dump", tmp_path / "nope.xml.bz2", "--out", tmp_path / "o.parquet",
+    result = run_stage("data.extract", "--dump", tmp_path / "nope.xml.bz2", "--out", tmp_path / "o.parquet",
                        "--stats", tmp_path / "s.json")
     assert result.returncode == 1 and "nope.xml.bz2: no such file" in result.stderr
 
@@ -167,7 +168,7 @@ def test_missing_dump(tmp_path):
 def link_local(tmp_path, dump):
     """What `download: {source: local}` does: a link named like a downloaded .xml.bz2 dump."""
     out = tmp_path / "download"
-    run_ok("download", "--source", "local", "--local-dump", dump, "--dump", out / "dump.xml.bz2",
+    run_ok("data.download", "--source", "local", "--local-dump", dump, "--dump", out / "dump.xml.bz2",
            "--index", out / "index.txt.bz2", "--sha1sums", out / "sha1sums.txt", "--stats", out / "stats.json")
     return out / "dump.xml.bz2", out / "index.txt.bz2"
 
@@ -183,7 +184,7 @@ def test_a_local_plain_xml_dump_is_read_by_its_content_not_its_link_name(tmp_pat
 def test_a_local_broken_dump_is_named_and_its_page_error_kept(tmp_path, broken):
     user_file = SHARED_DATA / "zhwiki" / broken
     dump, index = link_local(tmp_path, user_file)
-    run_fails("extract", "^extract: error: " + re.escape(f"{user_file.resolve()}: malformed dump at page id="),
+    run_fails("data.extract", "^extract: error: " + re.escape(f"{user_file.resolve()}: malformed dump at page id="),
               "--dump", dump, "--index", index, "--out", tmp_path / "o.parquet", "--stats", tmp_path / "s.json")
 
 
@@ -192,7 +193,7 @@ def test_a_truncated_local_dump_gets_advice_for_a_local_file(tmp_path):
     cut.write_bytes(REAL_SLICE.read_bytes()[: REAL_SLICE.stat().st_size // 2])
     dump, index = link_local(tmp_path, cut)
     advice = re.escape("check it (bzip2 -t) or export it again")
-    line = run_fails("extract", "^extract: error: " + re.escape(f"{cut}:") + f".*{advice}$", "--dump", dump,
+    line = run_fails("data.extract", "^extract: error: " + re.escape(f"{cut}:") + f".*{advice}$", "--dump", dump,
                      "--index", index, "--out", tmp_path / "o.parquet", "--stats", tmp_path / "s.json")
     assert "download it again" not in line
 

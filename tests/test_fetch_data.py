@@ -37,7 +37,7 @@ def server():
 
 def fetch(server, tmp_path, name, *extra, max_gb=50):
     out = tmp_path / "fetched" / name
-    result = run_stage("fetch_data", "--url", f"{server.mirror}/data/{name}", "--out", out,
+    result = run_stage("fetch.fetch_data", "--url", f"{server.mirror}/data/{name}", "--out", out,
                        "--downloads", tmp_path / "downloads" / name, "--stats", tmp_path / f"{name}.json",
                        "--max-gb", max_gb, "--max-unpacked-gb", 100,
                        "--retries", 2, "--backoff", 0.01, "--log", tmp_path / f"{name}.log", *extra)

@@ -3,7 +3,7 @@ each row's end and its reason."""
 import pytest
 from transformers import AutoTokenizer
 
-from workflow_scripts.lib.generation import ReplyStream, ReplyRequest
+from workflow_scripts.lib.serving.generation import ReplyStream, ReplyRequest
 
 TEXT = "青松市位于景临省，是一座历史悠久的城市。Its river: 长天河。"
 

@@ -1,20 +1,23 @@
 """The GGUF export (rules gguf_file, ollama_modelfile), proven in a real llama.cpp: node-llama-cpp's
-prebuilt CPU build (workflow_scripts/lib/llama_cpp_runtime.py), on the demo's exported models."""
+prebuilt CPU build (benchmarks/llama_cpp_runtime.py), on the demo's exported models."""
 import json
 import os
 import re
 import shutil
+import sys
 
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 from conftest import REPO, run_fails, snakemake
-from workflow_scripts.lib import llama_cpp_runtime
-from workflow_scripts.lib.generation import chat_prompt_ids
-from workflow_scripts.lib.models import load_causal_lm
-from workflow_scripts.ollama_modelfile import CHATML_TEMPLATE
-from workflow_scripts.samples import read_prompts
+from workflow_scripts.eval.samples import read_prompts
+from workflow_scripts.export.ollama_modelfile import CHATML_TEMPLATE
+from workflow_scripts.lib.serving.generation import chat_prompt_ids
+from workflow_scripts.lib.training.models import load_causal_lm
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import llama_cpp_runtime  # noqa: E402
 
 pytestmark = pytest.mark.slow
 MIXED = ["北京是中华人民共和国的首都。Beijing is the capital of China.", "2024年3月15日，气温12.5°C，湿度85%",
@@ -107,7 +110,7 @@ def test_export_refuses_a_tokenizer_llama_cpp_would_not_reproduce(built, tmp_pat
     spec = json.loads((model / "tokenizer.json").read_text())
     spec["pre_tokenizer"] = spec["pre_tokenizer"]["pretokenizers"][1]  # GPT-2's regex alone: digits in runs
     (model / "tokenizer.json").write_text(json.dumps(spec))
-    run_fails("export_gguf", r"tokenizer.json: llama.cpp would tokenize it differently \(pre-tokenizer",
+    run_fails("export.export_gguf", r"tokenizer.json: llama.cpp would tokenize it differently \(pre-tokenizer",
               "--model", model, "--type", "f16", "--out", tmp_path / "m.gguf", "--stats", tmp_path / "m.json")
     assert not (tmp_path / "m.gguf").exists()
 
@@ -116,7 +119,8 @@ def test_export_refuses_a_model_that_is_not_plain_llama(built, tmp_path):
     model = shutil.copytree(built / "results" / "sft_model", tmp_path / "model")
     config = json.loads((model / "config.json").read_text())
     (model / "config.json").write_text(json.dumps({**config, "attention_bias": True}))  # Qwen2's layout
-    run_fails("export_gguf", r"model: a llama model \(rope default, attention_bias\); export writes plain LLaMA models",
+    run_fails("export.export_gguf",
+              r"model: a llama model \(rope default, attention_bias\); export writes plain LLaMA models",
               "--model", model, "--type", "q8_0", "--out", tmp_path / "m.gguf", "--stats", tmp_path / "m.json")
 
 

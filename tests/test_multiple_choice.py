@@ -6,9 +6,9 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from conftest import REPO, SHARED_DATA
+from workflow_scripts.eval.multiple_choice import (LETTERS, ClozeScoring, LetterScoring, Question, accuracy,
+                                                   fitted_prompt, load_set, prompt, read_questions)
 from workflow_scripts.lib.stage_cli import StageError
-from workflow_scripts.multiple_choice import (LETTERS, ClozeScoring, LetterScoring, Question, accuracy, fitted_prompt,
-                                              load_set, prompt, read_questions)
 
 
 def write_csv(path, header, rows):

@@ -15,8 +15,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import DEMO_DUMP, DEMO_INDEX, REPO, run_ok
-from workflow_scripts.lib.engines import causal_lm_loss, lr_lambda
-from workflow_scripts.lib.token_data import Sampler, TokenWindows
+from workflow_scripts.lib.training.engines import causal_lm_loss, lr_lambda
+from workflow_scripts.lib.training.token_data import Sampler, TokenWindows
 
 pytestmark = pytest.mark.slow
 SMALL = ["--preset", "demo", "--seq-len", "64", "--micro-batch", "4", "--global-batch-tokens", "1024",
@@ -28,23 +28,24 @@ def data(tmp_path_factory):
     """A tokenizer and train/validation token shards made from two shards of the demo dump."""
     tmp = tmp_path_factory.mktemp("data")
     for shard, split in ((0, "train"), (1, "validation")):
-        run_ok("extract", "--dump", DEMO_DUMP, "--index", DEMO_INDEX, "--shard", shard, "--shards", 4,
+        run_ok("data.extract", "--dump", DEMO_DUMP, "--index", DEMO_INDEX, "--shard", shard, "--shards", 4,
                "--out", tmp / f"e{shard}.parquet", "--stats", tmp / "e.json")
-        run_ok("convert", "--input", tmp / f"e{shard}.parquet", "--out", tmp / f"{split}.parquet",
+        run_ok("data.convert", "--input", tmp / f"e{shard}.parquet", "--out", tmp / f"{split}.parquet",
                "--stats", tmp / "c.json")
-    run_ok("tokenizer", "--train", tmp / "train.parquet", "--validation", tmp / "validation.parquet",
+    run_ok("tokenizer.tokenizer", "--train", tmp / "train.parquet", "--validation", tmp / "validation.parquet",
            "--vocab-size", 1000, "--out", tmp / "tokenizer", "--report", tmp / "report.json")
     for split in ("train", "validation"):
-        run_ok("tokens", "--tokenizer", tmp / "tokenizer", "--input", tmp / f"{split}.parquet",
+        run_ok("tokenizer.tokens", "--tokenizer", tmp / "tokenizer", "--input", tmp / f"{split}.parquet",
                "--out", tmp / "tokens" / f"{split}-000.bin", "--index", tmp / "tokens" / f"{split}-000.json")
-    run_ok("tokens_index", "--shards", *sorted((tmp / "tokens").glob("*.json")), "--out", tmp / "tokens" / "index.json")
+    run_ok("tokenizer.tokens_index", "--shards", *sorted((tmp / "tokens").glob("*.json")), "--out",
+           tmp / "tokens" / "index.json")
     return tmp
 
 
 def pretrain_command(data, out, processes=1):
     """What the rule runs: the launcher, then the stage."""
-    launch = [sys.executable, "-m", "workflow_scripts.launch", "--processes", str(processes), "--"]
-    return launch + ["-m", "workflow_scripts.pretrain", "--tokens", str(data / "tokens"),
+    launch = [sys.executable, "-m", "workflow_scripts.training.launch", "--processes", str(processes), "--"]
+    return launch + ["-m", "workflow_scripts.training.pretrain", "--tokens", str(data / "tokens"),
                      "--tokenizer", str(data / "tokenizer"), "--checkpoint-root", str(out / "checkpoints"),
                      "--out", str(out / "model"), "--metrics", str(out / "metrics.jsonl"), "--plot",
                      str(out / "loss.png"), "--summary", str(out / "summary.json"), "--log", str(out / "log")]
@@ -138,8 +139,8 @@ def test_each_epoch_moves_the_window_grid_and_a_moved_window_wraps_round_the_spl
 
 
 def test_pretraining_reads_a_later_epoch_on_its_moved_grid(data):
-    from workflow_scripts.lib.engines import RunShape
-    from workflow_scripts.lib.token_training import TokenRun, pretraining_job
+    from workflow_scripts.lib.training.engines import RunShape
+    from workflow_scripts.lib.training.token_training import TokenRun, pretraining_job
 
     run = TokenRun(tokens=data / "tokens", checkpoint_root=data, seq_len=64, micro_batch=4, global_batch_tokens=256,
                    compile=False, max_steps=1, eval_every=1, eval_windows=1, checkpoint_every=1, seed=3)
@@ -157,8 +158,8 @@ def test_flops_per_token_counts_every_matmul_weight_and_attention(preset):
     embedding, a lookup, not) and 12 per layer, width and position for attention scores."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from workflow_scripts.lib.model_presets import PRESETS
-    from workflow_scripts.lib.metrics import model_flops_per_token
+    from workflow_scripts.lib.training.model_presets import PRESETS
+    from workflow_scripts.lib.training.metrics import model_flops_per_token
 
     config = LlamaConfig(**PRESETS[preset], vocab_size=8192, tie_word_embeddings=False)
     with torch.device("meta"):
@@ -173,10 +174,10 @@ def test_throughput_leaves_out_the_evaluations_between_steps(tmp_path):
     from accelerate.state import AcceleratorState
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from workflow_scripts.lib.checkpoints import Checkpoints
-    from workflow_scripts.lib.engines import AccelerateEngine, make_optimizer
-    from workflow_scripts.lib.metrics import Metrics
-    from workflow_scripts.lib.training import Job, train
+    from workflow_scripts.lib.training.checkpoints import Checkpoints
+    from workflow_scripts.lib.training.engines import AccelerateEngine, make_optimizer
+    from workflow_scripts.lib.training.metrics import Metrics
+    from workflow_scripts.lib.training.training import Job, train
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -269,9 +270,9 @@ def test_changed_settings_do_not_resume_an_old_run(data, one_process, tmp_path):
 
 def test_an_edited_preset_does_not_resume_the_old_shapes_run(data, one_process, tmp_path):
     shutil.copytree(one_process[0] / "checkpoints", tmp_path / "checkpoints")
-    narrower = "import runpy, sys; from workflow_scripts.lib.model_presets import PRESETS; " \
+    narrower = "import runpy, sys; from workflow_scripts.lib.training.model_presets import PRESETS; " \
         "PRESETS['demo'].update(hidden_size=64, intermediate_size=176); " \
-        "sys.argv[0] = 'pretrain'; runpy.run_module('workflow_scripts.pretrain', run_name='__main__')"
+        "sys.argv[0] = 'pretrain'; runpy.run_module('workflow_scripts.training.pretrain', run_name='__main__')"
     command = [sys.executable, "-c", narrower] + pretrain_command(data, tmp_path)[8:] + \
         [str(o) for o in (*SMALL, "--max-steps", 8, "--eval-every", 4, "--checkpoint-every", 4)]  # as one_process ran
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)

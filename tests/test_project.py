@@ -16,12 +16,11 @@ import yaml
 
 from conftest import DEMO_DUMP, REPO, run_ok
 from workflow_scripts.demo_data.make_demo_dump import World
-from workflow_scripts.lib.code_fingerprint import module_file
+from workflow_scripts.lib.workflow.code_fingerprint import module_file
 
-STAGES = ["download", "extract", "convert", "clean", "minhash", "dedup_bands", "dedup_exact", "dedup_join", "dedup",
-          "split", "corpus_summary", "tokenizer", "tokens", "tokens_index", "pretrain", "sft", "chat",
-          "multiple_choice", "bits_per_byte", "knowledge", "samples", "run_summary", "launch", "dpo", "ingest",
-          "chat_data", "fetch_data", "serve"]
+# Every stage (a rule's command), the launcher and the serving tools
+STAGES = sorted(f"{path.parent.name}.{path.stem}" for path in (REPO / "workflow_scripts").glob("*/*.py")
+                if path.parent.name not in ("lib", "demo_data") and path.stem != "__init__")
 
 
 def schema_keys(schema, prefix=""):
@@ -85,7 +84,7 @@ def rule_envs_and_modules():
             if "shell:" not in block:  # a stage's target (rules/stage_targets.smk) runs nothing itself
                 continue
             env = re.search(r'conda:\s*"\.\./envs/(\w+\.yaml)"', block).group(1)
-            uses.setdefault(env, set()).update(re.findall(r"workflow_scripts\.(\w+)", block))
+            uses.setdefault(env, set()).update(re.findall(r"workflow_scripts\.([\w.]+)", block))
     return uses
 
 

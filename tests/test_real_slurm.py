@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from conftest import REPO, copy_workflow
-from workflow_scripts.lib import slurm_cluster
+from workflow_scripts.lib.workflow import slurm_cluster
 
 SET_UP_HERE = "cpu" in (slurm_cluster.read_cluster() or {})
 pytestmark = pytest.mark.skipif(not (os.environ.get("REQUIRE_SLURM") or SET_UP_HERE),

@@ -40,8 +40,9 @@ def serving(models, *options, log=None):
     log = log or Path(tempfile.mkdtemp()) / "serve.log"
     models = [str(model) for model in (models if isinstance(models, list) else [models])]
     with open(log, "w") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "workflow_scripts.serve", *models, "--port", str(port),
-                                    *options], cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+        process = subprocess.Popen([sys.executable, "-m", "workflow_scripts.serving.serve", *models,
+                                    "--port", str(port), *options], cwd=REPO, stdout=subprocess.DEVNULL,
+                                   stderr=stderr, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -98,7 +99,7 @@ def client(server):
 
 
 def terminal_answer(model, prompt):
-    result = subprocess.run([sys.executable, "-m", "workflow_scripts.chat", str(model), "--prompt", prompt,
+    result = subprocess.run([sys.executable, "-m", "workflow_scripts.serving.chat", str(model), "--prompt", prompt,
                              "--temperature", "0"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return result.stdout.removesuffix("\n")

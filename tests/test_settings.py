@@ -14,12 +14,12 @@ import pytest
 import yaml
 
 from conftest import REPO, copy_workflow, run_ok, snakemake
-from workflow_scripts.convert import OPENCC_CONFIGS
-from workflow_scripts.export_gguf import FILE_TYPES, WEIGHT_TYPES
+from workflow_scripts.data.convert import OPENCC_CONFIGS
+from workflow_scripts.eval.multiple_choice import SCORINGS
+from workflow_scripts.export.export_gguf import FILE_TYPES, WEIGHT_TYPES
 from workflow_scripts.lib import settings
 from workflow_scripts.lib.bpe_training import PRE_TOKENIZATIONS
-from workflow_scripts.lib.model_presets import PRESETS
-from workflow_scripts.multiple_choice import SCORINGS
+from workflow_scripts.lib.training.model_presets import PRESETS
 
 SCHEMA = settings.schema()["properties"]
 # A job's place among its rule's jobs, not a setting: one shard of N is one shard's output, alone or not.
@@ -50,8 +50,8 @@ def stage_commands(workdir, *options):
     """(stage, its words) of each job `snakemake -n all` plans, the launcher's stage included."""
     out = snakemake(workdir, "-n", "-p", "--forceall", "all", *options).stdout
     for line in out.splitlines():
-        command = re.match(r".*\s-m workflow_scripts\.(\w+) (.*)$", line)
-        if command and command.group(1) != "launch":
+        command = re.match(r".*\s-m workflow_scripts\.(\w+\.\w+) (.*)$", line)
+        if command and command.group(1) != "training.launch":
             yield command.group(1), shlex.split(re.sub(r"\$\(dirname ([^)]*)\)", r"\1", command.group(2)))
 
 
@@ -83,18 +83,19 @@ def test_a_stage_run_alone_defaults_to_what_its_rule_passes(tmp_path):
                 if getattr(given, action.dest) != action.default:
                     differing.append((stage, action.dest, action.default, getattr(given, action.dest)))
     assert differing == [], "\n".join(map(str, differing))
-    assert {("clean", "min_chars"), ("tokenizer", "vocab_size"), ("sft", "lr"), ("sft", "replay_share"),
-            ("dpo", "max_len"), ("continued_pretrain", "method"), ("expand_vocab", "vocab_size"),
-            ("multiple_choice", "shots"), ("download", "source")} <= checked
+    assert {("data.clean", "min_chars"), ("tokenizer.tokenizer", "vocab_size"), ("training.sft", "lr"),
+            ("training.sft", "replay_share"), ("training.dpo", "max_len"), ("continued.continued_pretrain", "method"),
+            ("continued.expand_vocab", "vocab_size"), ("eval.multiple_choice", "shots"),
+            ("data.download", "source")} <= checked
     assert len(checked) > 100
 
 
 @pytest.mark.slow
 def test_clean_and_the_tokenizer_run_alone_give_their_rules_output(built, tmp_path):
-    run_ok("clean", "--input", built / "results/convert/zhwiki-000.parquet", "--out", tmp_path / "clean.parquet",
+    run_ok("data.clean", "--input", built / "results/convert/zhwiki-000.parquet", "--out", tmp_path / "clean.parquet",
            "--stats", tmp_path / "clean.json")
     assert pq.read_table(tmp_path / "clean.parquet").equals(pq.read_table(built / "results/clean/zhwiki-000.parquet"))
-    run_ok("tokenizer", "--train", built / "results/corpus/train.parquet", "--validation",
+    run_ok("tokenizer.tokenizer", "--train", built / "results/corpus/train.parquet", "--validation",
            built / "results/corpus/validation.parquet", "--out", tmp_path / "tokenizer", "--report",
            tmp_path / "report.json")
     assert ((tmp_path / "tokenizer/tokenizer.json").read_text()
@@ -102,7 +103,7 @@ def test_clean_and_the_tokenizer_run_alone_give_their_rules_output(built, tmp_pa
 
 
 def test_a_stage_option_refuses_a_value_out_of_its_definitions_range(capsys):
-    parser = stage_parser("clean")
+    parser = stage_parser("data.clean")
     with pytest.raises(SystemExit):
         parser.parse_args(["--input", "x", "--out", "y", "--stats", "z", "--min-han-fraction", "1.5"])
     assert "--min-han-fraction 1.5 is out of range" in capsys.readouterr().err
@@ -135,7 +136,7 @@ def test_the_readmes_worked_example_adds_a_setting_everywhere_from_one_line(tmp_
     config = workdir / "config.yaml"
     config.write_text(config.read_text().replace("  max_repeated_ngram_fraction: 0.3\n",
                                                  "  max_repeated_ngram_fraction: 0.3\n  max_line_chars: 5000\n"))
-    help_text = subprocess.run([sys.executable, "-m", "workflow_scripts.clean", "--help"], cwd=workdir,
+    help_text = subprocess.run([sys.executable, "-m", "workflow_scripts.data.clean", "--help"], cwd=workdir,
                                capture_output=True, text=True, check=True).stdout
     assert "--max-line-chars MAX_LINE_CHARS" in help_text and "config.yaml clean.max_line_chars" in help_text
     planned = snakemake(workdir, "-n", "-p", "--forceall", "corpus").stdout
@@ -147,9 +148,9 @@ def test_the_readmes_worked_example_adds_a_setting_everywhere_from_one_line(tmp_
 
 def test_below_a_stages_run_no_function_takes_the_argparse_namespace():
     """A stage's run turns its options into typed settings (settings.typed) for everything it
-    calls, in lib/ and in its own module."""
+    calls, in lib/ and in its own module (every module of workflow_scripts/)."""
     root = REPO / "workflow_scripts"
-    for path in sorted([*root.glob("*.py"), *root.glob("lib/*.py")]):
+    for path in sorted(root.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name != "run":
                 names = {arg.arg for arg in node.args.args + node.args.kwonlyargs}

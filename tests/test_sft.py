@@ -12,9 +12,9 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
 
 from conftest import REPO, run_stage
-from workflow_scripts.lib.loss_labels import IGNORE_INDEX
-from workflow_scripts.lib.sft_data import encode, read_conversations
-from workflow_scripts.lib.utf8_guard import utf8_processors
+from workflow_scripts.lib.serving.utf8_guard import utf8_processors
+from workflow_scripts.lib.training.sft_data import IGNORE_INDEX
+from workflow_scripts.lib.training.sft_data import encode, read_conversations
 
 pytestmark = pytest.mark.slow
 DATA = [f"{REPO}/demo/sft/demo_chat.jsonl:1.0", f"{REPO}/demo/sft/demo_alpaca.json:0.5"]
@@ -30,12 +30,12 @@ def base_model(tmp_path_factory, trained, demo_docs):
     tokens = tmp / "tokens"
     shutil.copy(demo_docs, tmp / "validation.parquet")
     for split, docs in (("train", demo_docs), ("validation", tmp / "validation.parquet")):
-        result = run_stage("tokens", "--tokenizer", trained[0], "--input", docs, "--out",
+        result = run_stage("tokenizer.tokens", "--tokenizer", trained[0], "--input", docs, "--out",
                            tokens / f"{split}-000.bin", "--index", tokens / f"{split}-000.json")
         assert result.returncode == 0, result.stderr
-    assert run_stage("tokens_index", "--shards", tokens / "train-000.json", tokens / "validation-000.json",
+    assert run_stage("tokenizer.tokens_index", "--shards", tokens / "train-000.json", tokens / "validation-000.json",
                      "--out", tokens / "index.json").returncode == 0
-    result = run_stage("pretrain", "--tokens", tokens, "--tokenizer", trained[0], "--seq-len", 64,
+    result = run_stage("training.pretrain", "--tokens", tokens, "--tokenizer", trained[0], "--seq-len", 64,
                        "--micro-batch", 8, "--global-batch-tokens", 512, "--max-steps", 20, "--eval-every", 20,
                        "--eval-windows", 8, "--checkpoint-every", 100, "--checkpoint-root", tmp / "ckpt",
                        "--out", tmp / "model", "--metrics", tmp / "m.jsonl", "--plot", tmp / "p.png",
@@ -45,7 +45,7 @@ def base_model(tmp_path_factory, trained, demo_docs):
 
 
 def sft_command(model, out, *options, data=DATA):
-    return ["python", "-m", "workflow_scripts.sft", "--model", str(model), "--data", *data,
+    return ["python", "-m", "workflow_scripts.training.sft", "--model", str(model), "--data", *data,
             "--checkpoint-root", str(out / "ckpt"), "--out", str(out / "model"), "--metrics", str(out / "m.jsonl"),
             "--plot", str(out / "p.png"), "--summary", str(out / "s.json"), "--log", str(out / "log"),
             *map(str, options)]
@@ -92,7 +92,7 @@ def test_lora_trains_only_adapters_and_merges_them(base_model, tmp_path):
 
 def test_chat_cli_answers_a_prompt(full):
     out, _ = full
-    result = run_stage("chat", out / "model", "--prompt", "安宁市位于哪个省？", "--temperature", "0",
+    result = run_stage("serving.chat", out / "model", "--prompt", "安宁市位于哪个省？", "--temperature", "0",
                        "--max-new-tokens", "12")
     assert result.returncode == 0, result.stderr
     tokenizer = AutoTokenizer.from_pretrained(out / "model")
@@ -108,7 +108,8 @@ def test_chat_cli_answers_a_prompt(full):
 
 def test_chat_cli_holds_a_multi_turn_conversation(full):
     out, _ = full
-    result = subprocess.run(["python", "-m", "workflow_scripts.chat", str(out / "model"), "--max-new-tokens", "6"],
+    result = subprocess.run(["python", "-m", "workflow_scripts.serving.chat", str(out / "model"),
+                             "--max-new-tokens", "6"],
                             cwd=REPO, input="你好\n再说一遍\n/exit\n", capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("助手: ") == 2

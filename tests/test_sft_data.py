@@ -5,9 +5,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from conftest import SHARED_DATA
-from workflow_scripts.lib.loss_labels import IGNORE_INDEX
 from workflow_scripts.lib.stage_cli import StageError
-from workflow_scripts.lib.sft_data import Layout, ReadStats, encode, read_conversations
+from workflow_scripts.lib.training.sft_data import IGNORE_INDEX
+from workflow_scripts.lib.training.sft_data import Layout, ReadStats, encode, read_conversations
 
 SFT = SHARED_DATA / "sft"
 TURNS = [("user", "北京是哪个国家的首都？"), ("assistant", "北京是中国的首都。"),

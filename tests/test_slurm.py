@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from conftest import REPO, copy_workflow, snakemake
-from workflow_scripts.launch import RENDEZVOUS_PORT, accelerate_command, claim_gpus
-from workflow_scripts.lib import slurm_cluster
+from workflow_scripts.lib.corpus.signature_files import SignatureFiles
 from workflow_scripts.lib.stage_cli import StageError
-from workflow_scripts.lib.signature_files import SignatureFiles
+from workflow_scripts.lib.workflow import slurm_cluster
+from workflow_scripts.training.launch import RENDEZVOUS_PORT, accelerate_command, claim_gpus
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from dedup_scaling import reference_removals  # noqa: E402  the single job dedup replaced
@@ -100,8 +100,8 @@ def test_the_rule_starts_one_launcher_per_node(fake_slurm, workflow_dir, tmp_pat
     (tmp_path / "nodes.yaml").write_text("pretrain:\n  nodes: 2\n  gpus: 4\n  global_batch_tokens: 16384\n")
     out = snakemake(workflow_dir, "-n", "-p", "base_model", "--configfile", "config.yaml",
                     str(tmp_path / "nodes.yaml")).stdout
-    assert "srun --overlap --nodes=2 --ntasks=2 --ntasks-per-node=1 python -m workflow_scripts.launch --gpus 4 " \
-           "--processes 1 --nodes 2 -- -m workflow_scripts.pretrain" in out
+    assert "srun --overlap --nodes=2 --ntasks=2 --ntasks-per-node=1 python -m workflow_scripts.training.launch " \
+           "--gpus 4 --processes 1 --nodes 2 -- -m workflow_scripts.training.pretrain" in out
     assert "gres=gpu:4" in out and "nodes=2" in out  # GPUs per node; `gpu` would be the whole job's
     hostnames = subprocess.run(["scontrol", "show", "hostnames", "gpu[07-08],cpu1"], env=fake_slurm,
                                capture_output=True, text=True, check=True).stdout.split()

@@ -9,12 +9,12 @@ import pytest
 import yaml
 
 from conftest import REPO, SHARED_DATA, run_dedup, run_fails, run_ok, run_stage
-from workflow_scripts.lib.minhash_signatures import signatures
-from workflow_scripts.lib.near_duplicates import exact_copies, greedy_removals
-from workflow_scripts.lib.text_normalization import normalize
-from workflow_scripts.lib.signature_files import SignatureFiles
-from workflow_scripts.lib.documents import DocWriter
-from workflow_scripts.split import in_validation
+from workflow_scripts.data.split import in_validation
+from workflow_scripts.lib.corpus.documents import DocWriter
+from workflow_scripts.lib.corpus.minhash_signatures import signatures
+from workflow_scripts.lib.corpus.near_duplicates import exact_copies, greedy_removals
+from workflow_scripts.lib.corpus.signature_files import SignatureFiles
+from workflow_scripts.lib.corpus.text_normalization import normalize
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from dedup_scaling import loop_removals, reference_removals, write_shards  # noqa: E402  the single job dedup replaced
@@ -42,7 +42,7 @@ def test_convert_turns_taiwan_terms_into_mainland_ones(tmp_path):
     src = write_docs(tmp_path / "in.parquet", [{"id": 1, "title": "軟體", "text": "這個軟體的資料庫很快。"}])
     for config, expected in (("t2s", "这个软体的资料库很快。"), ("tw2sp", "这个软件的数据库很快。")):
         out = tmp_path / f"{config}.parquet"
-        run_ok("convert", "--config", config, "--input", src, "--out", out, "--stats", tmp_path / "s.json")
+        run_ok("data.convert", "--config", config, "--input", src, "--out", out, "--stats", tmp_path / "s.json")
         assert read(out)[0]["text"] == expected
     assert json.loads((tmp_path / "s.json").read_text())["documents_changed"] == 1
 
@@ -61,7 +61,7 @@ def test_normalize_keeps_full_width_punctuation():
 def test_clean_drops_each_kind_and_counts_it(tmp_path, text, reason):
     docs = [{"id": 1, "text": chinese(1)}, {"id": 2, "text": text}]
     out = tmp_path / "out.parquet"
-    run_ok("clean", "--input", write_docs(tmp_path / "in.parquet", docs), "--min-chars", 100,
+    run_ok("data.clean", "--input", write_docs(tmp_path / "in.parquet", docs), "--min-chars", 100,
            "--min-han-fraction", 0.4, "--max-duplicate-line-fraction", 0.3, "--repetition-ngram", 10,
            "--max-repeated-ngram-fraction", 0.3, "--out", out, "--stats", tmp_path / "s.json")
     assert [d["id"] for d in read(out)] == [1]
@@ -74,7 +74,7 @@ def dedup(tmp_path, shards, threshold=0.8, ngram=5, num_perm=128, join_jobs=1):
     for n, docs in enumerate(shards):
         src = write_docs(tmp_path / f"clean-{n}.parquet", docs)
         signatures.append(tmp_path / f"sig-{n}.npz")
-        run_ok("minhash", "--input", src, "--ngram", ngram, "--num-perm", num_perm, "--seed", 1,
+        run_ok("data.minhash", "--input", src, "--ngram", ngram, "--num-perm", num_perm, "--seed", 1,
                "--out", signatures[-1])
     return run_dedup(tmp_path, signatures, "--threshold", threshold, "--num-perm", num_perm, join_jobs=join_jobs)
 
@@ -140,17 +140,17 @@ def test_minhash_signatures_are_those_of_each_texts_ngram_set_whatever_the_batch
     assert (alone[-2] == alone[-1]).all()  # the same set of 5-grams, repeated or not
     assert len({row.tobytes() for row in alone}) == len(texts) - 1
     docs = [{"id": n, "text": t} for n, t in enumerate(texts)]  # more documents than one batch of the stage
-    run_ok("minhash", "--input", write_docs(tmp_path / "in.parquet", docs), "--num-perm", 64,
+    run_ok("data.minhash", "--input", write_docs(tmp_path / "in.parquet", docs), "--num-perm", 64,
            "--out", tmp_path / "s.npz")
     assert (np.load(tmp_path / "s.npz")["signatures"] == alone).all()
 
 
 def test_dedup_of_an_empty_corpus_says_what_to_loosen(tmp_path):
     src = write_docs(tmp_path / "empty.parquet", [])
-    run_ok("minhash", "--input", src, "--out", tmp_path / "sig.npz")
-    run_ok("dedup_exact", "--signatures", tmp_path / "sig.npz", "--group", 0, "--groups", 1, "--out",
+    run_ok("data.minhash", "--input", src, "--out", tmp_path / "sig.npz")
+    run_ok("data.dedup_exact", "--signatures", tmp_path / "sig.npz", "--group", 0, "--groups", 1, "--out",
            tmp_path / "exact.npz", "--stats", tmp_path / "exact.json")
-    result = run_stage("dedup_join", "--signatures", tmp_path / "sig.npz", "--exact", tmp_path / "exact.npz",
+    result = run_stage("data.dedup_join", "--signatures", tmp_path / "sig.npz", "--exact", tmp_path / "exact.npz",
                        "--pairs", tmp_path / "sig.npz", "--part", 0, "--report", tmp_path / "r.parquet",
                        "--stats", tmp_path / "s.json")
     assert result.returncode == 1
@@ -217,8 +217,8 @@ def test_the_greedy_rounds_decide_as_the_loop_in_visiting_order(shape):
 
 def test_more_band_jobs_than_bands_is_one_line_naming_the_setting(tmp_path):
     write_docs(tmp_path / "a.parquet", [{"id": 1, "text": chinese(1)}])
-    run_ok("minhash", "--input", tmp_path / "a.parquet", "--out", tmp_path / "a.npz")
-    run_fails("dedup_bands", r"30 band jobs but the LSH has 28 bands .*; set dedup.band_jobs to at most 28",
+    run_ok("data.minhash", "--input", tmp_path / "a.parquet", "--out", tmp_path / "a.npz")
+    run_fails("data.dedup_bands", r"30 band jobs but the LSH has 28 bands .*; set dedup.band_jobs to at most 28",
               "--signatures", tmp_path / "a.npz", "--group", 29, "--groups", 30, "--out", tmp_path / "p.npz",
               "--stats", tmp_path / "p.json")
 
@@ -227,12 +227,12 @@ def test_dedup_stops_on_pairs_of_another_corpus(tmp_path):
     docs = [{"id": i, "text": chinese(i)} for i in range(3)]
     for name, shard in (("a", docs), ("b", docs[:2])):
         write_docs(tmp_path / f"{name}.parquet", shard)
-        run_ok("minhash", "--input", tmp_path / f"{name}.parquet", "--out", tmp_path / f"{name}.npz")
-    run_ok("dedup_bands", "--signatures", tmp_path / "b.npz", "--group", 0, "--groups", 1, "--out",
+        run_ok("data.minhash", "--input", tmp_path / f"{name}.parquet", "--out", tmp_path / f"{name}.npz")
+    run_ok("data.dedup_bands", "--signatures", tmp_path / "b.npz", "--group", 0, "--groups", 1, "--out",
            tmp_path / "pairs.npz", "--stats", tmp_path / "pairs.json")
-    run_ok("dedup_exact", "--signatures", tmp_path / "a.npz", "--group", 0, "--groups", 1, "--out",
+    run_ok("data.dedup_exact", "--signatures", tmp_path / "a.npz", "--group", 0, "--groups", 1, "--out",
            tmp_path / "exact.npz", "--stats", tmp_path / "exact.json")
-    run_fails("dedup_join", r"pairs\.npz: made from 2 documents, but the signatures hold 3; rerun dedup_bands",
+    run_fails("data.dedup_join", r"pairs\.npz: made from 2 documents, but the signatures hold 3; rerun dedup_bands",
               "--signatures", tmp_path / "a.npz", "--exact", tmp_path / "exact.npz", "--pairs", tmp_path / "pairs.npz",
               "--part", 0, "--report", tmp_path / "r.parquet", "--stats", tmp_path / "s.json")
 
@@ -243,7 +243,7 @@ def test_split_is_deterministic_disjoint_and_skips_removed(tmp_path):
     dedup_report = tmp_path / "removed.parquet"
     dedup(tmp_path, [[docs[0], {**docs[0], "id": 1000}]])
     args = ["--inputs", src, "--removed", dedup_report, "--validation-fraction", 0.1, "--seed", 3]
-    run_ok("split", *args, "--train", tmp_path / "t.parquet", "--validation", tmp_path / "v.parquet",
+    run_ok("data.split", *args, "--train", tmp_path / "t.parquet", "--validation", tmp_path / "v.parquet",
            "--stats", tmp_path / "s.json")
     train, validation = read(tmp_path / "t.parquet"), read(tmp_path / "v.parquet")
     train_ids, validation_ids = {d["id"] for d in train}, {d["id"] for d in validation}

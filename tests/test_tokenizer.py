@@ -9,7 +9,7 @@ from transformers import AutoTokenizer
 
 from conftest import run_ok, run_stage, train_tokenizer
 from workflow_scripts.lib.chatml import END_OF_TEXT, IM_END, IM_START, SPECIAL_TOKENS
-from workflow_scripts.tokens import token_dtype
+from workflow_scripts.tokenizer.tokens import token_dtype
 
 HARD_STRINGS = [
     "中华人民共和国成立于1949年10月1日。",
@@ -92,10 +92,10 @@ def test_vocab_size_and_char_cap_change_the_tokenizer(demo_docs, trained, tmp_pa
 def make_shards(tokenizer_dir, docs, tmp, shards):
     indexes = []
     for shard in range(shards):
-        run_ok("tokens", "--tokenizer", tokenizer_dir, "--input", docs, "--shard", shard, "--shards", shards,
+        run_ok("tokenizer.tokens", "--tokenizer", tokenizer_dir, "--input", docs, "--shard", shard, "--shards", shards,
                "--out", tmp / f"train-{shard:03d}.bin", "--index", tmp / f"train-{shard:03d}.json")
         indexes.append(tmp / f"train-{shard:03d}.json")
-    run_ok("tokens_index", "--shards", *indexes, "--out", tmp / "index.json")
+    run_ok("tokenizer.tokens_index", "--shards", *indexes, "--out", tmp / "index.json")
     return json.loads((tmp / "index.json").read_text())
 
 
@@ -135,13 +135,13 @@ def test_mixed_tokenizers_are_refused(trained, demo_docs, tmp_path):
     index = make_shards(trained[0], demo_docs, tmp_path, 2)
     shard = json.loads((tmp_path / "train-001.json").read_text())
     (tmp_path / "train-001.json").write_text(json.dumps({**shard, "tokenizer_sha1": "0" * 40}))
-    result = run_stage("tokens_index", "--shards", tmp_path / "train-000.json", tmp_path / "train-001.json",
+    result = run_stage("tokenizer.tokens_index", "--shards", tmp_path / "train-000.json", tmp_path / "train-001.json",
                        "--out", tmp_path / "i.json")
     assert result.returncode == 1 and "disagree on tokenizer_sha1" in result.stderr
     assert index["splits"]["train"]["documents"] > 0
 
 
 def test_missing_tokenizer_is_a_clear_error(demo_docs, tmp_path):
-    result = run_stage("tokens", "--tokenizer", tmp_path / "none", "--input", demo_docs,
+    result = run_stage("tokenizer.tokens", "--tokenizer", tmp_path / "none", "--input", demo_docs,
                        "--out", tmp_path / "t.bin", "--index", tmp_path / "t.json")
     assert result.returncode == 1 and "train the tokenizer first" in result.stderr

@@ -244,8 +244,8 @@ def test_the_report_shows_plots_and_tables(built):
 
 
 def jobs_after_code_edit(workdir, module, edit, target):
-    """What Snakemake would run after one edit to workflow_scripts/<module>.py (`lib/stage_cli` for
-    a library); the edit is undone."""
+    """What Snakemake would run after one edit to workflow_scripts/<module>.py (`data/clean` for a
+    stage, `lib/stage_cli` for a library); the edit is undone."""
     script = workdir / "workflow_scripts" / f"{module}.py"
     original = script.read_text()
     edited = edit(original)
@@ -258,18 +258,18 @@ def jobs_after_code_edit(workdir, module, edit, target):
 
 
 def test_a_logic_change_reruns_the_stage_and_what_follows_it_only(built):
-    jobs = jobs_after_code_edit(built, "clean", lambda s: s.replace("def han_fraction(text):\n",
-                                                                    "def han_fraction(text):\n    text = text[:]\n"),
-                                "corpus")
+    def edit(source):
+        return source.replace("def han_fraction(text):\n", "def han_fraction(text):\n    text = text[:]\n")
+    jobs = jobs_after_code_edit(built, "data/clean", edit, "corpus")
     assert set(jobs) == {"clean_part", "minhash_part", "dedup_band_group", "dedup_exact_group", "dedup_join_part",
                          "dedup", "split", "corpus_summary", "corpus"}  # not extract
 
 
 def test_a_function_only_evaluation_reaches_reruns_evaluation_never_training(built):
-    """lib.models is shared by SFT and the evaluations; only these load a model through
+    """lib.training.models is shared by SFT and the evaluations; only these load a model through
     load_causal_lm, so a change to it reruns them and no training."""
     returned = "    return model, tokenizer"
-    jobs = jobs_after_code_edit(built, "lib/models",
+    jobs = jobs_after_code_edit(built, "lib/training/models",
                                 lambda s: s.replace(returned, "    model.train(False)\n" + returned), "all")
     assert jobs["multiple_choice_model"] == 2 and jobs["samples_model"] == 2 and jobs["bits_per_byte_model"] == 2
     assert not set(jobs) & {"extract_shard", "base_model", "sft_model", "tokenizer"}
@@ -344,7 +344,8 @@ def test_the_real_dump_presets_plan_a_gpu_run(workflow_dir):
         "token_shard": 32,
         "tokens_index": 1, "base_model": 1}
     command = snakemake(workflow_dir, "-n", "-p", "base_model", *presets).stdout
-    assert "workflow_scripts.launch --gpus 8 --processes 1 --nodes 1 -- -m workflow_scripts.pretrain" in command
+    assert ("workflow_scripts.training.launch --gpus 8 --processes 1 --nodes 1 -- "
+            "-m workflow_scripts.training.pretrain") in command
     assert all(option in command for option in ("--preset 0.1b", "--seq-len 1024", "--micro-batch 32",
                                                 "--global-batch-tokens 524288", "--compile"))
     assert "--prompts config/eval_prompts.txt" in snakemake(workflow_dir, "-n", "-p", "eval", *presets).stdout
@@ -363,7 +364,7 @@ def test_the_real_presets_go_from_the_dump_to_an_evaluated_chat_model_without_de
         assert "demo" not in plan
         for url in ("haonan-li/cmmlu/resolve/", "ceval/ceval-exam/resolve/", "alpaca-zh/resolve/"):
             assert url in plan
-        sft = next(line for line in plan.splitlines() if "-m workflow_scripts.sft " in line)
+        sft = next(line for line in plan.splitlines() if "-m workflow_scripts.training.sft " in line)
         assert all(option in sft for option in ("--epochs 2", "--lr 5e-05", f"--max-len {context} "))
 
 
@@ -389,7 +390,7 @@ def test_a_length_beyond_the_models_context_is_refused_before_any_job(workflow_d
 
 def test_numbers_given_with_config_on_the_command_line_are_read_as_numbers(workflow_dir):
     plan = snakemake(workflow_dir, "-n", "-p", "sft_model", "--config", 'sft={"lr": 0.002, "max_steps": "7"}').stdout
-    sft = next(line for line in plan.splitlines() if "-m workflow_scripts.sft " in line)
+    sft = next(line for line in plan.splitlines() if "-m workflow_scripts.training.sft " in line)
     assert "--lr 0.002" in sft and "--max-steps 7" in sft
 
 

@@ -1,4 +1,4 @@
-"""lib/workflow_config.py, the checks rules/common.smk runs on the config before any job: one line
+"""lib/workflow/workflow_config.py, the checks rules/common.smk runs on the config before any job: one line
 naming the key for each kind of problem, and the helpers the rules build commands with."""
 import copy
 
@@ -6,10 +6,10 @@ import pytest
 import yaml
 
 from conftest import REPO
-from workflow_scripts.lib.workflow_config import (ConfigError, chat_sources, cli_options, corpus_weights,
-                                                    dump_source_options, extra_corpora, fetched_key, launcher,
-                                                    mirrored, part_settings, run_fetches, run_models, source_path,
-                                                    training_allocation, validate_config)
+from workflow_scripts.lib.workflow.workflow_config import (ConfigError, chat_sources, cli_options, corpus_weights,
+                                                           dump_source_options, extra_corpora, fetched_key, launcher,
+                                                           mirrored, part_settings, run_fetches, run_models,
+                                                           source_path, training_allocation, validate_config)
 
 SCHEMA = REPO / "config" / "schema.yaml"
 
@@ -103,7 +103,7 @@ def test_an_extra_corpus_takes_zhwikis_settings_key_by_key(cfg):
 def test_training_across_nodes_asks_slurm_for_a_task_per_node_and_starts_a_launcher_on_each():
     one = {"gpus": 2, "processes": 1, "nodes": 1}
     assert training_allocation(one) == {"gpu": 2, "nodes": 1}
-    assert launcher(one) == "python -m workflow_scripts.launch --gpus 2 --processes 1 --nodes 1 --"
+    assert launcher(one) == "python -m workflow_scripts.training.launch --gpus 2 --processes 1 --nodes 1 --"
     two = {**one, "nodes": 2}
     assert training_allocation(two) == {"nodes": 2, "mpi": "srun", "tasks": 2, "gres": "gpu:2", "tasks_per_gpu": 0}
     assert launcher(two).startswith("srun --overlap --nodes=2 --ntasks=2 --ntasks-per-node=1 python -m ")

@@ -6,7 +6,7 @@ A multiple-choice set in CMMLU layout: two subjects, 地理 (which province a ci
 (a person's field), each with 5 dev and 40 test questions whose three wrong options are drawn
 from the same world, so a model can only beat the 25% chance level by having learnt the demo
 corpus. And prompts.txt, questions about the world for the generation samples (edit freely), and
-facts.jsonl for the fact probe (workflow_scripts/knowledge.py): each relation in the phrasing the
+facts.jsonl for the fact probe (workflow_scripts/eval/knowledge.py): each relation in the phrasing the
 dump states it in (`corpus`), in one it never uses (`held_out`), and as a question, each fact with
 its object and 11 other candidates (chance 1/12).
 Questions and prompts are about the cities and people the demo SFT data leaves out

@@ -15,7 +15,9 @@ class StageError(Exception):
 
 def stage_cli(stage, description, add_arguments, run):
     """Parse the stage's arguments, log to --log, and turn a StageError into one line on stderr."""
-    parser = argparse.ArgumentParser(prog=f"python -m workflow_scripts.{stage}", description=description,
+    main = sys.modules["__main__"].__spec__  # None when the file is run by path rather than with -m
+    prog = f"python -m {main.name}" if main else stage
+    parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     parser.add_argument("--log", type=Path, help="write the log (and progress bars) here instead of stderr")
