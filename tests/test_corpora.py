@@ -6,8 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import REPO, run_dedup, run_fails, run_ok
-from test_stages import chinese, read, write_docs
+from conftest import REPO, chinese, read, run_dedup, run_fails, run_ok, write_docs
 from workflow_scripts.data.split import train_copies
 from workflow_scripts.lib.corpus.documents import EXTRA_ID_BASE, extra_doc_id
 

@@ -20,7 +20,7 @@ its share of the copies and pairs plus the rows of the earlier reports that name
 and reads titles one shard at a time: at 10 million documents one part took 501 MB, each of 8 at
 most 391 MB, of which about 290 MB is the interpreter, its libraries and one shard of 500,000
 documents (benchmarks/results/dedup_scaling.md). The removals are those of one job
-(tests/test_stages.py).
+(tests/test_dedup.py).
 """
 from pathlib import Path
 

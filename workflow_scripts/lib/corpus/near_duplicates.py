@@ -5,7 +5,7 @@ greedy pass over copies and pairs that keeps the first of each set of copies (on
 per run of the visiting order, each given the fates its earlier runs decided).
 
 The outcome is that of one pass over the documents in visiting order with datasketch's MinHashLSH
-holding the kept ones (what dedup did as a single job; tests/test_stages.py compares the two): a
+holding the kept ones (what dedup did as a single job; tests/test_dedup.py compares the two): a
 document whose exact key an earlier one had shares that one's fate; otherwise it is removed as a
 near copy of the earlier kept document, sharing a band bucket with it, of highest estimated
 Jaccard (the smaller position on a tie) if that reaches the threshold.

@@ -1,82 +1,21 @@
-"""convert, clean, minhash + dedup, split: each stage's CLI on small hand-made shards."""
+"""Deduplication (rules minhash_part, dedup_band_group, dedup_exact_group, dedup_join_part, dedup):
+exact and near copies found across shards and corpora, the same removals whatever the number of
+jobs, and the single job it replaced (benchmarks/dedup_scaling.py) as the reference."""
 import json
 import random
 import sys
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import REPO, SHARED_DATA, run_dedup, run_fails, run_ok, run_stage
-from workflow_scripts.data.split import in_validation
-from workflow_scripts.lib.corpus.documents import DocWriter
+from conftest import REPO, SHARED_DATA, chinese, dedup, run_dedup, run_fails, run_ok, run_stage, write_docs
 from workflow_scripts.lib.corpus.minhash_signatures import signatures
 from workflow_scripts.lib.corpus.near_duplicates import exact_copies, greedy_removals
 from workflow_scripts.lib.corpus.signature_files import SignatureFiles
-from workflow_scripts.lib.corpus.text_normalization import normalize
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from dedup_scaling import loop_removals, reference_removals, write_shards  # noqa: E402  the single job dedup replaced
-
-HAN = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把性好应开它合还因由其些然前外天政四日那社义事平形相全表间样与关各重新线内数正心反你明看原又么利比或但质气第向道命此变条只没结解问意建月公无系军很情者最立代想已通并提直题党程展五果料象员革位入常文总次品式活设及管特件长求老头基资边流路级少图山统接知较将组见计别她手角期根论运农指几九区强放决西被干做必战先回则任取据处理府研质"  # noqa: E501
-
-
-def write_docs(path, docs):
-    with DocWriter(path) as writer:
-        for doc in docs:
-            writer.write({"url": f"https://zh.wikipedia.org/wiki?curid={doc['id']}", "title": f"t{doc['id']}", **doc})
-    return path
-
-
-def read(path):
-    return pq.read_table(path).to_pylist()
-
-
-def chinese(seed, n=300):
-    rng = random.Random(seed)
-    return "".join(rng.choice(HAN) for _ in range(n))
-
-
-def test_convert_turns_taiwan_terms_into_mainland_ones(tmp_path):
-    src = write_docs(tmp_path / "in.parquet", [{"id": 1, "title": "軟體", "text": "這個軟體的資料庫很快。"}])
-    for config, expected in (("t2s", "这个软体的资料库很快。"), ("tw2sp", "这个软件的数据库很快。")):
-        out = tmp_path / f"{config}.parquet"
-        run_ok("data.convert", "--config", config, "--input", src, "--out", out, "--stats", tmp_path / "s.json")
-        assert read(out)[0]["text"] == expected
-    assert json.loads((tmp_path / "s.json").read_text())["documents_changed"] == 1
-
-
-def test_normalize_keeps_full_width_punctuation():
-    text = "他说：「你好！」（１９９０年）ＡＢＣ……  空格\u3000\u3000折叠\n\n\n下一行"
-    assert normalize(text) == "他说：「你好！」（1990年）ABC…… 空格 折叠\n下一行"
-
-
-@pytest.mark.parametrize("text, reason", [
-    ("太短了。", "too_short"),
-    ("This page is written in English and has almost no Chinese at all. " * 5, "low_han_fraction"),
-    ("同一行重复出现很多次的内容。\n" * 12, "duplicate_lines"),
-    ("重复的片段重复的片段" * 30, "repeated_ngrams"),
-])
-def test_clean_drops_each_kind_and_counts_it(tmp_path, text, reason):
-    docs = [{"id": 1, "text": chinese(1)}, {"id": 2, "text": text}]
-    out = tmp_path / "out.parquet"
-    run_ok("data.clean", "--input", write_docs(tmp_path / "in.parquet", docs), "--min-chars", 100,
-           "--min-han-fraction", 0.4, "--max-duplicate-line-fraction", 0.3, "--repetition-ngram", 10,
-           "--max-repeated-ngram-fraction", 0.3, "--out", out, "--stats", tmp_path / "s.json")
-    assert [d["id"] for d in read(out)] == [1]
-    stats = json.loads((tmp_path / "s.json").read_text())
-    assert stats["removed"][reason] == 1 and sum(stats["removed"].values()) == 1
-
-
-def dedup(tmp_path, shards, threshold=0.8, ngram=5, num_perm=128, join_jobs=1):
-    signatures = []
-    for n, docs in enumerate(shards):
-        src = write_docs(tmp_path / f"clean-{n}.parquet", docs)
-        signatures.append(tmp_path / f"sig-{n}.npz")
-        run_ok("data.minhash", "--input", src, "--ngram", ngram, "--num-perm", num_perm, "--seed", 1,
-               "--out", signatures[-1])
-    return run_dedup(tmp_path, signatures, "--threshold", threshold, "--num-perm", num_perm, join_jobs=join_jobs)
 
 
 def test_the_default_settings_find_copies_of_real_text_with_three_percent_changed(tmp_path):
@@ -235,45 +174,3 @@ def test_dedup_stops_on_pairs_of_another_corpus(tmp_path):
     run_fails("data.dedup_join", r"pairs\.npz: made from 2 documents, but the signatures hold 3; rerun dedup_bands",
               "--signatures", tmp_path / "a.npz", "--exact", tmp_path / "exact.npz", "--pairs", tmp_path / "pairs.npz",
               "--part", 0, "--report", tmp_path / "r.parquet", "--stats", tmp_path / "s.json")
-
-
-def test_split_is_deterministic_disjoint_and_skips_removed(tmp_path):
-    docs = [{"id": i, "text": chinese(i, 50)} for i in range(400)]
-    src = write_docs(tmp_path / "clean.parquet", docs)
-    dedup_report = tmp_path / "removed.parquet"
-    dedup(tmp_path, [[docs[0], {**docs[0], "id": 1000}]])
-    args = ["--inputs", src, "--removed", dedup_report, "--validation-fraction", 0.1, "--seed", 3]
-    run_ok("data.split", *args, "--train", tmp_path / "t.parquet", "--validation", tmp_path / "v.parquet",
-           "--stats", tmp_path / "s.json")
-    train, validation = read(tmp_path / "t.parquet"), read(tmp_path / "v.parquet")
-    train_ids, validation_ids = {d["id"] for d in train}, {d["id"] for d in validation}
-    assert not train_ids & validation_ids and len(train_ids | validation_ids) == 400
-    assert 20 <= len(validation) <= 60
-    assert validation_ids == {i for i in range(400) if in_validation(i, 0.1, 3)}
-    assert validation_ids != {i for i in range(400) if in_validation(i, 0.1, 4)}
-
-
-@pytest.mark.parametrize("stage, args", [
-    ("convert", ["--input", "{bad}", "--out", "{tmp}/o.parquet", "--stats", "{tmp}/s.json"]),
-    ("clean", ["--input", "{bad}", "--out", "{tmp}/o.parquet", "--stats", "{tmp}/s.json"]),
-    ("minhash", ["--input", "{bad}", "--out", "{tmp}/o.npz"]),
-    ("dedup_bands", ["--signatures", "{bad}", "--group", "0", "--groups", "1", "--out", "{tmp}/o.npz", "--stats",
-                     "{tmp}/s.json"]),
-    ("dedup_exact", ["--signatures", "{bad}", "--group", "0", "--groups", "1", "--out", "{tmp}/o.npz", "--stats",
-                     "{tmp}/s.json"]),
-    ("dedup_join", ["--signatures", "{bad}", "--exact", "{bad}", "--pairs", "{bad}", "--part", "0", "--report",
-                    "{tmp}/r.parquet", "--stats", "{tmp}/s.json"]),
-    ("dedup", ["--exact", "{bad}", "--parts", "{bad}", "--part-stats", "{bad}", "--report", "{tmp}/r.parquet",
-               "--stats", "{tmp}/s.json"]),
-    ("split", ["--inputs", "{good}", "--removed", "{bad}", "--train", "{tmp}/t.parquet", "--validation",
-               "{tmp}/v.parquet", "--stats", "{tmp}/s.json"]),
-])
-def test_an_unreadable_input_file_is_one_line_naming_it(tmp_path, stage, args):
-    """A truncated file (what a full disk or a copy cut short leaves) as the stage's input."""
-    good = write_docs(tmp_path / "good.parquet", [{"id": 1, "text": chinese(1)}])
-    bad = tmp_path / "bad.bin"
-    bad.write_bytes(good.read_bytes()[:100])
-    values = {"bad": bad, "good": good, "tmp": tmp_path}
-    run_fails(stage, rf"{bad.name}: not a readable (Parquet|signature) file .*; rerun",
-              *(a.format(**values) for a in args))
-    assert not any(tmp_path.glob("[otrv].*"))
