@@ -130,7 +130,7 @@ def band_jobs_run(folder, paths, band_jobs):
         pairs.append(folder / f"bands-{group}.npz")
         jobs.append((f"dedup_bands {group}", *measured(
             [sys.executable, "-m", "workflow_scripts.data.dedup_bands", "--signatures", *map(str, paths), "--group",
-             str(group), "--groups", str(band_jobs), "--threshold", str(THRESHOLD), "--out", str(pairs[-1]),
+             str(group), "--band-jobs", str(band_jobs), "--threshold", str(THRESHOLD), "--out", str(pairs[-1]),
              "--stats", str(folder / f"bands-{group}.json")], folder / f"bands-{group}.log")))
     return jobs, pairs
 
@@ -158,7 +158,7 @@ def join_run(folder, paths, pairs, join_jobs):
         copies.append(folder / f"exact-{group}.npz")
         jobs.append((f"dedup_exact {group} of {join_jobs}", *measured(
             [sys.executable, "-m", "workflow_scripts.data.dedup_exact", "--signatures", *map(str, paths), "--group",
-             str(group), "--groups", str(join_jobs), "--out", str(copies[-1]),
+             str(group), "--join-jobs", str(join_jobs), "--out", str(copies[-1]),
              "--stats", str(folder / f"exact-{group}.json")], folder / f"exact-{group}.log")))
     for part, part_pairs in enumerate(pairs_in_parts(folder, paths, pairs, join_jobs)):
         reports.append(folder / f"join-{part}.parquet")

@@ -65,7 +65,7 @@ def pretrain(work, name, sizes, data, *options, launcher=(sys.executable, "-m"))
     """The pretrain stage's summary (tokens/s, loss, and MFU and peak memory on a GPU) and seconds."""
     folder = work / name
     steps = sizes["steps"]
-    seconds = stage("pretrain", "--tokens", data / "tokens", "--tokenizer", data / "tokenizer",
+    seconds = stage("training.pretrain", "--tokens", data / "tokens", "--tokenizer", data / "tokenizer",
                     "--preset", sizes["preset"], "--seq-len", sizes["seq_len"], "--micro-batch", sizes["micro_batch"],
                     "--global-batch-tokens", sizes["batch_tokens"], "--max-steps", steps,
                     "--eval-every", steps, "--eval-windows", 8, "--checkpoint-every", steps + 1,
@@ -125,9 +125,9 @@ def evaluated(work, model, style, facts):
     """The fact probe's overall figures and the demo multiple choice's accuracy of one model."""
     folder = work / f"{model.parent.name}-eval"
     folder.mkdir()
-    stage("knowledge", "--model", model, "--facts", facts, "--style", style, "--out", folder / "knowledge.json",
+    stage("eval.knowledge", "--model", model, "--facts", facts, "--style", style, "--out", folder / "knowledge.json",
           "--markdown", folder / "knowledge.md", log=folder / "knowledge.log")
-    stage("multiple_choice", "--model", model, "--data", REPO / "demo/eval", "--name", "demo",
+    stage("eval.multiple_choice", "--model", model, "--data", REPO / "demo/eval", "--name", "demo",
           "--out", folder / "mc.json", "--markdown", folder / "mc.md", log=folder / "mc.log")
     probe = json.loads((folder / "knowledge.json").read_text())
     choice = json.loads((folder / "mc.json").read_text())
@@ -141,7 +141,7 @@ def chain(work, sizes, data, sft_steps, facts):
     base = pretrain(work, "chain", {**sizes, "steps": steps}, data, "--lr", sizes["lr"],
                     "--warmup-steps", max(1, steps // 20))
     sft = work / "sft"
-    seconds = stage("sft", "--model", work / "chain/model", "--data", f"{data / 'chat_data/sft.jsonl'}:1",
+    seconds = stage("training.sft", "--model", work / "chain/model", "--data", f"{data / 'chat_data/sft.jsonl'}:1",
                     "--replay-tokens", data / "tokens",
                     *(("--max-steps", sft_steps) if sft_steps else ()), "--checkpoint-root", sft / "checkpoints",
                     "--out", sft / "model", "--metrics", sft / "metrics.jsonl", "--plot", sft / "loss.png",

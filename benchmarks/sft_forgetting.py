@@ -27,15 +27,15 @@ def stage(workdir, name, *args):
 
 
 def bits_per_byte(workdir, model, out):
-    stage(workdir, "bits_per_byte", "--model", model, "--text", "results/corpus/validation.parquet",
+    stage(workdir, "eval.bits_per_byte", "--model", model, "--text", "results/corpus/validation.parquet",
           "--out", out, "--log", out.with_suffix(".log"))
     return json.loads(out.read_text())["bits_per_byte"]
 
 
 def sft_run(workdir, lr, share, steps, tmp: Path):
     out = tmp / f"lr{lr}-replay{share}"
-    stage(workdir, "sft", "--model", "results/base_model", "--data", "results/chat_data/sft.jsonl:1", "--lr", lr,
-          "--replay-tokens", "results/tokens", "--replay-share", share,
+    stage(workdir, "training.sft", "--model", "results/base_model", "--data", "results/chat_data/sft.jsonl:1",
+          "--lr", lr, "--replay-tokens", "results/tokens", "--replay-share", share,
           "--max-steps", steps, "--checkpoint-root", out / "ckpt", "--out", out / "model",
           "--metrics", out / "m.jsonl", "--plot", out / "p.png", "--summary", out / "s.json", "--log", out / "log")
     summary = json.loads((out / "s.json").read_text())

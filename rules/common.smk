@@ -10,12 +10,12 @@ from snakemake.exceptions import WorkflowError
 from snakemake.io import strip_wildcard_constraints
 
 from workflow_scripts.lib.workflow.code_fingerprint import code_fingerprint
-from workflow_scripts.lib.workflow.workflow_config import (CONTINUED_EXPANSION_KEYS, ConfigError, as_entries, chat_sources,
-                                                    cli_options, corpus_files, corpus_weights, data_sources,
-                                                    dump_source_options, extra_corpora, fetched_key, ingest_options,
-                                                    launcher, mirrored, part_settings, run_fetches, run_models,
-                                                    source_input, source_path, training_allocation, url_key,
-                                                    validate_config)
+from workflow_scripts.lib.workflow.workflow_config import (CONTINUED_EXPANSION_KEYS, INGEST_KEYS, ConfigError,
+                                                           as_entries, chat_sources, cli_options, corpus_files,
+                                                           corpus_weights, data_sources, extra_corpora, fetched_key,
+                                                           launcher, mirrored, part_settings, run_fetches,
+                                                           run_models, source_input, source_path,
+                                                           training_allocation, url_key, validate_config)
 
 
 def requested_targets():

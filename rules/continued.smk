@@ -12,9 +12,7 @@ rule expand_vocab:
         report=report("results/expand/report.json", category="3. Tokenizer",
                       labels={"page": "vocabulary expansion"}),
     params:
-        vocab_size=config["continued_pretrain"]["vocab_size"],
-        max_chars=config["continued_pretrain"]["max_chars"],
-        init=config["continued_pretrain"]["init"],
+        options=cli_options(config["continued_pretrain"], only=("vocab_size", "max_chars", "init")),
         code=code_fingerprint("continued.expand_vocab"),
     log:
         "results/logs/expand_vocab.log",
@@ -25,8 +23,8 @@ rule expand_vocab:
         "../envs/training.yaml"
     shell:
         "RAYON_NUM_THREADS={threads} python -m workflow_scripts.continued.expand_vocab --base {input.base}"
-        " --train {input.train} --validation {input.validation} --vocab-size {params.vocab_size}"
-        " --max-chars {params.max_chars} --init {params.init} --out {output.model} --report {output.report}"
+        " --train {input.train} --validation {input.validation} {params.options}"
+        " --out {output.model} --report {output.report}"
         " --log {log}"
 
 

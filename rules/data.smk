@@ -16,12 +16,8 @@ rule download:
         sha1sums="results/download/zhwiki-sha1sums.txt",
         stats="results/download/stats.json",
     params:
-        source=config["download"]["source"],
-        mirror=config["download"]["mirror"],
-        date=config["download"]["date"],
-        source_files=dump_source_options(config["download"], SAMPLE_DIR),
-        retries=config["download"]["retries"],
-        timeout_s=config["download"]["timeout_s"],
+        options=cli_options(config["download"]),
+        sample_dir=SAMPLE_DIR,
         code=code_fingerprint("data.download"),
     log:
         "results/logs/download.log",
@@ -30,9 +26,7 @@ rule download:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.data.download --source {params.source} --mirror {params.mirror}"
-        " --date {params.date} {params.source_files}"
-        " --retries {params.retries} --timeout-s {params.timeout_s}"
+        "python -m workflow_scripts.data.download {params.options} --sample-dir {params.sample_dir}"
         " --dump {output.dump} --index {output.index} --sha1sums {output.sha1sums}"
         " --stats {output.stats} --log {log}"
 
@@ -48,8 +42,7 @@ rule extract_shard:
         docs="results/extract/shard-{shard}.parquet",
         stats="results/extract/shard-{shard}.json",
     params:
-        shards=len(SHARDS),
-        options=cli_options(config["extract"], skip=("shards",)),
+        options=cli_options(config["extract"]),
         code=code_fingerprint("data.extract"),
     log:
         "results/logs/extract/shard-{shard}.log",
@@ -59,7 +52,7 @@ rule extract_shard:
         "../envs/data.yaml"
     shell:
         "python -m workflow_scripts.data.extract --dump {input.dump} --index {input.index}"
-        " --shard {wildcards.shard} --shards {params.shards} {params.options}"
+        " --shard {wildcards.shard} {params.options}"
         " --out {output.docs} --stats {output.stats} --log {log}"
 
 
@@ -72,7 +65,7 @@ rule ingest_part:
     params:
         name=lambda wildcards: part_corpus(wildcards)["name"],
         shard=lambda wildcards: int(wildcards.part[-3:]),
-        options=lambda wildcards: ingest_options(part_corpus(wildcards)),
+        options=lambda wildcards: cli_options(part_corpus(wildcards), only=INGEST_KEYS),
         code=code_fingerprint("data.ingest"),
     log:
         "results/logs/ingest/{part}.log",
@@ -94,7 +87,7 @@ rule convert_part:
         docs="results/convert/{part}.parquet",
         stats="results/convert/{part}.json",
     params:
-        opencc_config=lambda wildcards: part_corpus(wildcards)["opencc_config"],
+        options=lambda wildcards: cli_options(part_corpus(wildcards), only=("opencc_config",)),
         code=code_fingerprint("data.convert"),
     log:
         "results/logs/convert/{part}.log",
@@ -103,7 +96,7 @@ rule convert_part:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.data.convert --config {params.opencc_config} --input {input.docs}"
+        "python -m workflow_scripts.data.convert {params.options} --input {input.docs}"
         " --out {output.docs} --stats {output.stats} --log {log}"
 
 
@@ -133,9 +126,7 @@ rule minhash_part:
     output:
         signatures="results/minhash/{part}.npz",
     params:
-        ngram=config["dedup"]["ngram"],
-        num_perm=config["dedup"]["num_perm"],
-        seed=config["dedup"]["seed"],
+        options=cli_options(config["dedup"], only=("ngram", "num_perm", "seed")),
         code=code_fingerprint("data.minhash"),
     log:
         "results/logs/minhash/{part}.log",
@@ -144,8 +135,8 @@ rule minhash_part:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.data.minhash --input {input.docs} --ngram {params.ngram}"
-        " --num-perm {params.num_perm} --seed {params.seed} --out {output.signatures} --log {log}"
+        "python -m workflow_scripts.data.minhash --input {input.docs} {params.options}"
+        " --out {output.signatures} --log {log}"
 
 
 rule dedup_band_group:
@@ -155,9 +146,7 @@ rule dedup_band_group:
         pairs=expand("results/dedup/bands/{{group}}/{join_part}.npz", join_part=JOIN_PARTS),
         stats="results/dedup/bands/{group}.json",
     params:
-        groups=config["dedup"]["band_jobs"],
-        threshold=config["dedup"]["threshold"],
-        num_perm=config["dedup"]["num_perm"],
+        options=cli_options(config["dedup"], only=("band_jobs", "threshold", "num_perm")),
         corpus_order=" ".join(corpus_weights(config, EXTRA_CORPORA)),
         code=code_fingerprint("data.dedup_bands"),
     log:
@@ -168,8 +157,7 @@ rule dedup_band_group:
         "../envs/data.yaml"
     shell:
         "python -m workflow_scripts.data.dedup_bands --signatures {input.signatures} --group {wildcards.group}"
-        " --groups {params.groups} --threshold {params.threshold} --num-perm {params.num_perm}"
-        " --corpus-order {params.corpus_order} --out {output.pairs} --stats {output.stats} --log {log}"
+        " {params.options} --corpus-order {params.corpus_order} --out {output.pairs} --stats {output.stats} --log {log}"
 
 
 rule dedup_exact_group:
@@ -179,7 +167,7 @@ rule dedup_exact_group:
         copies="results/dedup/exact/{key_group}.npz",
         stats="results/dedup/exact/{key_group}.json",
     params:
-        groups=config["dedup"]["join_jobs"],
+        options=cli_options(config["dedup"], only=("join_jobs",)),
         corpus_order=" ".join(corpus_weights(config, EXTRA_CORPORA)),
         code=code_fingerprint("data.dedup_exact"),
     log:
@@ -190,7 +178,7 @@ rule dedup_exact_group:
         "../envs/data.yaml"
     shell:
         "python -m workflow_scripts.data.dedup_exact --signatures {input.signatures} --group {wildcards.key_group}"
-        " --groups {params.groups} --corpus-order {params.corpus_order} --out {output.copies}"
+        " {params.options} --corpus-order {params.corpus_order} --out {output.copies}"
         " --stats {output.stats} --log {log}"
 
 
@@ -227,8 +215,7 @@ rule dedup:
         report="results/dedup/removed.parquet",
         stats="results/dedup/stats.json",
     params:
-        threshold=config["dedup"]["threshold"],
-        num_perm=config["dedup"]["num_perm"],
+        options=cli_options(config["dedup"], only=("threshold", "num_perm")),
         code=code_fingerprint("data.dedup"),
     log:
         "results/logs/dedup.log",
@@ -238,7 +225,7 @@ rule dedup:
         "../envs/data.yaml"
     shell:
         "python -m workflow_scripts.data.dedup --exact {input.exact} --parts {input.parts} --part-stats {input.part_stats}"
-        " --threshold {params.threshold} --num-perm {params.num_perm} --report {output.report}"
+        " {params.options} --report {output.report}"
         " --stats {output.stats} --log {log}"
 
 
@@ -251,8 +238,7 @@ rule split:
         validation="results/corpus/validation.parquet",
         stats="results/corpus/split.json",
     params:
-        validation_fraction=config["split"]["validation_fraction"],
-        seed=config["split"]["seed"],
+        options=cli_options(config["split"]),
         weights=" ".join(f"{name}={weight}" for name, weight in corpus_weights(config, EXTRA_CORPORA).items()),
         code=code_fingerprint("data.split"),
     log:
@@ -263,7 +249,7 @@ rule split:
         "../envs/data.yaml"
     shell:
         "python -m workflow_scripts.data.split --inputs {input.docs} --removed {input.removed}"
-        " --validation-fraction {params.validation_fraction} --seed {params.seed} --weights {params.weights}"
+        " {params.options} --weights {params.weights}"
         " --train {output.train} --validation {output.validation} --stats {output.stats} --log {log}"
 
 

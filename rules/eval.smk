@@ -8,7 +8,7 @@ rule bits_per_byte_model:
     output:
         "results/eval/{model}/bpb.json",
     params:
-        options=cli_options({key: config["eval"][key] for key in ("batch_size", "max_documents", "seq_len")}),
+        options=cli_options(config["eval"], only=("batch_size", "max_documents", "seq_len")),
         code=code_fingerprint("eval.bits_per_byte"),
     log:
         "results/logs/bits_per_byte/{model}.log",
@@ -32,9 +32,7 @@ rule multiple_choice_model:
     params:
         data=lambda wildcards: MC_SETS[wildcards.set],
         subjects=lambda wildcards: " ".join(MC_ENTRIES[wildcards.set].get("subjects", [])),
-        shots=" ".join(map(str, config["eval"]["shots"])),
-        scoring=" ".join(config["eval"]["scoring"]),
-        max_prompt_tokens=config["eval"]["max_prompt_tokens"],
+        options=cli_options(config["eval"], only=("shots", "scoring", "max_prompt_tokens")),
         code=code_fingerprint("eval.multiple_choice"),
     log:
         "results/logs/multiple_choice/{model}-{set}.log",
@@ -45,8 +43,7 @@ rule multiple_choice_model:
         "../envs/training.yaml"
     shell:
         "OMP_NUM_THREADS={threads} python -m workflow_scripts.eval.multiple_choice --model {input.model}"
-        " --data {params.data} --name {wildcards.set} --subjects {params.subjects} --shots {params.shots}"
-        " --scoring {params.scoring} --max-prompt-tokens {params.max_prompt_tokens}"
+        " --data {params.data} --name {wildcards.set} --subjects {params.subjects} {params.options}"
         " --out {output.json} --markdown {output.markdown} --log {log}"
 
 
@@ -59,8 +56,7 @@ rule samples_model:
         markdown="results/eval/{model}/samples.md",
     params:
         style=answer_style,
-        max_new_tokens=config["eval"]["max_new_tokens"],
-        repetition_penalty=config["eval"]["repetition_penalty"],
+        options=cli_options(config["eval"], only=("max_new_tokens", "repetition_penalty")),
         code=code_fingerprint("eval.samples"),
     log:
         "results/logs/samples/{model}.log",
@@ -71,8 +67,8 @@ rule samples_model:
         "../envs/training.yaml"
     shell:
         "OMP_NUM_THREADS={threads} python -m workflow_scripts.eval.samples --model {input.model}"
-        " --prompts {input.prompts} --style {params.style} --max-new-tokens {params.max_new_tokens}"
-        " --repetition-penalty {params.repetition_penalty} --out {output.json} --markdown {output.markdown}"
+        " --prompts {input.prompts} --style {params.style} {params.options}"
+        " --out {output.json} --markdown {output.markdown}"
         " --log {log}"
 
 

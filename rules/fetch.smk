@@ -11,8 +11,7 @@ rule fetch_url:
         # The download lives outside the outputs, so a failed job leaves it to be resumed, and a
         # new sha256 checks it instead of fetching the same bytes again.
         downloads=lambda wildcards: f"{FETCHED}/.downloads/{url_key(FETCHES[wildcards.fetched]['url'])}",
-        max_gb=config["fetch"]["max_gb"],
-        max_unpacked_gb=config["fetch"]["max_unpacked_gb"],
+        options=cli_options(config["fetch"], skip=("mirrors",)),
         code=code_fingerprint("fetch.fetch_data"),
     log:
         "results/logs/fetch_data/{fetched}.log",
@@ -22,5 +21,5 @@ rule fetch_url:
         "../envs/data.yaml"
     shell:
         "python -m workflow_scripts.fetch.fetch_data --url {params.url:q} --sha256 '{params.sha256}'"
-        " --max-gb {params.max_gb} --max-unpacked-gb {params.max_unpacked_gb}"
+        " {params.options}"
         " --out {output.folder} --downloads {params.downloads} --stats {output.stats} --log {log}"

@@ -10,12 +10,7 @@ rule tokenizer:
         tokenizer=directory("results/tokenizer"),
         report="results/tokenizer_report.json",
     params:
-        vocab_size=config["tokenizer"]["vocab_size"],
-        min_frequency=config["tokenizer"]["min_frequency"],
-        max_chars=config["tokenizer"]["max_chars"],
-        pre_tokenization=config["tokenizer"]["pre_tokenization"],
-        han_run_max=config["tokenizer"]["han_run_max"],
-        model_max_length=config["tokenizer"]["model_max_length"],
+        options=cli_options(config["tokenizer"]),
         code=code_fingerprint("tokenizer.tokenizer"),
     log:
         "results/logs/tokenizer.log",
@@ -26,10 +21,7 @@ rule tokenizer:
         "../envs/tokenizer.yaml"
     shell:
         "RAYON_NUM_THREADS={threads} python -m workflow_scripts.tokenizer.tokenizer"
-        " --train {input.train} --validation {input.validation}"
-        " --vocab-size {params.vocab_size} --min-frequency {params.min_frequency}"
-        " --max-chars {params.max_chars} --pre-tokenization {params.pre_tokenization}"
-        " --han-run-max {params.han_run_max} --model-max-length {params.model_max_length}"
+        " --train {input.train} --validation {input.validation} {params.options}"
         " --out {output.tokenizer} --report {output.report} --log {log}"
 
 
@@ -41,7 +33,7 @@ rule token_shard:
         tokens="results/{tokens}/{split}-{shard}.bin",
         index="results/{tokens}/{split}-{shard}.json",
     params:
-        shards=len(TOKEN_SHARDS),
+        options=cli_options(config["tokens"]),
         code=code_fingerprint("tokenizer.tokens"),
     log:
         "results/logs/{tokens}/{split}-{shard}.log",
@@ -51,7 +43,7 @@ rule token_shard:
         "../envs/tokenizer.yaml"
     shell:
         "RAYON_NUM_THREADS={threads} python -m workflow_scripts.tokenizer.tokens --tokenizer {input.tokenizer}"
-        " --input {input.docs} --shard {wildcards.shard} --shards {params.shards}"
+        " --input {input.docs} --shard {wildcards.shard} {params.options}"
         " --out {output.tokens} --index {output.index} --log {log}"
 
 

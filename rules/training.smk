@@ -44,8 +44,7 @@ rule chat_data_kind:
         stats="results/chat_data/{kind}.json",
     params:
         sources=lambda wildcards: chat_sources(as_entries(config[wildcards.kind]["data"]), FETCHED),
-        skip_bad=lambda wildcards: cli_options({"skip_bad_records": config[wildcards.kind]["skip_bad_records"]}),
-        seed=lambda wildcards: config[wildcards.kind]["seed"],
+        options=lambda wildcards: cli_options(config[wildcards.kind], only=("skip_bad_records", "seed")),
         code=code_fingerprint("training.chat_data"),
     log:
         "results/logs/chat_data/{kind}.log",
@@ -55,7 +54,7 @@ rule chat_data_kind:
         "../envs/data.yaml"
     shell:
         "python -m workflow_scripts.training.chat_data --kind {wildcards.kind} --sources {params.sources:q}"
-        " {params.skip_bad} --seed {params.seed} --out {output.data} --stats {output.stats} --log {log}"
+        " {params.options} --out {output.data} --stats {output.stats} --log {log}"
 
 
 rule sft_model:

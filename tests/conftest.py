@@ -113,12 +113,12 @@ def run_dedup(tmp, signatures, *options, band_jobs=1, join_jobs=1, corpus_order=
     order = ["--corpus-order", *corpus_order]
     parts = range(join_jobs)
     for group in range(band_jobs):
-        run_ok("data.dedup_bands", "--signatures", *signatures, "--group", group, "--groups", band_jobs, *options,
+        run_ok("data.dedup_bands", "--signatures", *signatures, "--group", group, "--band-jobs", band_jobs, *options,
                *order, "--out", *(tmp / f"pairs-{group}-{part}.npz" for part in parts),
                "--stats", tmp / f"pairs-{group}.json")
     copies = [tmp / f"exact-{group}.npz" for group in range(join_jobs)]
     for group, out in enumerate(copies):
-        run_ok("data.dedup_exact", "--signatures", *signatures, "--group", group, "--groups", join_jobs, *order,
+        run_ok("data.dedup_exact", "--signatures", *signatures, "--group", group, "--join-jobs", join_jobs, *order,
                "--out", out, "--stats", tmp / f"exact-{group}.json")
     reports = [tmp / f"join-{part}.parquet" for part in parts]
     for part in parts:

@@ -14,7 +14,7 @@ def test_convert_turns_taiwan_terms_into_mainland_ones(tmp_path):
     src = write_docs(tmp_path / "in.parquet", [{"id": 1, "title": "軟體", "text": "這個軟體的資料庫很快。"}])
     for config, expected in (("t2s", "这个软体的资料库很快。"), ("tw2sp", "这个软件的数据库很快。")):
         out = tmp_path / f"{config}.parquet"
-        run_ok("data.convert", "--config", config, "--input", src, "--out", out, "--stats", tmp_path / "s.json")
+        run_ok("data.convert", "--opencc-config", config, "--input", src, "--out", out, "--stats", tmp_path / "s.json")
         assert read(out)[0]["text"] == expected
     assert json.loads((tmp_path / "s.json").read_text())["documents_changed"] == 1
 
@@ -61,16 +61,16 @@ def test_split_is_deterministic_disjoint_and_skips_removed(tmp_path):
     ("data.convert", ["--input", "{bad}", "--out", "{tmp}/o.parquet", "--stats", "{tmp}/s.json"]),
     ("data.clean", ["--input", "{bad}", "--out", "{tmp}/o.parquet", "--stats", "{tmp}/s.json"]),
     ("data.minhash", ["--input", "{bad}", "--out", "{tmp}/o.npz"]),
-    ("data.dedup_bands", ["--signatures", "{bad}", "--group", "0", "--groups", "1", "--out", "{tmp}/o.npz", "--stats",
-                     "{tmp}/s.json"]),
-    ("data.dedup_exact", ["--signatures", "{bad}", "--group", "0", "--groups", "1", "--out", "{tmp}/o.npz", "--stats",
-                     "{tmp}/s.json"]),
-    ("data.dedup_join", ["--signatures", "{bad}", "--exact", "{bad}", "--pairs", "{bad}", "--part", "0", "--report",
-                    "{tmp}/r.parquet", "--stats", "{tmp}/s.json"]),
+    ("data.dedup_bands", ["--signatures", "{bad}", "--group", "0", "--band-jobs", "1", "--out", "{tmp}/o.npz",
+                          "--stats", "{tmp}/s.json"]),
+    ("data.dedup_exact", ["--signatures", "{bad}", "--group", "0", "--join-jobs", "1", "--out", "{tmp}/o.npz",
+                          "--stats", "{tmp}/s.json"]),
+    ("data.dedup_join", ["--signatures", "{bad}", "--exact", "{bad}", "--pairs", "{bad}", "--part", "0",
+                         "--report", "{tmp}/r.parquet", "--stats", "{tmp}/s.json"]),
     ("data.dedup", ["--exact", "{bad}", "--parts", "{bad}", "--part-stats", "{bad}", "--report", "{tmp}/r.parquet",
-               "--stats", "{tmp}/s.json"]),
+                    "--stats", "{tmp}/s.json"]),
     ("data.split", ["--inputs", "{good}", "--removed", "{bad}", "--train", "{tmp}/t.parquet", "--validation",
-               "{tmp}/v.parquet", "--stats", "{tmp}/s.json"]),
+                    "{tmp}/v.parquet", "--stats", "{tmp}/s.json"]),
 ])
 def test_an_unreadable_input_file_is_one_line_naming_it(tmp_path, stage, args):
     """A truncated file (what a full disk or a copy cut short leaves) as the stage's input."""

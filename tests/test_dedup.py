@@ -87,7 +87,7 @@ def test_minhash_signatures_are_those_of_each_texts_ngram_set_whatever_the_batch
 def test_dedup_of_an_empty_corpus_says_what_to_loosen(tmp_path):
     src = write_docs(tmp_path / "empty.parquet", [])
     run_ok("data.minhash", "--input", src, "--out", tmp_path / "sig.npz")
-    run_ok("data.dedup_exact", "--signatures", tmp_path / "sig.npz", "--group", 0, "--groups", 1, "--out",
+    run_ok("data.dedup_exact", "--signatures", tmp_path / "sig.npz", "--group", 0, "--join-jobs", 1, "--out",
            tmp_path / "exact.npz", "--stats", tmp_path / "exact.json")
     result = run_stage("data.dedup_join", "--signatures", tmp_path / "sig.npz", "--exact", tmp_path / "exact.npz",
                        "--pairs", tmp_path / "sig.npz", "--part", 0, "--report", tmp_path / "r.parquet",
@@ -158,7 +158,7 @@ def test_more_band_jobs_than_bands_is_one_line_naming_the_setting(tmp_path):
     write_docs(tmp_path / "a.parquet", [{"id": 1, "text": chinese(1)}])
     run_ok("data.minhash", "--input", tmp_path / "a.parquet", "--out", tmp_path / "a.npz")
     run_fails("data.dedup_bands", r"30 band jobs but the LSH has 28 bands .*; set dedup.band_jobs to at most 28",
-              "--signatures", tmp_path / "a.npz", "--group", 29, "--groups", 30, "--out", tmp_path / "p.npz",
+              "--signatures", tmp_path / "a.npz", "--group", 29, "--band-jobs", 30, "--out", tmp_path / "p.npz",
               "--stats", tmp_path / "p.json")
 
 
@@ -167,9 +167,9 @@ def test_dedup_stops_on_pairs_of_another_corpus(tmp_path):
     for name, shard in (("a", docs), ("b", docs[:2])):
         write_docs(tmp_path / f"{name}.parquet", shard)
         run_ok("data.minhash", "--input", tmp_path / f"{name}.parquet", "--out", tmp_path / f"{name}.npz")
-    run_ok("data.dedup_bands", "--signatures", tmp_path / "b.npz", "--group", 0, "--groups", 1, "--out",
+    run_ok("data.dedup_bands", "--signatures", tmp_path / "b.npz", "--group", 0, "--band-jobs", 1, "--out",
            tmp_path / "pairs.npz", "--stats", tmp_path / "pairs.json")
-    run_ok("data.dedup_exact", "--signatures", tmp_path / "a.npz", "--group", 0, "--groups", 1, "--out",
+    run_ok("data.dedup_exact", "--signatures", tmp_path / "a.npz", "--group", 0, "--join-jobs", 1, "--out",
            tmp_path / "exact.npz", "--stats", tmp_path / "exact.json")
     run_fails("data.dedup_join", r"pairs\.npz: made from 2 documents, but the signatures hold 3; rerun dedup_bands",
               "--signatures", tmp_path / "a.npz", "--exact", tmp_path / "exact.npz", "--pairs", tmp_path / "pairs.npz",

@@ -27,7 +27,7 @@ def real_docs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("real")
     docs = extract(tmp, REAL_SLICE)
     converted = tmp / "converted.parquet"
-    run_ok("data.convert", "--config", "t2s", "--input", tmp / "docs.parquet", "--out", converted,
+    run_ok("data.convert", "--opencc-config", "t2s", "--input", tmp / "docs.parquet", "--out", converted,
            "--stats", tmp / "convert.json")
     return docs, pq.read_table(converted).to_pylist()
 

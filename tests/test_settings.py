@@ -20,6 +20,7 @@ from workflow_scripts.export.export_gguf import FILE_TYPES, WEIGHT_TYPES
 from workflow_scripts.lib import settings
 from workflow_scripts.lib.bpe_training import PRE_TOKENIZATIONS
 from workflow_scripts.lib.training.model_presets import PRESETS
+from workflow_scripts.lib.workflow import settings_tables
 
 SCHEMA = settings.schema()["properties"]
 # A job's place among its rule's jobs, not a setting: one shard of N is one shard's output, alone or not.
@@ -33,17 +34,35 @@ def test_config_yaml_holds_each_setting_at_its_definitions_default():
         assert {key: spec.get("default", "no default") for key, spec in keys["properties"].items()} == config[section]
 
 
-def test_the_readme_tables_show_each_definitions_default():
-    rows, section = {}, None
-    for line in (REPO / "config" / "README.md").read_text().splitlines():
-        if line.startswith("## "):
-            heading = re.match(r"## `(\w+)`", line)
-            section = heading and heading.group(1)
-        row = re.match(r"\| `(\w+)` \| .*? \| `([^`]*)` \| ", line)
-        if section in SCHEMA and row:
-            rows.setdefault((section, row.group(1)), yaml.safe_load(row.group(2)))
-    assert rows == {(section, key): spec["default"] for section, keys in SCHEMA.items()
-                    for key, spec in keys["properties"].items()}
+def walk_definitions(node, key="(top level)"):
+    """(dotted key, definition) of every setting, section, list entry and nested key of the schema."""
+    for name, definition in node.get("properties", {}).items():
+        yield f"{key}.{name}", definition
+        resolved = settings.resolved(definition)
+        yield from walk_definitions(resolved, f"{key}.{name}")
+        for entry in [resolved.get("items", {}), *resolved.get("items", {}).get("oneOf", [])]:
+            yield from walk_definitions(entry, f"{key}.{name}[]")
+
+
+def test_every_key_of_the_schema_is_described():
+    described = {key: "description" in settings.resolved(d) for key, d in walk_definitions(settings.schema())}
+    assert len(described) > 200 and [key for key, has in described.items() if not has] == []
+
+
+def test_the_config_readme_tables_are_the_definitions():
+    """Every table of config/README.md is what settings_tables writes from the schema, and every
+    section and list of entries has one."""
+    page = (REPO / "config" / "README.md").read_text()
+    assert settings_tables.rewritten(page) == page
+    tabled = {marker.group(1) for marker in map(settings_tables.MARKER.match, page.splitlines()) if marker}
+    assert tabled == set(SCHEMA) | {"corpora.extra", "sft.data"}
+
+
+def test_a_stages_help_explains_every_option_from_its_definition():
+    help_text = subprocess.run([sys.executable, "-m", "workflow_scripts.training.sft", "--help"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout
+    words = " ".join(help_text.split())
+    assert "Peak learning rate. Models of real size" in words and "(config.yaml sft.replay_share)" in words
 
 
 def stage_commands(workdir, *options):
@@ -129,16 +148,17 @@ def test_the_readmes_worked_example_adds_a_setting_everywhere_from_one_line(tmp_
     schema = workdir / "config" / "schema.yaml"
     text = schema.read_text()
     text = text.replace("max_repeated_ngram_fraction]", "max_repeated_ngram_fraction, max_line_chars]", 1)
-    text = text.replace("      max_repeated_ngram_fraction: {type: number, minimum: 0, maximum: 1, default: 0.3}\n",
-                        "      max_repeated_ngram_fraction: {type: number, minimum: 0, maximum: 1, default: 0.3}\n"
-                        "      max_line_chars: {type: integer, minimum: 1, default: 5000}\n", 1)
+    text = text.replace("      max_repeated_ngram_fraction: {",
+                        '      max_line_chars: {type: integer, minimum: 1, default: 5000, description: "Drop documents '
+                        'with a longer line."}\n      max_repeated_ngram_fraction: {', 1)
     schema.write_text(text)
     config = workdir / "config.yaml"
     config.write_text(config.read_text().replace("  max_repeated_ngram_fraction: 0.3\n",
                                                  "  max_repeated_ngram_fraction: 0.3\n  max_line_chars: 5000\n"))
     help_text = subprocess.run([sys.executable, "-m", "workflow_scripts.data.clean", "--help"], cwd=workdir,
                                capture_output=True, text=True, check=True).stdout
-    assert "--max-line-chars MAX_LINE_CHARS" in help_text and "config.yaml clean.max_line_chars" in help_text
+    assert "--max-line-chars MAX_LINE_CHARS" in help_text
+    assert "Drop documents with a longer line. (config.yaml clean.max_line_chars)" in " ".join(help_text.split())
     planned = snakemake(workdir, "-n", "-p", "--forceall", "corpus").stdout
     assert "--max-line-chars 5000" in planned
     (workdir / "zero.yaml").write_text("clean: {max_line_chars: 0}\n")

@@ -7,9 +7,9 @@ import yaml
 
 from conftest import REPO
 from workflow_scripts.lib.workflow.workflow_config import (ConfigError, chat_sources, cli_options, corpus_weights,
-                                                           dump_source_options, extra_corpora, fetched_key, launcher,
-                                                           mirrored, part_settings, run_fetches, run_models,
-                                                           source_path, training_allocation, validate_config)
+                                                           extra_corpora, fetched_key, launcher, mirrored,
+                                                           part_settings, run_fetches, run_models, source_path,
+                                                           training_allocation, validate_config)
 
 SCHEMA = REPO / "config" / "schema.yaml"
 
@@ -117,12 +117,11 @@ def test_a_part_takes_its_corpus_settings_and_the_weights_keep_zhwiki_first(cfg)
     assert list(corpus_weights(cfg, extra).items()) == [("zhwiki", 1.0), ("novels", 0.5)]
 
 
-def test_download_options_follow_the_source(cfg):
-    assert dump_source_options(cfg["download"], "demo/zhwiki") == "--sample-dir demo/zhwiki"
-    cfg["download"].update(source="local", local_dump="/d/z.xml.bz2", local_index="")
-    assert dump_source_options(cfg["download"], "demo/zhwiki") == "--local-dump /d/z.xml.bz2"
-    cfg["download"]["source"] = "remote"
-    assert dump_source_options(cfg["download"], "demo/zhwiki") == ""
+def test_settings_reach_the_shell_quoted_sorted_and_only_those_asked_for(cfg):
+    cfg["download"].update(source="local", local_dump="/my data/z.xml.bz2", local_index="")
+    assert cli_options(cfg["download"], only=("local_dump", "local_index", "source")) == \
+        "--local-dump '/my data/z.xml.bz2' --local-index '' --source local"
+    assert cli_options({"shots": [0, 5], "compile": False, "lr": 0.001}, skip=("lr",)) == "--no-compile --shots 0 5"
 
 
 def test_a_run_fetches_only_what_its_models_read(cfg):

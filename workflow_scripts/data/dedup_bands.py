@@ -1,6 +1,6 @@
 """Near-duplicate candidates of one group of LSH bands, across all shards and corpora (input to dedup).
 
-    python -m workflow_scripts.data.dedup_bands --signatures minhash/*.npz --group 0 --groups 4 \
+    python -m workflow_scripts.data.dedup_bands --signatures minhash/*.npz --group 0 --band-jobs 4 \
         --threshold 0.55 --num-perm 128 --corpus-order zhwiki textbook \
         --out dedup/bands/0/0.npz dedup/bands/0/1.npz --stats dedup/bands/0.json
 
@@ -29,8 +29,7 @@ from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 def add_arguments(ap):
     ap.add_argument("--signatures", type=Path, nargs="+", required=True)
     ap.add_argument("--group", type=int, required=True, help="this job's group of bands, from 0")
-    ap.add_argument("--groups", type=int, required=True, help="how many jobs share the bands")
-    add_settings(ap, "dedup", "threshold", "num_perm")
+    add_settings(ap, "dedup", "band_jobs", "threshold", "num_perm")
     ap.add_argument("--corpus-order", nargs="*", default=["zhwiki"])
     ap.add_argument("--out", type=Path, nargs="+", required=True,
                     help="for each join part, .npz of the earlier and later documents, similarity")
@@ -47,13 +46,13 @@ def band_buckets(files, bands, rows):
 
 
 def run(args, progress_stream):
-    if not 0 <= args.group < args.groups:
-        raise StageError(f"--group {args.group} is not one of the {args.groups} groups (0 to {args.groups - 1})")
+    if not 0 <= args.group < args.band_jobs:
+        raise StageError(f"--group {args.group} is not one of the {args.band_jobs} groups (0 to {args.band_jobs - 1})")
     files = SignatureFiles(args.signatures, args.corpus_order, args.num_perm)
     band_count, rows = band_shape(args.threshold, args.num_perm)
-    bands = list(range(args.group, band_count, args.groups))
+    bands = list(range(args.group, band_count, args.band_jobs))
     if not bands:
-        raise StageError(f"{args.groups} band jobs but the LSH has {band_count} bands at threshold {args.threshold} "
+        raise StageError(f"{args.band_jobs} band jobs but the LSH has {band_count} bands at threshold {args.threshold} "
                          f"and {args.num_perm} permutations; set dedup.band_jobs to at most {band_count}")
     per_band = band_buckets(files, bands, rows)
     shared = np.unique(np.concatenate([np.empty(0, np.int64)] + [m.ravel() for b in per_band for m in b.values()]))

@@ -1,6 +1,6 @@
 """Exact duplicates among one group of exact keys, across all shards and corpora (input to dedup).
 
-    python -m workflow_scripts.data.dedup_exact --signatures minhash/*.npz --group 0 --groups 4 \
+    python -m workflow_scripts.data.dedup_exact --signatures minhash/*.npz --group 0 --join-jobs 4 \
         --corpus-order zhwiki textbook --out dedup/exact/0.npz --stats dedup/exact/0.json
 
 Group K of G holds the documents whose exact key (a SHA-1 of the whitespace-free text) falls in
@@ -19,13 +19,14 @@ import numpy as np
 from workflow_scripts.lib.atomic_files import atomic_path, write_json
 from workflow_scripts.lib.corpus.near_duplicates import exact_copies, key_groups
 from workflow_scripts.lib.corpus.signature_files import shard_documents, visiting_order
+from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 
 
 def add_arguments(ap):
     ap.add_argument("--signatures", type=Path, nargs="+", required=True)
     ap.add_argument("--group", type=int, required=True, help="this job's group of exact keys, from 0")
-    ap.add_argument("--groups", type=int, required=True, help="how many jobs share the exact keys")
+    add_settings(ap, "dedup", "join_jobs")
     ap.add_argument("--corpus-order", nargs="*", default=["zhwiki"])
     ap.add_argument("--out", type=Path, required=True, help=".npz of the copies and their first documents")
     ap.add_argument("--stats", type=Path, required=True)
@@ -46,10 +47,10 @@ def group_documents(paths, corpus_order, group, groups):
 
 
 def run(args, progress_stream):
-    if not 0 <= args.group < args.groups:
-        raise StageError(f"--group {args.group} is not one of the {args.groups} groups (0 to {args.groups - 1})")
+    if not 0 <= args.group < args.join_jobs:
+        raise StageError(f"--group {args.group} is not one of the {args.join_jobs} groups (0 to {args.join_jobs - 1})")
     ranks, ids, keys, per_corpus, documents = group_documents(args.signatures, args.corpus_order, args.group,
-                                                              args.groups)
+                                                              args.join_jobs)
     order = visiting_order(ranks, ids)
     ranks, ids = ranks[order], ids[order]
     copies, originals = exact_copies(keys[order])

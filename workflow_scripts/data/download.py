@@ -18,7 +18,7 @@ from pathlib import Path
 
 from workflow_scripts.lib.atomic_files import atomic_path, file_digest, write_json
 from workflow_scripts.lib.http_fetch import Fetcher, verify
-from workflow_scripts.lib.settings import add_settings, typed
+from workflow_scripts.lib.settings import add_settings, definitions, typed
 from workflow_scripts.lib.stage_cli import StageError, stage_cli
 
 DUMP_SUFFIX = "pages-articles-multistream.xml.bz2"
@@ -63,8 +63,10 @@ def copy_sample(sample_dir, files):
 
 
 def link_local(local_dump, local_index, files):
-    if not local_dump or not local_dump.is_file():
-        raise StageError(f"download.local_dump: {local_dump} is not a file")
+    """The user's dump and index (paths from config; an empty index is none) linked as the outputs."""
+    if not local_dump or not Path(local_dump).is_file():
+        raise StageError(f"download.local_dump: {local_dump!r} is not a file")
+    local_dump, local_index = Path(local_dump), local_index and Path(local_index)
     if local_index and not local_index.is_file():
         raise StageError(f"download.local_index: {local_index} is not a file")
     for source, dest in ((local_dump, files.dump), (local_index, files.index)):
@@ -79,10 +81,8 @@ def link_local(local_dump, local_index, files):
 
 
 def add_arguments(ap):
-    add_settings(ap, "download", "source", "mirror", "date", "retries", "timeout_s")
-    ap.add_argument("--sample-dir", type=Path, default=Path("demo/zhwiki"))
-    ap.add_argument("--local-dump", type=Path)
-    ap.add_argument("--local-index", type=Path)
+    add_settings(ap, "download", *definitions("download"))
+    ap.add_argument("--sample-dir", type=Path, default=Path("demo/zhwiki"), help="the demo dump (source sample)")
     ap.add_argument("--backoff", type=float, default=2.0, help="first retry delay in seconds; doubles each time")
     ap.add_argument("--dump", type=Path, required=True)
     ap.add_argument("--index", type=Path, required=True)

@@ -240,8 +240,7 @@ def add_arguments(ap):
     ap.add_argument("--index", type=Path, help="the multistream index; without it (or if it is empty) shard 0 "
                     "reads the whole dump")
     ap.add_argument("--shard", type=int, default=0)
-    ap.add_argument("--shards", type=int, default=1)
-    add_settings(ap, "extract", "keep_disambiguation", "keep_headings")
+    add_settings(ap, "extract", "shards", "keep_disambiguation", "keep_headings")
     ap.add_argument("--out", type=Path, required=True, help="Parquet file (id, title, url, text)")
     ap.add_argument("--stats", type=Path, required=True)
 

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from workflow_scripts.lib.atomic_files import write_json
 from workflow_scripts.lib.corpus.documents import DocWriter, extra_doc_id, open_parquet
+from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 
 
@@ -102,11 +103,8 @@ def records(files, unit, fields, counter):
 def add_arguments(ap):
     ap.add_argument("--name", required=True, help="the corpus's name (its documents' source)")
     ap.add_argument("--files", type=Path, nargs="+", required=True)
-    ap.add_argument("--text-field", default="text")
-    ap.add_argument("--title-field", default="title")
-    ap.add_argument("--txt-document", choices=("file", "paragraph"), default="file")
+    add_settings(ap, "corpora.extra", "text_field", "title_field", "txt_document", "shards")
     ap.add_argument("--shard", type=int, default=0)
-    ap.add_argument("--shards", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--stats", type=Path, required=True)
 

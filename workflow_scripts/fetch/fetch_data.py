@@ -20,6 +20,7 @@ from pathlib import Path
 
 from workflow_scripts.lib.atomic_files import atomic_dir, file_digest, write_json
 from workflow_scripts.lib.http_fetch import Fetcher, is_archive, unpack, url_file_name
+from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 
 GB = 1 << 30
@@ -31,9 +32,7 @@ def add_arguments(ap):
     ap.add_argument("--retries", type=int, default=5)
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds without data before a retry")
     ap.add_argument("--backoff", type=float, default=2.0, help="first retry delay in seconds; doubles each time")
-    ap.add_argument("--max-gb", type=float, required=True, help="largest download accepted (config fetch.max_gb)")
-    ap.add_argument("--max-unpacked-gb", type=float, required=True,
-                    help="largest unpacked archive accepted (config fetch.max_unpacked_gb)")
+    add_settings(ap, "fetch", "max_gb", "max_unpacked_gb")
     ap.add_argument("--out", type=Path, required=True, help="folder that receives the file or the unpacked archive")
     ap.add_argument("--downloads", type=Path, required=True,
                     help="folder that keeps the download (and its resumable partial transfer)")

@@ -1,6 +1,6 @@
 """Each setting's one definition, in config/schema.yaml: its type, range or choices, default,
 whether it changes results (`x-changes-results: false` where it does not, e.g. eval_every), and
-for some a `description`, the stage's --help line.
+its `description`: the stage's --help line and the config/README.md table's (config/settings_tables.py).
 
 The schema is the owner because Snakemake's config check already reads it and it is the file a
 user of the workflow looks at; everything else comes from it or is held equal to it by a test:
@@ -25,9 +25,24 @@ def schema():
     return yaml.load(SCHEMA_PATH.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
+def resolved(definition):
+    """A definition with the shared one its `$ref` names (#/$defs/...) filled in under its own keys
+    (the training sections' lr, seed, ... are one definition each, with a default per section)."""
+    if "$ref" not in definition:
+        return definition
+    shared = schema()["$defs"][definition["$ref"].removeprefix("#/$defs/")]
+    return {**resolved(shared), **{key: value for key, value in definition.items() if key != "$ref"}}
+
+
+@functools.cache
 def definitions(section):
-    """{key: its definition} of a config section."""
-    return schema()["properties"][section]["properties"]
+    """{key: its definition} of a config section; `corpora.extra` names the keys of each entry of
+    that list."""
+    node = schema()
+    for name in section.split("."):
+        node = node["properties"][name]
+        node = node.get("items", node)
+    return {key: resolved(definition) for key, definition in node["properties"].items()}
 
 
 def changes_results(definition):
@@ -65,8 +80,7 @@ def add_settings(ap, section, *keys):
     for key in keys:
         option, definition = "--" + key.replace("_", "-"), definitions(section)[key]
         source = f"config.yaml {section}.{key}"
-        help_text = f"{definition['description']} ({source})" if "description" in definition else source
-        ap.add_argument(option, help=help_text, **option_arguments(definition, option))
+        ap.add_argument(option, help=f"{definition['description']} ({source})", **option_arguments(definition, option))
 
 
 def identity_settings(settings, *sections):

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from workflow_scripts.lib.atomic_files import atomic_path, file_digest, write_json
 from workflow_scripts.lib.chatml import END_OF_TEXT
 from workflow_scripts.lib.corpus.documents import open_docs
+from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 
 BATCH_DOCS = 256
@@ -65,7 +66,7 @@ def add_arguments(ap):
     ap.add_argument("--tokenizer", type=Path, required=True, help="directory with tokenizer.json")
     ap.add_argument("--input", type=Path, required=True, help="a split (Parquet, DOC_SCHEMA)")
     ap.add_argument("--shard", type=int, default=0)
-    ap.add_argument("--shards", type=int, default=1)
+    add_settings(ap, "tokens", "shards")
     ap.add_argument("--out", type=Path, required=True, help="binary token file")
     ap.add_argument("--index", type=Path, required=True, help="JSON: tokens, documents, dtype, tokenizer hash")
 

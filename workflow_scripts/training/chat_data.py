@@ -14,12 +14,12 @@ share w - floor(w) of them once more. SFT output: JSONL of {messages: [{role, co
 output: JSONL of trl's conversational pairs {prompt, chosen, rejected}. Both are read back by the
 training stages like any other file of those layouts.
 """
-import argparse
 import json
 import random
 from pathlib import Path
 
 from workflow_scripts.lib.atomic_files import atomic_path, write_json
+from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.training.sft_data import (Layout, ReadStats, converted_records, read_conversations,
                                                     to_pair, weighted)
@@ -41,8 +41,8 @@ def add_arguments(ap):
     ap.add_argument("--kind", choices=sorted(READERS), required=True)
     ap.add_argument("--sources", type=json.loads, required=True,
                     help="JSON list of {path, weight, formatting, columns, tags} (weight and layout: SFT only)")
-    ap.add_argument("--skip-bad-records", action=argparse.BooleanOptionalAction, default=False)
-    ap.add_argument("--seed", type=int, default=0)
+    # dpo.skip_bad_records and dpo.seed share these definitions (config/schema.yaml $defs)
+    add_settings(ap, "sft", "skip_bad_records", "seed")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--stats", type=Path, required=True)
 

@@ -6,12 +6,14 @@ import glob
 import hashlib
 import json
 import re
+import shlex
 from pathlib import Path
 
 import jsonschema
 import yaml
 
 from workflow_scripts.lib.http_fetch import is_archive, url_file_name
+from workflow_scripts.lib.settings import definitions, resolved
 
 
 class ConfigError(Exception):
@@ -84,7 +86,9 @@ def model_context(base, pretrain_seq_len):
 
 def coerced(value, schema):
     """value with every string that stands where the schema wants a number, a boolean or an enum
-    of them read as YAML (`"0.001"` -> 0.001); anything else as it is, for the validator to judge."""
+    of them read as YAML (`"0.001"` -> 0.001); anything else as it is, for the validator to judge.
+    A definition's `$ref` is read as the shared definition under its own keys (settings.resolved)."""
+    schema = resolved(schema)
     if isinstance(value, dict):
         properties = schema.get("properties", {})
         return {key: coerced(item, properties.get(key, {})) for key, item in value.items()}
@@ -159,20 +163,21 @@ def describe_error(error):
     return f"{key}: {error.message}"
 
 
-def cli_options(settings, skip=()):
-    """A config section as command-line options: --key value, --flag / --no-flag for booleans.
-    Sorted by key, so reordering config.yaml changes no params and reruns nothing."""
+def cli_options(settings, skip=(), only=None):
+    """A config section (the keys in `only`, or all but `skip`) as command-line options: --key value,
+    --flag / --no-flag for booleans, each value quoted for the shell (an empty path is ''). Sorted by
+    key, so reordering config.yaml changes no params and reruns nothing."""
     options = []
     for key, value in sorted(settings.items()):
-        if key in skip:
+        if key in skip or (only is not None and key not in only):
             continue
         name = key.replace("_", "-")
         if isinstance(value, bool):
             options.append(f"--{name}" if value else f"--no-{name}")
         elif isinstance(value, list):
-            options.append(f"--{name} {' '.join(map(str, value))}")
+            options.append(f"--{name} {' '.join(shlex.quote(str(item)) for item in value)}")
         else:
-            options.append(f"--{name} {value}")
+            options.append(f"--{name} {shlex.quote(str(value))}")
     return " ".join(options)
 
 
@@ -188,10 +193,11 @@ def fetched_key(entry):
 
 
 def extra_corpora(cfg):
-    """config corpora.extra with every default filled in: the zhwiki settings for conversion and
-    cleaning, overridden key by key by the corpus's own."""
-    defaults = {"text_field": "text", "title_field": "title", "txt_document": "file", "shards": 1, "weight": 1.0,
-                "opencc_config": cfg["convert"]["opencc_config"]}
+    """config corpora.extra with every default filled in: the entry's own (config/schema.yaml) and
+    the zhwiki settings for conversion and cleaning, overridden key by key by the corpus's own."""
+    defaults = {key: definition["default"] for key, definition in definitions("corpora.extra").items()
+                if "default" in definition}
+    defaults["opencc_config"] = cfg["convert"]["opencc_config"]
     return [{**defaults, **entry, "clean": {**cfg["clean"], **entry.get("clean", {})}}
             for entry in cfg["corpora"]["extra"]]
 
@@ -252,13 +258,6 @@ def launcher(settings):
             f" --nodes {nodes} --")
 
 
-def dump_source_options(settings, sample_dir):
-    """download's options for its source: the bundled demo's folder, or the user's local files."""
-    paths = {"sample": {"--sample-dir": sample_dir},
-             "local": {"--local-dump": settings["local_dump"], "--local-index": settings["local_index"]}}
-    return " ".join(f"{option} {path}" for option, path in paths.get(settings["source"], {}).items() if path)
-
-
 def part_settings(cfg, extra, part):
     """The settings of the corpus a part (`zhwiki-000`, `<extra corpus>-001`) belongs to."""
     name = part[:-4]
@@ -267,8 +266,8 @@ def part_settings(cfg, extra, part):
     return next(entry for entry in extra if entry["name"] == name)
 
 
-def ingest_options(corpus):
-    return cli_options({key: corpus[key] for key in ("text_field", "title_field", "txt_document", "shards")})
+# The keys of a corpora.extra entry that ingest reads (the others act in later stages).
+INGEST_KEYS = ("text_field", "title_field", "txt_document", "shards")
 
 
 def corpus_weights(cfg, extra):
