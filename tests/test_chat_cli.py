@@ -47,8 +47,7 @@ def test_a_random_model_would_show_broken_characters_and_the_guard_shows_none(tr
                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     model = LlamaForCausalLM(config).eval()
-    if tokenizer.chat_template is None:
-        pytest.skip("the test tokenizer has no chat template")
+    assert tokenizer.chat_template is not None  # the tokenizer stage always writes ChatML's
     assert byte_table(tokenizer, config.vocab_size) is not None
     assert sum("\ufffd" in reply for reply in sampled_replies(model, tokenizer, guard=False)) > 5
     assert not any("\ufffd" in reply for reply in sampled_replies(model, tokenizer, guard=True))

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workflow_scripts.lib.atomic_files import atomic_dir, file_digest, write_json, write_text
-from workflow_scripts.lib.plots import plt, save_png
+from workflow_scripts.lib.plots import training_curves
 from workflow_scripts.lib.settings import add_settings, identity_settings, typed
 from workflow_scripts.lib.stage_cli import log, stage_cli
 from workflow_scripts.lib.training.checkpoints import run_id
+from workflow_scripts.lib.training.models import model_fingerprint
 from workflow_scripts.lib.training.sft_data import ReadStats, converted_records, to_pair
 from workflow_scripts.lib.training.training import add_optimisation_arguments
 
@@ -38,17 +39,9 @@ def read_pairs(paths, skip_bad):
 def plot(records, path):
     logged = [r for r in records if "rewards/margins" in r]
     steps = [r["step"] for r in logged]
-    fig, (loss_ax, margin_ax) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
-    loss_ax.plot(steps, [r["loss"] for r in logged])
-    loss_ax.set_ylabel("DPO loss")
-    loss_ax.set_title("DPO")
-    margin_ax.plot(steps, [r["rewards/margins"] for r in logged], color="tab:green")
-    margin_ax.set_ylabel("reward margin (chosen - rejected)")
-    margin_ax.set_xlabel("step")
-    for ax in (loss_ax, margin_ax):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    save_png(fig, path)
+    training_curves(path, "DPO", "step", [("DPO loss", [(steps, [r["loss"] for r in logged], {})]),
+                                          ("reward margin (chosen - rejected)",
+                                           [(steps, [r["rewards/margins"] for r in logged], {"color": "tab:green"})])])
 
 
 def summarise(records, counts, beta):
@@ -106,8 +99,8 @@ def trainer(model_dir, run, pairs, run_dir):
 def run(args, progress_stream):
     pairs, counts = read_pairs(args.data, args.skip_bad_records)
     data_hash = "".join(file_digest(p) for p in args.data)
-    run_dir = args.checkpoint_root / run_id(identity_settings(vars(args), "dpo"),
-                                            model=file_digest(args.model / "model.safetensors"), data=data_hash)
+    run_dir = args.checkpoint_root / run_id(identity_settings(vars(args), "dpo"), model=model_fingerprint(args.model),
+                                            data=data_hash)
     dpo = trainer(args.model, typed(DpoRun, vars(args)), pairs, run_dir)
     resume = any(run_dir.glob("checkpoint-*"))
     if resume:

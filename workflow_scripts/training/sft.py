@@ -34,7 +34,6 @@ from workflow_scripts.lib.atomic_files import read_json
 from workflow_scripts.lib.settings import add_settings, identity_settings, typed
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.training.checkpoints import run_id
-from workflow_scripts.lib.training.engines import RunShape
 from workflow_scripts.lib.training.metrics import evaluate
 from workflow_scripts.lib.training.models import (Lora, add_method_arguments, merge_lora, model_fingerprint,
                                                   require_model_dir, with_lora)
@@ -211,15 +210,14 @@ def run(args, progress_stream):
     model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id]
     if args.method == "lora":
         model = with_lora(model, typed(Lora, vars(args)))
-    shape = RunShape(micro_batch=1, seq_len=args.batch_tokens, world=world,
-                     accumulation=args.accumulation)
     summary = {"method": args.method, "trainable_parameters": sum(p.numel() for p in model.parameters()
                                                                   if p.requires_grad),
                "samples": len(samples), "replay_windows": len(replay), "data": data_report}
     run_dir = args.checkpoint_root / run_id(identity_settings(vars(args), "sft"), model=model_fingerprint(args.model),
                                             samples=digest(samples),
                                             replay=replay_fingerprint(args.replay_tokens, replay))
-    run_training(typed(Training, vars(args)), model, shape,
+    # A micro-batch is one padded batch of up to batch_tokens tokens (rows vary with length).
+    run_training(typed(Training, vars(args)), model, (1, args.accumulation),
                  lambda engine: sft_job(sft, train_samples, validation, tokenizer.pad_token_id, engine.rank,
                                         engine.world),
                  run_dir, tokenizer, summary, f"SFT ({args.method}, {{engine}}, processes: {{world}})",

@@ -138,13 +138,13 @@ class DeepSpeedEngine:
     """deepspeed.initialize with config/deepspeed/zero{2,3}.json; the engine accumulates and clips."""
     name = "deepspeed"
 
-    def __init__(self, model, optimizer, scheduler, clip, mixed_precision, zero_stage, shape):
+    def __init__(self, model, optimizer, scheduler, clip, mixed_precision, zero_stage, micro_batch, accumulation):
         import deepspeed
         lone_process_world()
         deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
         config = json.loads((DEEPSPEED_CONFIGS / f"zero{zero_stage}.json").read_text())
-        config.update(train_micro_batch_size_per_gpu=shape.micro_batch,
-                      gradient_accumulation_steps=shape.accumulation, gradient_clipping=clip,
+        config.update(train_micro_batch_size_per_gpu=micro_batch,
+                      gradient_accumulation_steps=accumulation, gradient_clipping=clip,
                       bf16={"enabled": mixed_precision == "bf16"})
         config.pop("train_batch_size", None)
         self.model, self.optimizer, _, self.scheduler = deepspeed.initialize(
@@ -188,10 +188,12 @@ class DeepSpeedEngine:
         return self.model.module
 
 
-def make_engine(engine_name, zero_stage, model, optimizer, scheduler, clip, shape):
+def make_engine(engine_name, zero_stage, model, optimizer, scheduler, clip, micro_batch, accumulation):
+    """DeepSpeed counts micro_batch (a micro-batch's rows per process) and accumulation (micro-batches
+    per step); accelerate's engine takes each micro-batch as it comes."""
     mixed = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     if engine_name == "deepspeed":
-        return DeepSpeedEngine(model, optimizer, scheduler, clip, mixed, zero_stage, shape)
+        return DeepSpeedEngine(model, optimizer, scheduler, clip, mixed, zero_stage, micro_batch, accumulation)
     return AccelerateEngine(model, optimizer, scheduler, clip, mixed)
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from workflow_scripts.lib.plots import plt, save_png
+from workflow_scripts.lib.plots import training_curves
 from workflow_scripts.lib.training.engines import causal_lm_loss
 from workflow_scripts.lib.training.sft_data import IGNORE_INDEX
 
@@ -71,16 +71,9 @@ def plot_curves(records, path: Path, title):
     """Training and validation loss against tokens seen, and the learning rate, as a PNG."""
     tokens = [r["tokens"] for r in records]
     evals = [r for r in records if "val_loss" in r]
-    fig, (loss_ax, lr_ax) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=[3, 1])
-    loss_ax.plot(tokens, [r["loss"] for r in records], label="train loss", linewidth=1)
-    loss_ax.plot([r["tokens"] for r in evals], [r["val_loss"] for r in evals], "o-", label="validation loss")
-    loss_ax.set_ylabel("cross-entropy (nats/token)")
-    loss_ax.set_title(title)
-    loss_ax.legend()
-    loss_ax.grid(alpha=0.3)
-    lr_ax.plot(tokens, [r["lr"] for r in records], color="tab:gray")
-    lr_ax.set_ylabel("learning rate")
-    lr_ax.set_xlabel("tokens seen")
-    lr_ax.grid(alpha=0.3)
-    fig.tight_layout()
-    save_png(fig, path)
+    losses = [(tokens, [r["loss"] for r in records], {"label": "train loss", "linewidth": 1}),
+              ([r["tokens"] for r in evals], [r["val_loss"] for r in evals],
+               {"label": "validation loss", "marker": "o"})]
+    training_curves(path, title, "tokens seen", [("cross-entropy (nats/token)", losses),
+                                                 ("learning rate", [(tokens, [r["lr"] for r in records],
+                                                                     {"color": "tab:gray"})])], height_ratios=[3, 1])

@@ -80,5 +80,5 @@ def train_on_tokens(options, section, model, tokenizer, summary, title, progress
                                            data=data_fingerprint(read_json(run.tokens / "index.json")))
     summary.update(parameters=model.num_parameters(), tokens_per_step=shape.tokens_per_step,
                    gradient_accumulation=shape.accumulation)
-    run_training(typed(Training, options), model, shape, make_job, run_dir, tokenizer, summary, title,
-                 progress_stream, prepare)
+    run_training(typed(Training, options), model, (shape.micro_batch, shape.accumulation), make_job, run_dir,
+                 tokenizer, summary, title, progress_stream, prepare)

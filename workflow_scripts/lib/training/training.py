@@ -132,15 +132,15 @@ class Training:
     summary: Path
 
 
-def run_training(training, model, shape, make_job, run_dir, tokenizer, summary, title, progress_stream,
+def run_training(training, model, batching, make_job, run_dir, tokenizer, summary, title, progress_stream,
                  prepare=None):
     """Optimizer, engine, resume, the loop, the saved model and the rule's metrics/plot/summary.
-    `make_job(engine)` gives the stage's Job; `title` is formatted with the engine's name and
-    process count."""
+    `batching` is (rows per micro-batch, micro-batches per step); `make_job(engine)` gives the
+    stage's Job; `title` is formatted with the engine's name and process count."""
     optimizer = make_optimizer(model, training.lr, training.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(training.warmup_steps, training.max_steps,
                                                                        training.min_lr_ratio))
-    engine = make_engine(training.engine, training.zero_stage, model, optimizer, scheduler, training.clip, shape)
+    engine = make_engine(training.engine, training.zero_stage, model, optimizer, scheduler, training.clip, *batching)
     job = make_job(engine)
     checkpoints = Checkpoints(run_dir, training.keep_checkpoints)
     state = resume(engine, checkpoints)
