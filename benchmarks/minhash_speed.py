@@ -2,21 +2,27 @@
 text into rensa's RMinHash, workflow_scripts.lib.corpus.minhash_signatures) against rensa's RMinHash and
 CMinHash and datasketch 2.0 on ready-made byte shingles, in one run.
 
-    python benchmarks/minhash_speed.py --repeats 3
+    python benchmarks/minhash_speed.py --repeats 15
 
 On the first --documents real novel chapters in ../shared/data/pretrain_text/chinese-novels/
-(one chapter a document, whitespace removed). The stage's time starts from the text; the others' from the set of byte
-shingles, already built (building it took longer than rensa's hashing), so the comparison favours
-them. Each contender runs --repeats times, alternating, in this process; medians are compared, in
-MB of text per second. Accuracy: each chapter gets a near copy with a fraction of its characters
-replaced (seeded), and the Jaccard similarity each contender's signatures estimate is compared
-with the exact Jaccard of the two shingle sets, and with a threshold (is the pair a near
-duplicate or not). Writes benchmarks/results/minhash_speed.{json,md}; `ratio_vs_rensa` is the
-stage's rate over rensa RMinHash's.
+(one chapter a document, whitespace removed). The stage's time starts from the text; the others'
+from the set of byte shingles, already built (building it took longer than rensa's hashing), so the comparison favours
+them. A measurement signs the whole set as often as fits in --min-seconds (one pass of the fast
+contenders takes about 30 ms, where the clock's and the scheduler's noise is a large share); a
+round measures every contender once, in an order that rotates from round to round, and --repeats
+rounds run in this process. Each contender's median rate is reported with its spread, in MB of
+text per second; `ratio_vs_rensa` is the median of the stage's rate over rensa RMinHash's within
+each round (a slow spell of this shared machine slows both) with a 95 % interval for that median
+(order statistics: no assumption about the noise). Three rounds of one pass each did not
+reproduce their own ratio when rerun.
+
+Accuracy: each chapter gets a near copy with a fraction of its characters replaced (seeded), and
+the Jaccard similarity each contender's signatures estimate is compared with the exact Jaccard of
+the two shingle sets, and with a threshold (is the pair a near duplicate or not). Writes
+benchmarks/results/minhash_speed.{json,md}.
 """
 import argparse
 import random
-import statistics
 import sys
 import time
 import zlib
@@ -29,7 +35,7 @@ from rensa import CMinHash, RMinHash
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from workflow_scripts.lib.corpus.minhash_signatures import WHITESPACE, signatures  # noqa: E402
-from results_io import provenance, save  # noqa: E402
+from results_io import median_interval, paired_ratio, provenance, save  # noqa: E402
 
 NOVELS = REPO.parent / "shared" / "data" / "pretrain_text" / "chinese-novels"
 OURS, RENSA = "zhwiki-llm (numpy n-gram hashes into rensa RMinHash), from the text", "rensa 0.5.0 RMinHash"
@@ -66,15 +72,24 @@ def contenders(args):
     }
 
 
+def rate(sign, data, megabytes, min_seconds):
+    """MB per second of whole passes over the data, as many as fit in min_seconds (one at least)."""
+    passes, started = 0, time.perf_counter()
+    while not passes or time.perf_counter() - started < min_seconds:
+        sign(data)
+        passes += 1
+    return passes * megabytes / (time.perf_counter() - started)
+
+
 def speed(texts, sets, megabytes, args):
-    runs = {name: [] for name in contenders(args)}
-    for _ in range(args.repeats):
-        for name, (from_text, sign) in contenders(args).items():
-            started = time.perf_counter()
-            sign(texts if from_text else sets)
-            runs[name].append(megabytes / (time.perf_counter() - started))
-    return {name: {"mb_per_s": round(statistics.median(rates), 2), "every_run": [round(r, 2) for r in rates]}
-            for name, rates in runs.items()}
+    """{contender: its rate in each round}; each round measures every contender, in a rotated order."""
+    named = list(contenders(args).items())
+    runs = {name: [] for name, _ in named}
+    for round_number in range(args.repeats):
+        shift = round_number % len(named)
+        for name, (from_text, sign) in named[shift:] + named[:shift]:
+            runs[name].append(rate(sign, texts if from_text else sets, megabytes, args.min_seconds))
+    return runs
 
 
 def near_copy(text, fraction, rng):
@@ -107,12 +122,15 @@ def markdown(report):
     lines = [f"# MinHash signatures ({report['documents']} chapters, {report['megabytes']} MB, {report['machine']})",
              "", f"`{report['command']}`", "",
              f"{report['num_perm']} permutations, character {report['ngram']}-grams, one process. The stage starts "
-             "from the text; the others from ready byte shingles (their building not counted).", "",
-             "| contender | median MB/s | every run | vs rensa RMinHash |", "|---|---:|---|---:|"]
-    rensa = report["speed"][RENSA]["mb_per_s"]
-    lines += [f"| {name} | {r['mb_per_s']} | {r['every_run']} | {r['mb_per_s'] / rensa:.2f}× |"
-              for name, r in report["speed"].items()]
-    lines += ["", f"`ratio_vs_rensa`: {report['ratio_vs_rensa']}.", "",
+             "from the text; the others from ready byte shingles (their building not counted). "
+             f"{report['rounds']} rounds, each measurement at least {report['min_seconds']} s.", "",
+             "| contender | median MB/s | 95 % interval of the median | slowest – fastest round |",
+             "|---|---:|---|---|"]
+    lines += [f"| {name} | {r['median']} | {r['interval'][0]} – {r['interval'][1]} | "
+              f"{min(r['every_run'])} – {max(r['every_run'])} |" for name, r in report["speed"].items()]
+    ratio = report["ratio_vs_rensa"]
+    lines += ["", f"`ratio_vs_rensa` (the stage over rensa RMinHash, round by round): median {ratio['median']}, "
+              f"95 % interval {ratio['interval'][0]} – {ratio['interval'][1]}.", "",
               f"Accuracy on {quality['pairs']} chapter / near-copy pairs (exact Jaccard "
               f"{quality['exact_jaccard_range'][0]}–{quality['exact_jaccard_range'][1]}; "
               f"{quality['near_duplicates_exact']} at or above the threshold {report['threshold']}):", "",
@@ -135,18 +153,21 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threshold", type=float, default=0.8)
     ap.add_argument("--replace-fractions", type=float, nargs="+", default=[0.01, 0.02, 0.03, 0.05])
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=15, help="rounds")
+    ap.add_argument("--min-seconds", type=float, default=0.3, help="the shortest measurement")
     args = ap.parse_args()
     paths = sorted(NOVELS.glob("*.txt"))[:args.documents or None]
     # Whitespace out first (shingles ignore it): some chapters are padded with megabytes of U+00A0,
     # which near_copy would otherwise spend its replacements on.
     texts = [WHITESPACE.sub("", path.read_text(encoding="utf-8")) for path in paths]
     sets, megabytes = shingle_sets(texts, args.ngram), sum(len(t.encode()) for t in texts) / 1e6
-    found = speed(texts, sets, megabytes, args)
+    runs = speed(texts, sets, megabytes, args)
     report = {**provenance(), "documents": len(texts), "megabytes": round(megabytes, 2), "ngram": args.ngram,
-              "num_perm": args.num_perm, "threshold": args.threshold, "speed": found,
-              "ratio_vs_rensa": round(found[OURS]["mb_per_s"] / found[RENSA]["mb_per_s"], 2),
-              "accuracy": accuracy(texts, sets, args)}
+              "num_perm": args.num_perm, "threshold": args.threshold, "rounds": args.repeats,
+              "min_seconds": args.min_seconds,
+              "speed": {name: {**median_interval(rates), "every_run": [round(r, 2) for r in rates]}
+                        for name, rates in runs.items()},
+              "ratio_vs_rensa": paired_ratio(runs[OURS], runs[RENSA]), "accuracy": accuracy(texts, sets, args)}
     save("minhash_speed", report, markdown(report))
 
 

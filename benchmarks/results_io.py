@@ -1,6 +1,8 @@
 """What every benchmark records beside its figures, and where it writes them."""
 import json
+import math
 import os
+import statistics
 import platform
 import shutil
 import subprocess
@@ -38,3 +40,21 @@ def save(name, report, markdown_text):
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown_text)
     print(markdown_text)
+
+
+def median_interval(values, confidence=0.95):
+    """The median of values and a distribution-free interval for it (order statistics of the
+    binomial(n, 1/2)): no assumption about the noise of a shared machine."""
+    ordered, n = sorted(values), len(values)
+    tail = (1 - confidence) / 2
+    below = 0  # how many order statistics each end may drop while the interval still covers `confidence`
+    while below + 1 < n / 2 and sum(math.comb(n, i) for i in range(below + 2)) / 2 ** n <= tail:
+        below += 1
+    return {"median": round(statistics.median(ordered), 3),
+            "interval": [round(ordered[below], 3), round(ordered[n - 1 - below], 3)], "confidence": confidence}
+
+
+def paired_ratio(ours, theirs, confidence=0.95):
+    """ours / theirs of rates measured in the same rounds, one ratio per round (a slow spell of the
+    machine slows both), with the median's interval."""
+    return {**median_interval([a / b for a, b in zip(ours, theirs)], confidence), "rounds": len(ours)}

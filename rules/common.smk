@@ -11,17 +11,12 @@ from snakemake.io import strip_wildcard_constraints
 
 from workflow_scripts.lib.workflow.code_fingerprint import code_fingerprint
 from workflow_scripts.lib.workflow.workflow_config import (CONTINUED_EXPANSION_KEYS, INGEST_KEYS, ConfigError,
-                                                           as_entries, chat_sources, cli_options, corpus_files,
-                                                           corpus_weights, data_sources, extra_corpora, fetched_key,
-                                                           launcher, mirrored, part_settings, run_fetches,
-                                                           run_models, source_input, source_path,
+                                                           answer_style, as_entries, chat_sources, cli_options,
+                                                           corpus_files, corpus_weights, data_sources, extra_corpora,
+                                                           fetched_key, launcher, mirrored, multiple_choice_inputs,
+                                                           part_settings, run_fetches, run_models, sample_files,
+                                                           source_input, source_path, threads_per_process,
                                                            training_allocation, url_key, validate_config)
-
-
-def requested_targets():
-    """The words of the command line, among them its targets: Snakemake reads the Snakefile before
-    it records the targets (workflow.dag_settings is set afterwards), so they are read from argv."""
-    return set(sys.argv[1:])
 
 
 def all_cores():
@@ -33,21 +28,9 @@ def all_cores():
         return 1
 
 
-def sample_files(wildcards):
-    """The bundled dump is an input only when it is the source, so regenerating it reruns download."""
-    if config["download"]["source"] != "sample":
-        return []
-    return sorted(str(p) for p in Path(SAMPLE_DIR).iterdir())
-
-
 def sft_base():
     """The model SFT starts from: this workflow's base model unless sft.base names another."""
     return config["sft"]["base"] or rules.base_model.output.model
-
-
-def threads_per_process(section):
-    """The rule's threads split among its processes (Snakemake pins a job to `threads` via OMP_NUM_THREADS)."""
-    return lambda wildcards, threads: max(1, threads // (config[section]["gpus"] or config[section]["processes"]))
 
 
 def part_corpus(wildcards):
@@ -63,19 +46,6 @@ def convert_input(wildcards):
 def sft_replay_input():
     """The token shards SFT replays (their index), when it replays pretraining text."""
     return [rules.tokens_index.output.index.format(tokens="tokens")] if config["sft"]["replay_share"] else []
-
-
-def multiple_choice_inputs(wildcards):
-    """A multiple-choice set's CSVs (so editing or adding one reruns its evaluation), or its fetch."""
-    entry = MC_ENTRIES[wildcards.set]
-    if "url" in entry:
-        return source_input(entry, FETCHED)
-    return sorted(str(p) for p in Path(entry["path"]).glob("*/*.csv"))
-
-
-def answer_style(wildcards):
-    """How a model is prompted: a base model continues text; the SFT and DPO models answer chat turns."""
-    return "completion" if wildcards.model in ("base_model", "continued_model") else "chat"
 
 
 def stage_benchmarks(wildcards):
@@ -98,7 +68,7 @@ def stage_benchmarks(wildcards):
 
 
 try:
-    validate_config(config, Path(workflow.basedir, "config", "schema.yaml"), requested_targets())
+    validate_config(config, Path(workflow.basedir, "config", "schema.yaml"), set(sys.argv[1:]))
 except ConfigError as err:
     sys.exit(f"invalid config: {err}")
 

@@ -42,7 +42,7 @@ rule continued_model:
     params:
         launcher=launcher(config["continued_pretrain"]),
         options=cli_options(config["continued_pretrain"], skip=CONTINUED_EXPANSION_KEYS),
-        threads_per_process=threads_per_process("continued_pretrain"),
+        threads_per_process=threads_per_process(config["continued_pretrain"]),
         checkpoints="results/checkpoints/continued_model",
         code=code_fingerprint("continued.continued_pretrain", "training.launch"),
     log:

@@ -25,7 +25,7 @@ rule bits_per_byte_model:
 rule multiple_choice_model:
     input:
         model="results/{model}",
-        data=multiple_choice_inputs,
+        data=lambda wildcards: multiple_choice_inputs(MC_ENTRIES[wildcards.set], FETCHED),
     output:
         json="results/eval/{model}/mc-{set}.json",
         markdown="results/eval/{model}/mc-{set}.md",
@@ -55,7 +55,7 @@ rule samples_model:
         json="results/eval/{model}/samples.json",
         markdown="results/eval/{model}/samples.md",
     params:
-        style=answer_style,
+        style=lambda wildcards: answer_style(wildcards.model),
         options=cli_options(config["eval"], only=("max_new_tokens", "repetition_penalty")),
         code=code_fingerprint("eval.samples"),
     log:
@@ -80,7 +80,7 @@ rule knowledge_model:
         json="results/eval/{model}/knowledge.json",
         markdown="results/eval/{model}/knowledge.md",
     params:
-        style=answer_style,
+        style=lambda wildcards: answer_style(wildcards.model),
         code=code_fingerprint("eval.knowledge"),
     log:
         "results/logs/knowledge/{model}.log",

@@ -14,7 +14,7 @@ rule base_model:
     params:
         launcher=launcher(config["pretrain"]),
         options=cli_options(config["pretrain"], skip=("processes", "gpus", "nodes")),
-        threads_per_process=threads_per_process("pretrain"),
+        threads_per_process=threads_per_process(config["pretrain"]),
         # Checkpoints live outside the rule's outputs, where a failed job does not remove them.
         checkpoints="results/checkpoints/base_model",
         code=code_fingerprint("training.pretrain", "training.launch"),
@@ -73,7 +73,7 @@ rule sft_model:
         launcher=launcher(config["sft"]),
         replay=lambda wildcards, input: f"--replay-tokens {Path(input.replay[0]).parent}" if input.replay else "",
         options=cli_options(config["sft"], skip=("base", "data", "skip_bad_records", "processes", "gpus")),
-        threads_per_process=threads_per_process("sft"),
+        threads_per_process=threads_per_process(config["sft"]),
         checkpoints="results/checkpoints/sft_model",
         code=code_fingerprint("training.sft", "training.launch"),
     log:

@@ -159,6 +159,10 @@ def test_the_readmes_worked_example_adds_a_setting_everywhere_from_one_line(tmp_
                                capture_output=True, text=True, check=True).stdout
     assert "--max-line-chars MAX_LINE_CHARS" in help_text
     assert "Drop documents with a longer line. (config.yaml clean.max_line_chars)" in " ".join(help_text.split())
+    subprocess.run([sys.executable, "-m", "workflow_scripts.lib.workflow.settings_tables", "config/README.md"],
+                   cwd=workdir, check=True)
+    assert ("| `max_line_chars` | integer ≥ 1 | `5000` | Drop documents with a longer line. |"
+            in (workdir / "config" / "README.md").read_text())
     planned = snakemake(workdir, "-n", "-p", "--forceall", "corpus").stdout
     assert "--max-line-chars 5000" in planned
     (workdir / "zero.yaml").write_text("clean: {max_line_chars: 0}\n")

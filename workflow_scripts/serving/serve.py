@@ -408,9 +408,8 @@ def add_arguments(ap):
     ap.add_argument("--api-key", help="require this key as 'Authorization: Bearer KEY' on /v1/*")
     ap.add_argument("--cors-origin", action="append", default=[],
                     help="an origin whose pages may call the API (a chat front-end elsewhere); repeat for more, or *")
-    # Four runs on 2 cores (benchmarks/results/serve_throughput.md) found no steady winner under
-    # 16 clients: 1 thread gave 1,820, 2,050, 2,466 and 2,298 tokens/s, 2 threads 2,116, 1,627,
-    # 1,798 and 2,975; one client was faster at 2 threads in three. Hence PyTorch's.
+    # On 2 cores neither 1 nor 2 threads won steadily under 16 clients, and one client was faster at
+    # 2 (benchmarks/results/serve_throughput.md). Hence PyTorch's default.
     ap.add_argument("--threads", type=int, help="CPU threads for generation (default: PyTorch's, all cores)")
     ap.add_argument("--max-queue", type=int, default=32, help="requests that may wait; more answer 503")
     ap.add_argument("--max-batch", type=int, default=16, help="replies generated together, per model")

@@ -4,7 +4,8 @@ import math
 from transformers import LlamaConfig, LlamaForCausalLM
 
 # LLaMA shapes (RMSNorm, RoPE, SwiGLU). Sizes count the transformer blocks; embeddings come on top
-# (32,000 x hidden). `demo` trains the demo config's 1,200 steps in about 2.5 minutes on 2 CPU cores.
+# (vocabulary x hidden). `demo` is small enough to train the demo config's steps in minutes on 2 CPU
+# cores (results/benchmarks/base_model.tsv of a demo run).
 PRESETS = {
     "demo": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
                  intermediate_size=352),

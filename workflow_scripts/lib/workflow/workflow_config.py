@@ -279,6 +279,29 @@ def corpus_weights(cfg, extra):
 CONTINUED_EXPANSION_KEYS = ("enabled", "base", "vocab_size", "max_chars", "init", "gpus", "processes")
 
 
+def sample_files(download, sample_dir):
+    """The bundled dump's files when it is the source (so regenerating it reruns download), else none."""
+    return sorted(str(path) for path in Path(sample_dir).iterdir()) if download["source"] == "sample" else []
+
+
+def threads_per_process(settings):
+    """A training rule's threads split among its processes (Snakemake pins a job to `threads` through
+    OMP_NUM_THREADS)."""
+    return lambda wildcards, threads: max(1, threads // (settings["gpus"] or settings.get("processes", 1)))
+
+
+def multiple_choice_inputs(entry, fetched_dir):
+    """A multiple-choice set's CSVs (so editing or adding one reruns its evaluation), or its fetch."""
+    if "url" in entry:
+        return source_input(entry, fetched_dir)
+    return sorted(str(path) for path in Path(entry["path"]).glob("*/*.csv"))
+
+
+def answer_style(model):
+    """How a model is prompted: a base model continues text; the SFT and DPO models answer chat turns."""
+    return "completion" if model in ("base_model", "continued_model") else "chat"
+
+
 def run_models(cfg):
     """The models a run trains, by rule: the base and SFT models, and DPO's and the continued one when on."""
     return (["base_model", "sft_model"] + (["dpo_model"] if cfg["dpo"]["enabled"] else [])
