@@ -40,7 +40,7 @@ SHARDS, NUM_PERM, THRESHOLD = 20, 128, 0.55
 def reference_removals(files, threshold):
     """[(position, kind, original position, similarity)] of these SignatureFiles: dedup as one job,
     visiting positions in order with every kept document's MinHash in datasketch's LSH (its bands
-    as lib.near_duplicates.band_shape chooses them)."""
+    as lib.corpus.near_duplicates.band_shape chooses them)."""
     lsh = MinHashLSH(threshold=threshold, num_perm=files.num_perm, weights=(0.1, 0.9))
     by_key, kept, removed = {}, {}, []
     signatures = files.in_visiting_order("signatures")

@@ -16,7 +16,7 @@ users run; Snakemake itself need not be installed there.
 2. The chain: the 26m preset pretrained on the demo tokens for 20 times the tokens the demo
    config's CPU run sees, then SFT on the demo chat data, then the fact probe (qa_accuracy beside
    chance) and the demo multiple choice for both models.
-3. SFT tokens/s from its summary, and the server's decode step (lib.continuous_batching) with 1 and
+3. SFT tokens/s from its summary, and the server's decode step (lib.serving.continuous_batching) with 1 and
    16 rows on the SFT model.
 Writes OUT/gpu_check.json and OUT/gpu_check.md, and says what to change next where MFU falls
 short of 45 %.

@@ -1,5 +1,5 @@
 """The terminal chat as a user meets it (commands, Ctrl-C, Ctrl-D, the context limit), and sampling that
-never shows "�" (lib.utf8_guard) on a random model and on the demo's SFT model."""
+never shows "�" (lib.serving.utf8_guard) on a random model and on the demo's SFT model."""
 import builtins
 import io
 import subprocess

@@ -1,6 +1,6 @@
-"""lib.continuous_batching on a small random LLaMA: rows that join a running batch at any step and
+"""lib.serving.continuous_batching on a small random LLaMA: rows that join a running batch at any step and
 leave it when they end give what each gives alone, greedy (as transformers' generate) or seeded;
-and lib.serving_worker's joint prefill fails a request that breaks it alone."""
+and lib.serving.serving_worker's joint prefill fails a request that breaks it alone."""
 import asyncio
 
 import pytest

@@ -1,4 +1,4 @@
-"""lib.generation's streamed rows: whole characters only, stop strings cut and never shown in part,
+"""lib.serving.generation's streamed rows: whole characters only, stop strings cut and never shown in part,
 each row's end and its reason."""
 import pytest
 from transformers import AutoTokenizer

@@ -4,12 +4,12 @@
         --threshold 0.55 --num-perm 128 --corpus-order zhwiki textbook \
         --out dedup/bands/0/0.npz dedup/bands/0/1.npz --stats dedup/bands/0.json
 
-Group K of G takes bands K, K+G, K+2G, ... of the LSH (lib.near_duplicates.band_shape). It reads
+Group K of G takes bands K, K+G, K+2G, ... of the LSH (lib.corpus.near_duplicates.band_shape). It reads
 each shard's signatures in turn and keeps only a 64-bit key per document and band, then reads
 again the signatures of the documents that share a bucket, and writes the pairs among them whose
 band values are equal and whose estimated Jaccard reaches --threshold, each pair once over all
-jobs (in the first band whose values it shares; lib.near_duplicates.verified_pairs), each
-document by its corpus rank and id (lib.signature_files), the earlier in visiting order first:
+jobs (in the first band whose values it shares; lib.corpus.near_duplicates.verified_pairs), each
+document by its corpus rank and id (lib.corpus.signature_files), the earlier in visiting order first:
 one file per join part (--out, in part order) with the pairs whose later document is in that
 part, and in each where every part starts.
 Memory: 8 bytes per document and band of the group, plus the signatures of documents in shared

@@ -11,7 +11,7 @@ or their order, and of two copies the one in the corpus listed first is kept: a 
 whitespace-free text hashes like an earlier one's is an exact duplicate; otherwise one whose
 estimated Jaccard similarity with an earlier kept document reaches the threshold (the pairs that
 dedup_bands found in LSH buckets) is a near duplicate of the most similar such document
-(lib.near_duplicates.greedy_removals).
+(lib.corpus.near_duplicates.greedy_removals).
 
 Part K holds the copies and the pairs whose later document falls in its run; their earlier
 documents lie in this run or before it, so the reports of parts 0 to K-1 (--earlier) settle
@@ -118,7 +118,7 @@ def report_columns(named, titles, sources, removed, exact, original, similarity)
 
 def inherit_originals(columns, original, count, settled_numbers, settled_rows):
     """A copy whose original an earlier part removed (as a near copy) is what that original is, and
-    points where its row points, as in one job (lib.near_duplicates.greedy_removals); how many.
+    points where its row points, as in one job (lib.corpus.near_duplicates.greedy_removals); how many.
     original: each removed document's original by number, of `count` named documents."""
     if not len(settled_numbers):
         return 0

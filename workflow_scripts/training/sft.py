@@ -136,7 +136,7 @@ def add_arguments(ap):
 
 @dataclass(frozen=True)
 class SftRun:
-    """What SFT's own steps take of its options (the loop's are lib.training.Training)."""
+    """What SFT's own steps take of its options (the loop's are lib.training.training.Training)."""
     replay_tokens: Path | None
     replay_share: float
     max_len: int

@@ -130,7 +130,8 @@ def used_names(statements):
 
 
 def packages_of(module):
-    """The __init__ modules that run before a module: `lib.documents` -> `__init__`, `lib.__init__`."""
+    """The __init__ modules that run before a module: `lib.corpus.documents` -> `__init__`, `lib.__init__`,
+    `lib.corpus.__init__`."""
     parts = module.split(".")
     if parts[-1] == "__init__":
         parts = parts[:-1]
