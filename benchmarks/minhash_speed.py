@@ -154,7 +154,7 @@ def main():
     ap.add_argument("--threshold", type=float, default=0.8)
     ap.add_argument("--replace-fractions", type=float, nargs="+", default=[0.01, 0.02, 0.03, 0.05])
     ap.add_argument("--repeats", type=int, default=15, help="rounds")
-    ap.add_argument("--min-seconds", type=float, default=0.3, help="the shortest measurement")
+    ap.add_argument("--min-seconds", type=float, default=1.0, help="the shortest measurement")
     args = ap.parse_args()
     paths = sorted(NOVELS.glob("*.txt"))[:args.documents or None]
     # Whitespace out first (shingles ignore it): some chapters are padded with megabytes of U+00A0,
