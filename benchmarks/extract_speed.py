@@ -13,20 +13,24 @@ Builds (once) a zhwiki-format multistream dump of --mb MB of XML from the real n
             `snakemake --cores N` runs the extract jobs (one process per shard, no Python pool);
   * before: with --before, the same stage from a checkout of an earlier commit, 2 shards; every
             run of ours must write the same documents as it (`same_output_as_before`).
-`share_of_bz2_limit` is the limit's time over a run's. Writes benchmarks/results/extract_speed.{json,md};
+The runs take turns in --repeats rounds (the order rotating from round to round), so that a slow
+spell of a shared machine falls on all of them; each run's time is the median over the rounds,
+with an interval (results_io.median_interval), and `share_of_bz2_limit` and the speedups are
+medians of the ratios within each round, with theirs. Writes benchmarks/results/extract_speed.{json,md};
 throughput is compressed dump MB per second.
 """
 import argparse
 import bz2
 import concurrent.futures
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from results_io import RESULTS, provenance, save
+from results_io import RESULTS, median_interval, paired_ratio, provenance, save
 
 REPO = RESULTS.parents[1]
 sys.path.insert(0, str(REPO))
@@ -74,9 +78,15 @@ def run_bz2_limit(dump, index, out: Path, cores):
     return seconds, None
 
 
+def extract_module(code):
+    """The extract stage's module in a checkout (before the folders by phase it stood at the top)."""
+    moved = (code / "workflow_scripts" / "data").is_dir()
+    return "workflow_scripts.data.extract" if moved else "workflow_scripts.extract"
+
+
 def run_ours(dump, index, out: Path, cores, shards, code=REPO):
     def one(shard):
-        subprocess.run([sys.executable, "-m", "workflow_scripts.data.extract", "--dump", str(dump),
+        subprocess.run([sys.executable, "-m", extract_module(code), "--dump", str(dump),
                         "--index", str(index),
                         "--shard", str(shard), "--shards", str(shards), "--out", str(out / f"{shard:03d}.parquet"),
                         "--stats", str(out / f"{shard:03d}.json"), "--log", str(out / f"{shard:03d}.log")],
@@ -99,14 +109,23 @@ def markdown(report):
     mb = report["dump_mb_compressed"]
     lines = [f"# Extraction speed ({report['dump_mb_xml']} MB XML, {mb:.1f} MB bz2, {report['pages']} pages, "
              f"{report['cores']} cores)", "", f"`{report['command']}` on {report['machine']}", "",
+             f"{report['rounds']} rounds; medians, with their intervals of "
+             f"{report['runs'][0]['seconds']['coverage']:.1%} coverage in brackets.", "",
              "| run | seconds | MB/s (bz2) | share of the bz2 limit | documents | same output as before | vs stock "
              "| vs stock --no-templates |", "|---|---:|---:|---:|---:|---|---:|---:|"]
+
+    def ratio(value, percent=False):
+        low, high = value["interval"]
+        return (f"{value['median']:.0%} ({low:.0%}–{high:.0%})" if percent
+                else f"{value['median']:.2f}× ({low:.2f}–{high:.2f})")
     for row in report["runs"]:
         same = {True: "yes", False: "**no**", None: ""}[row.get("same_output_as_before")]
         documents_cell = "—" if row["documents"] is None else f"{row['documents']:,}"
-        lines.append(f"| {row['run']} | {row['seconds']:.1f} | {mb / row['seconds']:.2f} | "
-                     f"{row['share_of_bz2_limit']:.0%} | {documents_cell} | {same} | "
-                     f"{row['speedup_vs_stock']:.2f}× | {row['speedup_vs_no_templates']:.2f}× |")
+        seconds = row["seconds"]
+        lines.append(f"| {row['run']} | {seconds['median']:.1f} ({seconds['interval'][0]:.1f}–"
+                     f"{seconds['interval'][1]:.1f}) | {mb / seconds['median']:.2f} | "
+                     f"{ratio(row['share_of_bz2_limit'], percent=True)} | {documents_cell} | {same} | "
+                     f"{ratio(row['speedup_vs_stock'])} | {ratio(row['speedup_vs_no_templates'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -118,6 +137,7 @@ def main():
     ap.add_argument("--before", type=Path, help="a checkout of an earlier commit, whose extract stage (2 shards) "
                     "ours must equal")
     ap.add_argument("--work", type=Path, default=Path("/tmp/zhwiki-llm-bench"))
+    ap.add_argument("--repeats", type=int, default=5, help="rounds")
     args = ap.parse_args()
     dump, index = build_dump(args.work, args.mb)
     runs = [("plain bz2 decompression (the limit)", lambda o: run_bz2_limit(dump, index, o, args.cores)),
@@ -128,23 +148,30 @@ def main():
                                                                                 args.before)))
     runs += [(f"zhwiki-llm extract, {s} shards", lambda o, s=s: run_ours(dump, index, o, args.cores, s))
              for s in args.shards]
-    rows, outputs = [], {}
-    for n, (name, fn) in enumerate(runs):
-        outputs[name] = args.work / f"run-{os.getpid()}-{n}"
-        seconds, docs = fn(outputs[name])
-        rows.append({"run": name, "seconds": round(seconds, 2), "documents": docs})
-        print(f"{name}: {seconds:.1f} s, {docs} documents", flush=True)
-    limit, stock, no_templates = rows[:3]
-    before = documents(outputs[runs[3][0]]) if args.before else None
-    for row in rows:
-        row["share_of_bz2_limit"] = round(limit["seconds"] / row["seconds"], 3)
-        row["speedup_vs_stock"] = round(stock["seconds"] / row["seconds"], 3)
-        row["speedup_vs_no_templates"] = round(no_templates["seconds"] / row["seconds"], 3)
-        if before is not None and row["run"].startswith("zhwiki-llm extract,"):
-            row["same_output_as_before"] = documents(outputs[row["run"]]) == before
+    seconds, counts, same = {name: [] for name, _ in runs}, {}, {}
+    for round_number in range(args.repeats):
+        shift = round_number % len(runs)
+        outputs = {}
+        for n, (name, fn) in enumerate(runs[shift:] + runs[:shift]):
+            outputs[name] = args.work / f"run-{os.getpid()}-{n}"
+            took, counts[name] = fn(outputs[name])
+            seconds[name].append(took)
+            print(f"round {round_number}, {name}: {took:.1f} s, {counts[name]} documents", flush=True)
+        if args.before and not same:  # every run of ours writes what the stage before wrote
+            before = documents(outputs[runs[3][0]])
+            same = {name: documents(outputs[name]) == before for name in outputs
+                    if name.startswith("zhwiki-llm extract,")}
+        for folder in outputs.values():
+            shutil.rmtree(folder, ignore_errors=True)
+    limit, stock, no_templates = (seconds[name] for name, _ in runs[:3])
+    rows = [{"run": name, "seconds": {**median_interval(seconds[name]), "every_round": seconds[name]},
+             "documents": counts[name], "share_of_bz2_limit": paired_ratio(limit, seconds[name]),
+             "speedup_vs_stock": paired_ratio(stock, seconds[name]),
+             "speedup_vs_no_templates": paired_ratio(no_templates, seconds[name]),
+             **({"same_output_as_before": same[name]} if name in same else {})} for name, _ in runs]
     pages = sum(1 for _ in bz2.open(index, "rt"))
     report = {"dump_mb_xml": args.mb, "dump_mb_compressed": dump.stat().st_size / 1e6, "pages": pages,
-              "cores": args.cores, **provenance(), "runs": rows}
+              "cores": args.cores, **provenance(), "rounds": args.repeats, "runs": rows}
     save("extract_speed", report, markdown(report))
 
 

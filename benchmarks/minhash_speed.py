@@ -12,8 +12,8 @@ contenders takes about 30 ms, where the clock's and the scheduler's noise is a l
 round measures every contender once, in an order that rotates from round to round, and --repeats
 rounds run in this process. Each contender's median rate is reported with its spread, in MB of
 text per second; `ratio_vs_rensa` is the median of the stage's rate over rensa RMinHash's within
-each round (a slow spell of this shared machine slows both) with a 95 % interval for that median
-(order statistics: no assumption about the noise). Three rounds of one pass each did not
+each round (a slow spell of this shared machine slows both) with an interval for that median of
+at least 95 % coverage (order statistics: no assumption about the noise). Three rounds of one pass each did not
 reproduce their own ratio when rerun.
 
 Accuracy: each chapter gets a near copy with a fraction of its characters replaced (seeded), and
@@ -124,13 +124,14 @@ def markdown(report):
              f"{report['num_perm']} permutations, character {report['ngram']}-grams, one process. The stage starts "
              "from the text; the others from ready byte shingles (their building not counted). "
              f"{report['rounds']} rounds, each measurement at least {report['min_seconds']} s.", "",
-             "| contender | median MB/s | 95 % interval of the median | slowest – fastest round |",
+             f"| contender | median MB/s | {report['speed'][OURS]['coverage']:.1%} interval of the median | "
+             "slowest – fastest round |",
              "|---|---:|---|---|"]
     lines += [f"| {name} | {r['median']} | {r['interval'][0]} – {r['interval'][1]} | "
               f"{min(r['every_run'])} – {max(r['every_run'])} |" for name, r in report["speed"].items()]
     ratio = report["ratio_vs_rensa"]
     lines += ["", f"`ratio_vs_rensa` (the stage over rensa RMinHash, round by round): median {ratio['median']}, "
-              f"95 % interval {ratio['interval'][0]} – {ratio['interval'][1]}.", "",
+              f"{ratio['coverage']:.1%} interval {ratio['interval'][0]} – {ratio['interval'][1]}.", "",
               f"Accuracy on {quality['pairs']} chapter / near-copy pairs (exact Jaccard "
               f"{quality['exact_jaccard_range'][0]}–{quality['exact_jaccard_range'][1]}; "
               f"{quality['near_duplicates_exact']} at or above the threshold {report['threshold']}):", "",

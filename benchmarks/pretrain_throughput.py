@@ -7,8 +7,9 @@ Same model (built by workflow_scripts.training.pretrain.build_model), same token
 same batch (micro-batch x sequence length x accumulation), same optimizer settings, one process
 each, run one after the other in fresh processes with the same number of threads. Throughput is
 training tokens per second over steps 2 to N-1 (the first step warms up, the last one evaluates);
-the two alternate --repeats times and the medians are compared, since a shared machine's speed
-drifts by several per cent between runs.
+the two alternate --repeats times, since a shared machine's speed drifts by several per cent
+between runs: the ratio is the median of the two's ratios round by round, with its interval
+(results_io.paired_ratio).
 On a GPU machine `--preset 0.1b` also records MFU and peak memory of our stage.
 Writes benchmarks/results/pretrain_throughput{-PRESET}.{json,md}.
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from results_io import provenance, save  # noqa: E402
+from results_io import paired_ratio, provenance, save  # noqa: E402
 
 
 def ours(args, work: Path):
@@ -110,7 +111,9 @@ def markdown(report):
              f"{ours_row['final_loss']:.3f} |",
              f"| transformers Trainer | {trainer_row['tokens_per_s']:,} | {trainer_row['all_tokens_per_s']} | "
              f"{trainer_row['final_loss']:.3f} |",
-             "", f"Ratio ours / Trainer: **{report['ratio']:.2f}×**"]
+             "", f"Ratio ours / Trainer, round by round: **{report['ratio']['median']:.2f}×** "
+             f"({report['ratio']['coverage']:.1%} interval {report['ratio']['interval'][0]:.2f}–"
+             f"{report['ratio']['interval'][1]:.2f}, {report['ratio']['rounds']} rounds)"]
     if "mfu" in ours_row:
         lines += ["", f"MFU {ours_row['mfu']:.1%}, peak memory {ours_row['peak_memory_gb']} GiB."]
     return "\n".join(lines) + "\n"
@@ -126,7 +129,7 @@ def main():
     ap.add_argument("--batch-tokens", type=int, default=8192)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--compile", action="store_true")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5, help="rounds")
     ap.add_argument("--trainer-only", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.trainer_only:
@@ -143,7 +146,8 @@ def main():
     ours_result, trainer_result = (median_run(runs[name]) for name in ("ours", "trainer"))
     report = {"preset": args.preset, **provenance(), "seq_len": args.seq_len, "micro_batch": args.micro_batch,
               "batch_tokens": args.batch_tokens, "steps": args.steps, "ours": ours_result, "trainer": trainer_result,
-              "ratio": round(ours_result["tokens_per_s"] / trainer_result["tokens_per_s"], 3)}
+              "ratio": paired_ratio([r["tokens_per_s"] for r in runs["ours"]],
+                                    [r["tokens_per_s"] for r in runs["trainer"]])}
     suffix = "" if args.preset == "demo" else f"-{args.preset}"
     save(f"pretrain_throughput{suffix}", report, markdown(report))
 

@@ -44,14 +44,19 @@ def save(name, report, markdown_text):
 
 def median_interval(values, confidence=0.95):
     """The median of values and a distribution-free interval for it (order statistics of the
-    binomial(n, 1/2)): no assumption about the noise of a shared machine."""
+    binomial(n, 1/2)): no assumption about the noise of a shared machine. The interval drops as
+    many values from each end as keeps its coverage at `confidence` or above; `coverage` is what it
+    has (below `confidence` only when there are too few values to drop any)."""
     ordered, n = sorted(values), len(values)
-    tail = (1 - confidence) / 2
-    below = 0  # how many order statistics each end may drop while the interval still covers `confidence`
-    while below + 1 < n / 2 and sum(math.comb(n, i) for i in range(below + 2)) / 2 ** n <= tail:
+
+    def at_most(k):  # P(Binomial(n, 1/2) <= k)
+        return sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    below = 0  # the interval [ordered[below], ordered[n - 1 - below]] covers with 1 - 2 P(X <= below)
+    while below + 1 < n / 2 and 1 - 2 * at_most(below + 1) >= confidence:
         below += 1
     return {"median": round(statistics.median(ordered), 3),
-            "interval": [round(ordered[below], 3), round(ordered[n - 1 - below], 3)], "confidence": confidence}
+            "interval": [round(ordered[below], 3), round(ordered[n - 1 - below], 3)],
+            "coverage": round(1 - 2 * at_most(below), 3)}
 
 
 def paired_ratio(ours, theirs, confidence=0.95):
