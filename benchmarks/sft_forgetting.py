@@ -38,7 +38,7 @@ def corpus_facts(workdir, model, style, out):
     """The fact probe's accuracy in the corpus phrasing."""
     stage(workdir, "eval.knowledge", "--model", model, "--facts", "demo/eval/facts.jsonl", "--style", style,
           "--out", out, "--markdown", out.with_suffix(".md"), "--log", out.with_suffix(".log"))
-    return json.loads(out.read_text())["overall"]["corpus"]
+    return json.loads(out.read_text())["overall"]["corpus"]["accuracy"]
 
 
 def sft_run(workdir, lr, share, seed, steps, tmp: Path):

@@ -64,7 +64,7 @@ def test_converted_real_slice_has_nothing_left_for_t2s(real_docs):
 
 
 def test_demo_shards_partition_the_dump(tmp_path):
-    whole = extract(tmp_path, DEMO_DUMP, "--index", DEMO_INDEX)
+    whole = extract(tmp_path, DEMO_DUMP, "--index", DEMO_INDEX, "--shards", 1)
     parts = []
     for shard in range(3):
         parts += extract(tmp_path, DEMO_DUMP, "--index", DEMO_INDEX, "--shard", shard, "--shards", 3)
@@ -73,7 +73,7 @@ def test_demo_shards_partition_the_dump(tmp_path):
 
 
 def test_demo_article_quirks(tmp_path):
-    docs = extract(tmp_path, DEMO_DUMP, "--index", DEMO_INDEX)
+    docs = extract(tmp_path, DEMO_DUMP, "--index", DEMO_INDEX, "--shards", 1)
     text = "\n".join(d["text"] for d in docs)
     for leftover in ("-{", "{{", "[[", "{|", "<ref", "（）", "()"):
         assert leftover not in text
@@ -81,8 +81,9 @@ def test_demo_article_quirks(tmp_path):
 
 
 def test_disambiguation_and_headings_follow_flags(tmp_path):
-    default = extract(tmp_path, DEMO_DUMP, "--index", DEMO_INDEX)
-    kept = extract(tmp_path, DEMO_DUMP, "--index", DEMO_INDEX, "--keep-disambiguation", "--no-keep-headings")
+    default = extract(tmp_path, DEMO_DUMP, "--index", DEMO_INDEX, "--shards", 1)
+    kept = extract(tmp_path, DEMO_DUMP, "--index", DEMO_INDEX, "--shards", 1, "--keep-disambiguation",
+                   "--no-keep-headings")
     assert len(kept) > len(default)
     headings = {line for d in default for line in d["text"].splitlines() if len(line) <= 6}
     kept_lines = {line for d in kept for line in d["text"].splitlines()}

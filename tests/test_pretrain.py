@@ -35,7 +35,7 @@ def data(tmp_path_factory):
     run_ok("tokenizer.tokenizer", "--train", tmp / "train.parquet", "--validation", tmp / "validation.parquet",
            "--vocab-size", 1000, "--out", tmp / "tokenizer", "--report", tmp / "report.json")
     for split in ("train", "validation"):
-        run_ok("tokenizer.tokens", "--tokenizer", tmp / "tokenizer", "--input", tmp / f"{split}.parquet",
+        run_ok("tokenizer.tokens", "--tokenizer", tmp / "tokenizer", "--input", tmp / f"{split}.parquet", "--shards", 1,
                "--out", tmp / "tokens" / f"{split}-000.bin", "--index", tmp / "tokens" / f"{split}-000.json")
     run_ok("tokenizer.tokens_index", "--shards", *sorted((tmp / "tokens").glob("*.json")), "--out",
            tmp / "tokens" / "index.json")

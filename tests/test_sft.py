@@ -30,7 +30,7 @@ def base_model(tmp_path_factory, trained, demo_docs):
     tokens = tmp / "tokens"
     shutil.copy(demo_docs, tmp / "validation.parquet")
     for split, docs in (("train", demo_docs), ("validation", tmp / "validation.parquet")):
-        result = run_stage("tokenizer.tokens", "--tokenizer", trained[0], "--input", docs, "--out",
+        result = run_stage("tokenizer.tokens", "--tokenizer", trained[0], "--input", docs, "--shards", 1, "--out",
                            tokens / f"{split}-000.bin", "--index", tokens / f"{split}-000.json")
         assert result.returncode == 0, result.stderr
     assert run_stage("tokenizer.tokens_index", "--shards", tokens / "train-000.json", tokens / "validation-000.json",
