@@ -7,6 +7,9 @@ llama.cpp's logits follow transformers'.
 
 Each engine decodes exactly --tokens new tokens greedily (past any end token) after each of the
 demo's chat prompts, at each --threads; a first prompt warms each engine up and is not counted.
+Every engine and thread count runs once in each of --repeats rounds, in an order that rotates from
+round to round; each is reported as its median with an interval, and against transformers at the
+same threads as the median of the ratios within each round (results_io).
 llama.cpp is node-llama-cpp's prebuilt CPU build (benchmarks/llama_cpp_runtime.py); its
 time is measured inside the runtime, so starting Node is not counted. Writes
 benchmarks/results/gguf_decode.{json,md}.
@@ -20,7 +23,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from results_io import provenance, save  # noqa: E402
+from results_io import median_interval, paired_ratio, provenance, save  # noqa: E402
 
 import llama_cpp_runtime  # noqa: E402
 from workflow_scripts.lib.serving.generation import chat_prompt_ids  # noqa: E402
@@ -73,12 +76,31 @@ def agreement(model, files, ids_list):
     return found
 
 
+def summarised(rounds):
+    """Per engine and threads: the median tokens/s over the rounds with its interval, and its ratio
+    to transformers at the same threads, round by round."""
+    rows = []
+    for key in rounds[0]:
+        rates = [found[key]["tokens_per_s"] for found in rounds]
+        reference = [found[("transformers generate (float32)", key[1])]["tokens_per_s"] for found in rounds]
+        rows.append({"engine": key[0], "threads": key[1], "tokens_per_s": median_interval(rates),
+                     "every_round": rates, "vs_transformers": paired_ratio(rates, reference)})
+    return rows
+
+
 def markdown(report):
+    coverage = report["rows"][0]["tokens_per_s"]["coverage"]
     lines = [f"# GGUF decoding on the CPU ({report['machine']})", "", f"`{report['command']}`", "",
              f"Greedy decoding of exactly {report['tokens']} tokens after each of {report['prompts']} chat prompts "
-             f"(the first, a warm-up, not counted), model `{report['model']}`.", "",
-             "| engine | threads | tokens/s | seconds |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['engine']} | {r['threads']} | {r['tokens_per_s']} | {r['seconds']} |" for r in report["rows"]]
+             f"(the first, a warm-up, not counted), model `{report['model']}`; {report['rounds']} rounds, every "
+             f"engine and thread count in each, in a rotated order. Medians, with their intervals of {coverage:.1%} "
+             "coverage in brackets.", "",
+             "| engine | threads | tokens/s | vs transformers, round by round |", "|---|---:|---:|---:|"]
+    for r in report["rows"]:
+        rate, ratio = r["tokens_per_s"], r["vs_transformers"]
+        lines.append(f"| {r['engine']} | {r['threads']} | {rate['median']:.1f} ({rate['interval'][0]:.1f}–"
+                     f"{rate['interval'][1]:.1f}) | {ratio['median']:.2f}× ({ratio['interval'][0]:.2f}–"
+                     f"{ratio['interval'][1]:.2f}) |")
     lines += ["", "| file | bytes | largest logit difference (share of largest logit) | top-1 agreement |",
               "|---|---:|---:|---:|"]
     lines += [f"| {name} | {f['bytes']:,} | {f['max_logit_difference_share']} | {f['top1_agreement']} |"
@@ -94,17 +116,23 @@ def main():
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--prompts", type=int, default=6)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--repeats", type=int, default=5, help="rounds")
     args = ap.parse_args()
     model, tokenizer = load_causal_lm(args.model)
     ids_list = prompts(tokenizer, args.prompts)
     files = [args.export / f"{args.model.name}-{kind}.gguf" for kind in ("f16", "q8_0")]
-    rows = []
-    for threads in args.threads:
-        rows.append(transformers_decoding(model, ids_list, args.tokens, threads))
-        rows += [llama_cpp_decoding(gguf, ids_list, args.tokens, threads) for gguf in files]
-        print(rows[-3:], flush=True)
+    runs = [(threads, lambda threads: transformers_decoding(model, ids_list, args.tokens, threads))
+            for threads in args.threads]
+    runs += [(threads, lambda threads, gguf=gguf: llama_cpp_decoding(gguf, ids_list, args.tokens, threads))
+             for threads in args.threads for gguf in files]
+    rounds = []
+    for round_number in range(args.repeats):
+        shift = round_number % len(runs)
+        found = [decode(threads) for threads, decode in runs[shift:] + runs[:shift]]
+        rounds.append({(row["engine"], row["threads"]): row for row in found})
+        print(round_number, [row["tokens_per_s"] for row in found], flush=True)
     report = {**provenance(), "model": args.model.name, "tokens": args.tokens, "prompts": len(ids_list),
-              "rows": rows, "files": agreement(model, files, ids_list),
+              "rounds": args.repeats, "rows": summarised(rounds), "files": agreement(model, files, ids_list),
               "safetensors_bytes": (args.model / "model.safetensors").stat().st_size}
     save("gguf_decode", report, markdown(report))
 

@@ -102,8 +102,10 @@ def free_port():
 def start_server(tree, model_dir, threads):
     """The server of the source tree `tree`, as users start it."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "workflow_scripts.serving.serve", str(model_dir),
-                                "--port", str(port),
+    # the server moved to workflow_scripts/serving/ with the folders by phase (issue 43)
+    module = "workflow_scripts.serving.serve" if (tree / "workflow_scripts" / "serving").is_dir() \
+        else "workflow_scripts.serve"
+    process = subprocess.Popen([sys.executable, "-m", module, str(model_dir), "--port", str(port),
                                 "--threads", str(threads), "--max-queue", "64"], cwd=tree,
                                env={**os.environ, "PYTHONPATH": str(tree)},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
