@@ -10,8 +10,10 @@ fine-tuning, 60 steps, the demo's other SFT settings) once per --seeds (the data
 and the bits_per_byte stage scores the result on the validation split beside the base model's own
 score: the relative increase is what the chat model forgot of the corpus. The knowledge stage's
 fact probe (the demo's facts in their corpus phrasing) gives the share of the base model's facts
-the chat model keeps. The SFT validation loss (on held-out chats) shows what it learnt instead.
-Each setting is quoted at its worst seed. Writes benchmarks/results/sft_forgetting.{json,md}.
+the chat model keeps, and the samples stage the share of its greedy answers to the demo's prompts
+that end the turn with <|im_end|> (what SFT is for). The SFT validation loss (on held-out chats)
+shows what it learnt instead. Each setting is quoted at its worst seed. Writes
+benchmarks/results/sft_forgetting.{json,md}.
 """
 import argparse
 import json
@@ -41,6 +43,13 @@ def corpus_facts(workdir, model, style, out):
     return json.loads(out.read_text())["overall"]["corpus"]["accuracy"]
 
 
+def answers_end(workdir, model, out):
+    """The share of the chat model's greedy answers to the demo prompts that end its turn (<|im_end|>)."""
+    stage(workdir, "eval.samples", "--model", model, "--prompts", "demo/eval/prompts.txt", "--style", "chat",
+          "--out", out, "--markdown", out.with_suffix(".md"), "--log", out.with_suffix(".log"))
+    return json.loads(out.read_text())["chat_format"]["ends_with_im_end"]
+
+
 def sft_run(workdir, lr, share, seed, steps, tmp: Path):
     out = tmp / f"lr{lr}-replay{share}-seed{seed}"
     stage(workdir, "training.sft", "--model", "results/base_model", "--data", "results/chat_data/sft.jsonl:1",
@@ -51,6 +60,7 @@ def sft_run(workdir, lr, share, seed, steps, tmp: Path):
     return {"lr": lr, "replay_share": share, "seed": seed, "steps": steps,
             "bits_per_byte": bits_per_byte(workdir, out / "model", out / "bpb.json"),
             "corpus_facts": corpus_facts(workdir, out / "model", "chat", out / "facts.json"),
+            "answers_end": answers_end(workdir, out / "model", out / "samples.json"),
             "sft_first_loss": summary["first_loss"], "sft_final_loss": summary["final_loss"],
             "sft_validation_loss": summary["val_loss"]}
 
@@ -66,6 +76,7 @@ def worst_seeds(runs, base_bits, base_facts):
              "bpb_increase_best": min(r["bits_per_byte"] for r in seeds) / base_bits - 1,
              "facts_kept_worst": min(r["corpus_facts"] for r in seeds) / base_facts,
              "facts_kept_best": max(r["corpus_facts"] for r in seeds) / base_facts,
+             "answers_end_worst": min(r["answers_end"] for r in seeds),
              "sft_validation_loss_worst": max(r["sft_validation_loss"] for r in seeds)}
             for (lr, share), seeds in rows.items()]
 
@@ -88,13 +99,13 @@ def main():
               "runs": runs}
     rows = "".join(f"| {r['lr']:g} | {r['replay_share']:.0%} | {r['steps']} | {r['bpb_increase_worst']:+.1%} "
                    f"({r['bpb_increase_best']:+.1%}) | {r['facts_kept_worst']:.0%} ({r['facts_kept_best']:.0%}) | "
-                   f"{r['sft_validation_loss_worst']:.2f} |\n" for r in settings)
+                   f"{r['answers_end_worst']:.0%} | {r['sft_validation_loss_worst']:.2f} |\n" for r in settings)
     save("sft_forgetting", report,
          f"# SFT forgetting on the demo\n\n{report['machine']}. Base model: {base:.3f} bits per byte on the "
          f"validation split, {base_facts:.1%} of the fact probe's facts in the corpus phrasing. Each setting ran "
          f"with SFT seeds {', '.join(map(str, args.seeds))}; the worst seed is shown, the best in brackets.\n\n"
-         "| SFT lr | replayed text | steps | bits per byte vs base | facts kept | SFT validation loss |\n"
-         "|---:|---:|---:|---:|---:|---:|\n" + rows)
+         "| SFT lr | replayed text | steps | bits per byte vs base | facts kept | answers that end the turn | "
+         "SFT validation loss |\n|---:|---:|---:|---:|---:|---:|---:|\n" + rows)
 
 
 if __name__ == "__main__":

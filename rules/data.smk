@@ -9,7 +9,7 @@ EXTRA_PART_PATTERN = "|".join(rf"{c['name']}-\d{{3}}" for c in EXTRA_CORPORA) or
 
 rule download:
     input:
-        sample=sample_files(config["download"], SAMPLE_DIR),
+        sample=lambda wildcards: sample_files(config["download"], SAMPLE_DIR),
     output:
         dump=f"{DL}.xml.bz2",
         index=f"{DL}-index.txt.bz2",

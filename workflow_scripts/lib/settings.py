@@ -80,7 +80,8 @@ def add_settings(ap, section, *keys):
     for key in keys:
         option, definition = "--" + key.replace("_", "-"), definitions(section)[key]
         source = f"config.yaml {section}.{key}"
-        ap.add_argument(option, help=f"{definition['description']} ({source})", **option_arguments(definition, option))
+        help_text = f"{definition['description']} ({source})".replace("%", "%%")  # argparse formats help with %
+        ap.add_argument(option, help=help_text, **option_arguments(definition, option))
 
 
 def identity_settings(settings, *sections):
