@@ -17,7 +17,8 @@ rule download:
         stats="results/download/stats.json",
     params:
         options=cli_options(config["download"]),
-        sample_dir=SAMPLE_DIR,
+        # the bundled demo's folder, named only when it is the source (a real run's plan names no demo file)
+        sample_dir=f"--sample-dir {SAMPLE_DIR}" if config["download"]["source"] == "sample" else "",
         code=code_fingerprint("data.download"),
     log:
         "results/logs/download.log",
@@ -26,7 +27,7 @@ rule download:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.data.download {params.options} --sample-dir {params.sample_dir}"
+        "python -m workflow_scripts.data.download {params.options} {params.sample_dir}"
         " --dump {output.dump} --index {output.index} --sha1sums {output.sha1sums}"
         " --stats {output.stats} --log {log}"
 
