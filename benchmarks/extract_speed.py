@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from results_io import RESULTS, median_interval, paired_ratio, provenance, save
+from results_io import RESULTS, median_interval, module_in, paired_ratio, provenance, rotated_rounds, save
 
 REPO = RESULTS.parents[1]
 sys.path.insert(0, str(REPO))
@@ -78,15 +78,9 @@ def run_bz2_limit(dump, index, out: Path, cores):
     return seconds, None
 
 
-def extract_module(code):
-    """The extract stage's module in a checkout (before the folders by phase it stood at the top)."""
-    moved = (code / "workflow_scripts" / "data").is_dir()
-    return "workflow_scripts.data.extract" if moved else "workflow_scripts.extract"
-
-
 def run_ours(dump, index, out: Path, cores, shards, code=REPO):
     def one(shard):
-        subprocess.run([sys.executable, "-m", extract_module(code), "--dump", str(dump),
+        subprocess.run([sys.executable, "-m", module_in(code, "data.extract"), "--dump", str(dump),
                         "--index", str(index),
                         "--shard", str(shard), "--shards", str(shards), "--out", str(out / f"{shard:03d}.parquet"),
                         "--stats", str(out / f"{shard:03d}.json"), "--log", str(out / f"{shard:03d}.log")],
@@ -149,10 +143,9 @@ def main():
     runs += [(f"zhwiki-llm extract, {s} shards", lambda o, s=s: run_ours(dump, index, o, args.cores, s))
              for s in args.shards]
     seconds, counts, same = {name: [] for name, _ in runs}, {}, {}
-    for round_number in range(args.repeats):
-        shift = round_number % len(runs)
+    for round_number, in_order in rotated_rounds(runs, args.repeats):
         outputs = {}
-        for n, (name, fn) in enumerate(runs[shift:] + runs[:shift]):
+        for n, (name, fn) in enumerate(in_order):
             outputs[name] = args.work / f"run-{os.getpid()}-{n}"
             took, counts[name] = fn(outputs[name])
             seconds[name].append(took)

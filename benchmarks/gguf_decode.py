@@ -23,7 +23,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from results_io import median_interval, paired_ratio, provenance, save  # noqa: E402
+from results_io import median_interval, paired_ratio, provenance, rotated_rounds, save  # noqa: E402
 
 import llama_cpp_runtime  # noqa: E402
 from workflow_scripts.lib.serving.generation import chat_prompt_ids  # noqa: E402
@@ -126,9 +126,8 @@ def main():
     runs += [(threads, lambda threads, gguf=gguf: llama_cpp_decoding(gguf, ids_list, args.tokens, threads))
              for threads in args.threads for gguf in files]
     rounds = []
-    for round_number in range(args.repeats):
-        shift = round_number % len(runs)
-        found = [decode(threads) for threads, decode in runs[shift:] + runs[:shift]]
+    for round_number, in_order in rotated_rounds(runs, args.repeats):
+        found = [decode(threads) for threads, decode in in_order]
         rounds.append({(row["engine"], row["threads"]): row for row in found})
         print(round_number, [row["tokens_per_s"] for row in found], flush=True)
     report = {**provenance(), "model": args.model.name, "tokens": args.tokens, "prompts": len(ids_list),

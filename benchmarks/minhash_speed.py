@@ -35,7 +35,7 @@ from rensa import CMinHash, RMinHash
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from workflow_scripts.lib.corpus.minhash_signatures import WHITESPACE, signatures  # noqa: E402
-from results_io import median_interval, paired_ratio, provenance, save  # noqa: E402
+from results_io import median_interval, paired_ratio, provenance, rotated_rounds, save  # noqa: E402
 
 NOVELS = REPO.parent / "shared" / "data" / "pretrain_text" / "chinese-novels"
 OURS, RENSA = "zhwiki-llm (numpy n-gram hashes into rensa RMinHash), from the text", "rensa 0.5.0 RMinHash"
@@ -85,9 +85,8 @@ def speed(texts, sets, megabytes, args):
     """{contender: its rate in each round}; each round measures every contender, in a rotated order."""
     named = list(contenders(args).items())
     runs = {name: [] for name, _ in named}
-    for round_number in range(args.repeats):
-        shift = round_number % len(named)
-        for name, (from_text, sign) in named[shift:] + named[:shift]:
+    for _, in_order in rotated_rounds(named, args.repeats):
+        for name, (from_text, sign) in in_order:
             runs[name].append(rate(sign, texts if from_text else sets, megabytes, args.min_seconds))
     return runs
 

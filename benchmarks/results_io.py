@@ -42,6 +42,21 @@ def save(name, report, markdown_text):
     print(markdown_text)
 
 
+def rotated_rounds(runs, repeats):
+    """(round number, the runs in that round's order): each round starts one run later than the one
+    before, so that no run always goes first (a cold cache) or last (a machine warmed up)."""
+    for number in range(repeats):
+        shift = number % len(runs)
+        yield number, runs[shift:] + runs[:shift]
+
+
+def module_in(tree, module):
+    """`python -m` name of a stage or tool of workflow_scripts in a checkout: `data.extract` in this
+    tree, `extract` in one from before the folders by phase."""
+    moved = tree.joinpath("workflow_scripts", *module.split(".")).with_suffix(".py").is_file()
+    return f"workflow_scripts.{module if moved else module.rsplit('.', 1)[-1]}"
+
+
 def median_interval(values, confidence=0.95):
     """The median of values and a distribution-free interval for it (order statistics of the
     binomial(n, 1/2)): no assumption about the noise of a shared machine. The interval drops as

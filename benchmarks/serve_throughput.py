@@ -32,7 +32,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from results_io import provenance, save  # noqa: E402
+from results_io import module_in, provenance, save  # noqa: E402
 
 from workflow_scripts.lib.serving.continuous_batching import ContinuousBatch, RowSampling  # noqa: E402
 from workflow_scripts.lib.serving.generation import DEFAULTS, ReplyRequest, chat_prompt_ids, left_padded  # noqa: E402
@@ -102,10 +102,8 @@ def free_port():
 def start_server(tree, model_dir, threads):
     """The server of the source tree `tree`, as users start it."""
     port = free_port()
-    # the server moved to workflow_scripts/serving/ with the folders by phase (issue 43)
-    module = "workflow_scripts.serving.serve" if (tree / "workflow_scripts" / "serving").is_dir() \
-        else "workflow_scripts.serve"
-    process = subprocess.Popen([sys.executable, "-m", module, str(model_dir), "--port", str(port),
+    process = subprocess.Popen([sys.executable, "-m", module_in(tree, "serving.serve"), str(model_dir),
+                                "--port", str(port),
                                 "--threads", str(threads), "--max-queue", "64"], cwd=tree,
                                env={**os.environ, "PYTHONPATH": str(tree)},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
