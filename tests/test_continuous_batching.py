@@ -5,11 +5,12 @@ import asyncio
 
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LogitsProcessor
 
 from workflow_scripts.lib.serving.continuous_batching import ContinuousBatch, RowSampling
 from workflow_scripts.lib.serving.generation import ReplyRequest, generate_replies, sampling_settings
 from workflow_scripts.lib.serving.serving_worker import Choice, Generation, Worker
+from workflow_scripts.lib.serving.utf8_guard import utf8_processors
 
 TEXTS = ["青松市位于景临省", "长天河", "一座历史悠久的城市，", "景", "Its river: 长天河。青松"]
 
@@ -58,6 +59,44 @@ def test_rows_joining_at_any_step_get_what_generate_gives_each_alone(model_and_t
     assert [(r.text, r.completion_tokens, r.finish_reason) for r in together] == \
         [(r.text, r.completion_tokens, r.finish_reason) for r in alone]
     assert batch.rows == [] and batch.cache is None
+
+
+class OpenAIPenalties(LogitsProcessor):
+    """OpenAI's definition, written here apart from the batch's: each token's logit less
+    presence * (seen in the reply) + frequency * (times in the reply)."""
+
+    def __init__(self, prompt_length, presence, frequency):
+        self.prompt_length, self.presence, self.frequency = prompt_length, presence, frequency
+
+    def __call__(self, input_ids, scores):
+        reply = input_ids[:, self.prompt_length:]
+        counts = torch.zeros_like(scores).scatter_add_(1, reply, torch.ones_like(reply, dtype=scores.dtype))
+        return scores - self.presence * (counts > 0) - self.frequency * counts
+
+
+@pytest.mark.parametrize("presence, frequency", [(1.0, 2.0), (2.0, 0.0), (0.0, -1.0)])
+def test_presence_and_frequency_penalties_choose_the_tokens_openai_defines(model_and_tokenizer, presence,
+                                                                             frequency):
+    model, tokenizer = model_and_tokenizer
+    ids = prompts(tokenizer)
+    batch = ContinuousBatch(model, tokenizer, max_rows=8)
+    rows = [batch.row(ReplyRequest(p, 24, lambda piece: None), RowSampling(0, presence_penalty=presence,
+                                                                             frequency_penalty=frequency,
+                                                                             min_tokens=24))
+            for p in ids]
+    plain = [batch.row(ReplyRequest(p, 24, lambda piece: None), RowSampling(0, min_tokens=24)) for p in ids]
+    run_staggered(batch, rows + plain, [0, 0, 2, 5, 7] + [0] * len(ids))
+
+    def reference(prompt, processors):
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=24, min_new_tokens=24, do_sample=False,
+                             logits_processor=[*processors, *utf8_processors(tokenizer, model.config.vocab_size)],
+                             pad_token_id=tokenizer.eos_token_id)
+        return out[0, len(prompt):].tolist()
+    assert [row.stream.ids for row in rows] == \
+        [reference(p, [OpenAIPenalties(len(p), presence, frequency)]) for p in ids]
+    # The penalties steered: without them the same rows choose other tokens.
+    assert [row.stream.ids for row in rows] != [row.stream.ids for row in plain]
+    assert [row.stream.ids for row in plain] == [reference(p, []) for p in ids]
 
 
 def test_a_seeded_row_samples_the_same_tokens_alone_and_among_others(model_and_tokenizer):
