@@ -7,9 +7,10 @@ Same model (built by workflow_scripts.training.pretrain.build_model), same token
 same batch (micro-batch x sequence length x accumulation), same optimizer settings, one process
 each, run one after the other in fresh processes with the same number of threads. Throughput is
 training tokens per second over steps 2 to N-1 (the first step warms up, the last one evaluates);
-the two alternate --repeats times, since a shared machine's speed drifts by several per cent
-between runs: the ratio is the median of the two's ratios round by round, with its interval
-(results_io.paired_ratio).
+the two take turns in --repeats rounds (the order rotating from round to round), since a shared
+machine's speed drifts by several per cent between runs: each one's figure is the median over the
+rounds with its interval (results_io.median_interval), the ratio the median of the two's ratios
+round by round, with its interval (results_io.paired_ratio).
 On a GPU machine `--preset 0.1b` also records MFU and peak memory of our stage.
 Writes benchmarks/results/pretrain_throughput{-PRESET}.{json,md}.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from results_io import paired_ratio, provenance, save  # noqa: E402
+from results_io import median_interval, paired_ratio, provenance, rotated_rounds, save  # noqa: E402
 
 
 def ours(args, work: Path):
@@ -96,9 +97,11 @@ def trainer(args, work: Path):
             "final_loss": next(h["loss"] for h in reversed(run.state.log_history) if "loss" in h)}
 
 
-def median_run(results):
+def summarised(results):
+    """One run's rounds: tokens/s as a median with its interval, the median round's loss."""
     ranked = sorted(results, key=lambda r: r["tokens_per_s"])
-    return {**ranked[len(ranked) // 2], "all_tokens_per_s": [r["tokens_per_s"] for r in results]}
+    return {**ranked[len(ranked) // 2], "tokens_per_s": median_interval([r["tokens_per_s"] for r in results]),
+            "every_round": results}
 
 
 def markdown(report):
@@ -106,11 +109,11 @@ def markdown(report):
     lines = [f"# Pretraining throughput ({report['preset']}, {report['machine']})", "", f"`{report['command']}`", "",
              f"Batch: {report['micro_batch']} sequences x {report['seq_len']} tokens, {report['batch_tokens']:,} "
              f"tokens per step, {report['steps']} steps, one process.", "",
-             "| run | median tokens/s | every run | train loss, last 10 steps |", "|---|---:|---|---:|",
-             f"| zhwiki-llm pretrain | {ours_row['tokens_per_s']:,} | {ours_row['all_tokens_per_s']} | "
-             f"{ours_row['final_loss']:.3f} |",
-             f"| transformers Trainer | {trainer_row['tokens_per_s']:,} | {trainer_row['all_tokens_per_s']} | "
-             f"{trainer_row['final_loss']:.3f} |",
+             f"| run | tokens/s, median ({ours_row['tokens_per_s']['coverage']:.1%} interval) | train loss, "
+             "last 10 steps |", "|---|---:|---:|",
+             *(f"| {name} | {row['tokens_per_s']['median']:,.0f} ({row['tokens_per_s']['interval'][0]:,.0f}–"
+               f"{row['tokens_per_s']['interval'][1]:,.0f}) | {row['final_loss']:.3f} |"
+               for name, row in (("zhwiki-llm pretrain", ours_row), ("transformers Trainer", trainer_row))),
              "", f"Ratio ours / Trainer, round by round: **{report['ratio']['median']:.2f}×** "
              f"({report['ratio']['coverage']:.1%} interval {report['ratio']['interval'][0]:.2f}–"
              f"{report['ratio']['interval'][1]:.2f}, {report['ratio']['rounds']} rounds)"]
@@ -135,19 +138,22 @@ def main():
     if args.trainer_only:
         print(json.dumps(trainer(args, args.trainer_only)))
         return
+    def baseline(tmp):
+        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--trainer-only", tmp], cwd=REPO, check=True,
+                             capture_output=True, text=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
     runs = {"ours": [], "trainer": []}
-    for _ in range(args.repeats):
-        with tempfile.TemporaryDirectory() as tmp:
-            runs["ours"].append(ours(args, Path(tmp)))
-            baseline = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--trainer-only", tmp],
-                                      cwd=REPO, check=True, capture_output=True, text=True).stdout
-            runs["trainer"].append(json.loads(baseline.strip().splitlines()[-1]))
-        print({name: results[-1]["tokens_per_s"] for name, results in runs.items()}, flush=True)
-    ours_result, trainer_result = (median_run(runs[name]) for name in ("ours", "trainer"))
+    for number, in_order in rotated_rounds([("ours", lambda tmp: ours(args, Path(tmp))), ("trainer", baseline)],
+                                           args.repeats):
+        for name, run in in_order:
+            with tempfile.TemporaryDirectory() as tmp:
+                runs[name].append(run(tmp))
+        print(f"round {number}", {name: results[-1]["tokens_per_s"] for name, results in runs.items()}, flush=True)
+    ours_result, trainer_result = (summarised(runs[name]) for name in ("ours", "trainer"))
     report = {"preset": args.preset, **provenance(), "seq_len": args.seq_len, "micro_batch": args.micro_batch,
               "batch_tokens": args.batch_tokens, "steps": args.steps, "ours": ours_result, "trainer": trainer_result,
               "ratio": paired_ratio([r["tokens_per_s"] for r in runs["ours"]],
-                                    [r["tokens_per_s"] for r in runs["trainer"]])}
+                                    [r["tokens_per_s"] for r in runs["trainer"]]), "rounds": args.repeats}
     suffix = "" if args.preset == "demo" else f"-{args.preset}"
     save(f"pretrain_throughput{suffix}", report, markdown(report))
 

@@ -13,7 +13,11 @@ no HTTP, no prefill) with 1 row and with 16, at each --threads: the most any sch
 gain from 16 clients on this machine; each server (this tree's, and --baseline-rev's from a git
 worktree), started as users start it, at each --threads, with 1, 4 and 16 clients streaming their
 requests (stream_options.include_usage), as chat front-ends do. Time to first token is from a
-request's send to its first piece of text. Writes benchmarks/results/serve_throughput.{json,md}.
+request's send to its first piece of text. Every run takes a turn in each of --repeats rounds (the
+servers all started first and kept, the order rotating from round to round), so that a slow spell
+of a shared machine falls on all of them; a run's figures are medians over the rounds with their
+intervals (results_io.median_interval), and continuous batching against the earlier scheduler is
+the median of their ratios round by round. Writes benchmarks/results/serve_throughput.{json,md}.
 """
 import argparse
 import json
@@ -32,7 +36,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from results_io import module_in, provenance, save  # noqa: E402
+from results_io import median_interval, module_in, paired_ratio, provenance, rotated_rounds, save  # noqa: E402
 
 from workflow_scripts.lib.serving.continuous_batching import ContinuousBatch, RowSampling  # noqa: E402
 from workflow_scripts.lib.serving.generation import DEFAULTS, ReplyRequest, chat_prompt_ids, left_padded  # noqa: E402
@@ -153,19 +157,44 @@ def baseline_tree(revision):
     return folder
 
 
+def interval_text(figure, digits):
+    low, high = figure["interval"]
+    return f"{figure['median']:.{digits}f} ({low:.{digits}f}–{high:.{digits}f})"
+
+
 def markdown(report):
+    coverage = report["rows"][0]["tokens_per_s"]["coverage"]
     lines = [f"# Serving throughput ({report['machine']})", "", f"`{report['command']}`", "",
              f"{report['requests']} greedy chat requests of exactly {report['max_tokens']} new tokens each, "
-             f"streamed; the earlier scheduler is commit `{report['baseline_rev']}`'s server.", "",
-             "| run | threads | clients | tokens/s | × one client | time to first token (ms) | seconds |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    single = {(r["run"].split(",")[0], r["threads"]): r["tokens_per_s"] for r in report["rows"] if r["clients"] == 1}
+             f"streamed; the earlier scheduler is commit `{report['baseline_rev']}`'s server. {report['rounds']} "
+             f"rounds, every run in each, in a rotated order: medians, with their intervals of {coverage:.1%} "
+             "coverage in brackets.", "",
+             "| run | threads | clients | tokens/s | time to first token (ms) "
+             "| vs the earlier scheduler, round by round |",
+             "|---|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
-        ratio = r["tokens_per_s"] / single[(r["run"].split(",")[0], r["threads"])]
-        ttft = "" if r["ttft_ms"] is None else r["ttft_ms"]
-        lines.append(f"| {r['run']} | {r['threads']} | {r['clients']} | {r['tokens_per_s']} | {ratio:.1f} | {ttft} "
-                     f"| {r['seconds']} |")
+        ttft = interval_text(r["ttft_ms"], 0) if r["ttft_ms"] else ""
+        ratio = f"{interval_text(r['vs_earlier_scheduler'], 2)}×" if "vs_earlier_scheduler" in r else ""
+        lines.append(f"| {r['run']} | {r['threads']} | {r['clients']} | {interval_text(r['tokens_per_s'], 0)} "
+                     f"| {ttft} | {ratio} |")
     return "\n".join(lines) + "\n"
+
+
+def summarised(measured):
+    """Each run's rounds as medians with intervals; the servers' ratios to the earlier scheduler's."""
+    rows = []
+    for key, rounds in measured.items():
+        name, threads, clients = key
+        ttfts = [r["ttft_ms"] for r in rounds if r["ttft_ms"] is not None]
+        row = {"run": name, "threads": threads, "clients": clients,
+               "tokens_per_s": median_interval([r["tokens_per_s"] for r in rounds]),
+               "ttft_ms": median_interval(ttfts) if ttfts else None, "every_round": rounds}
+        if name == "continuous batching":
+            row["vs_earlier_scheduler"] = paired_ratio([r["tokens_per_s"] for r in rounds],
+                                                       [r["tokens_per_s"] for r in
+                                                        measured["earlier scheduler", threads, clients]])
+        rows.append(row)
+    return rows
 
 
 def main():
@@ -175,29 +204,40 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--baseline-rev", default="8d4f637", help="the commit whose server is the earlier scheduler")
+    ap.add_argument("--repeats", type=int, default=5, help="rounds")
     args = ap.parse_args()
     model_dir = args.model.resolve()
     questions = prompts(args.requests)
-    rows = [direct(model_dir, questions, args.max_tokens, batch, max(args.threads)) for batch in (1, 16)]
-    rows += [decode_steps(model_dir, questions, args.max_tokens, batch, threads) for threads in args.threads
-             for batch in (1, 16)]
+    top = max(args.threads)
+    runs = [(("generate, one at a time", top, 1), lambda: direct(model_dir, questions, args.max_tokens, 1, top)),
+            (("generate, batches of 16", top, 16), lambda: direct(model_dir, questions, args.max_tokens, 16, top))]
+    runs += [((f"decode step alone, {rows} {'row' if rows == 1 else 'rows'}", threads, rows),
+              lambda rows=rows, threads=threads: decode_steps(model_dir, questions, args.max_tokens, rows, threads))
+             for threads in args.threads for rows in (1, 16)]
     baseline = baseline_tree(args.baseline_rev)
+    servers = []
     try:
         for tree, name in ((REPO, "continuous batching"), (baseline, "earlier scheduler")):
             for threads in args.threads:
                 process, url = start_server(tree, model_dir, threads)
-                try:
-                    streamed_request(url, model_dir.name, questions[0], 4)  # lazy initialisation
-                    for clients in CLIENTS:
-                        rows.append(served(name, url, model_dir.name, questions, args.max_tokens, clients, threads))
-                        print(rows[-1], flush=True)
-                finally:
-                    process.terminate()
-                    process.wait()
+                servers.append(process)
+                streamed_request(url, model_dir.name, questions[0], 4)  # lazy initialisation
+                runs += [((name, threads, clients),
+                          lambda name=name, url=url, threads=threads, clients=clients:
+                          served(name, url, model_dir.name, questions, args.max_tokens, clients, threads))
+                         for clients in CLIENTS]
+        measured = {key: [] for key, _ in runs}
+        for number, in_order in rotated_rounds(runs, args.repeats):
+            for key, run in in_order:
+                measured[key].append(run())
+                print(f"round {number}", measured[key][-1], flush=True)
     finally:
+        for process in servers:
+            process.terminate()
+            process.wait()
         subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], cwd=REPO, check=False)
     report = {**provenance(), "requests": args.requests, "max_tokens": args.max_tokens,
-              "baseline_rev": args.baseline_rev, "rows": rows}
+              "baseline_rev": args.baseline_rev, "rounds": args.repeats, "rows": summarised(measured)}
     save("serve_throughput", report, markdown(report))
 
 

@@ -201,16 +201,17 @@ def test_developer_is_system_and_penalties_and_bias_steer_the_tokens(client, bui
         messages=[{"role": role, "content": "你是乐于助人的助手。"}, {"role": "user", "content": PROMPTS[0]}])
         .choices[0].message.content for role in ("system", "developer"))
     assert as_system == as_developer and as_system
-    # The fields reach the rows (test_continuous_batching holds the rows to OpenAI's definition): the
-    # penalised replies differ from the plain ones, and repeat their most frequent token no more.
+    # The fields reach the rows (test_continuous_batching holds the rows to OpenAI's definition). The
+    # demo model's greedy choices are too sure for +2 to change more than a name here and there, but
+    # -2, which OpenAI allows, makes the replies repeat themselves several times over.
     plain = {"model": "base_model", "max_tokens": 30, "temperature": 0, "logprobs": 0,
              "extra_body": {"repetition_penalty": 1.0, "ignore_eos": True}}
-    replies = [[client.completions.create(**plain, prompt=prompt, **penalties).choices[0].logprobs.tokens
-                for prompt in ("，，，", "的的的", "。", "市市市")]
-               for penalties in ({}, {"frequency_penalty": 2.0, "presence_penalty": 2.0})]
-    assert replies[0] != replies[1]
-    assert all(max(collections.Counter(penalised).values()) <= max(collections.Counter(unpenalised).values())
-               for unpenalised, penalised in zip(*replies))
+    repeats = [sum(max(collections.Counter(client.completions.create(**plain, prompt=prompt, **penalties)
+                                           .choices[0].logprobs.tokens).values())
+                   for prompt in ("，，，", "的的的", "。", "市市市"))
+               for penalties in ({}, {"frequency_penalty": 2.0, "presence_penalty": 2.0},
+                                 {"frequency_penalty": -2.0, "presence_penalty": -2.0})]
+    assert repeats[1] <= repeats[0] and repeats[2] >= 2 * repeats[0]
     from transformers import AutoTokenizer
     [city] = AutoTokenizer.from_pretrained(built / "results" / "base_model").encode("市", add_special_tokens=False)
     biased = client.completions.create(model="base_model", prompt="安宁", max_tokens=3, temperature=0,
