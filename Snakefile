@@ -34,6 +34,7 @@ wildcard_constraints:
     fetched="|".join(map(re.escape, FETCHES)) or "(?!)",
     kind="sft|dpo",
     gguf_type="|".join(config["export"]["types"]),
+    point=r"d\d+-c[0-9.e]+-lr[0-9.e-]+-b\d+-s\d+",
 
 
 include: "rules/data.smk"
@@ -43,6 +44,7 @@ include: "rules/training.smk"
 include: "rules/continued.smk"
 include: "rules/eval.smk"
 include: "rules/export.smk"
+include: "rules/scaling.smk"
 include: "rules/stage_targets.smk"
 include: "rules/slurm.smk"
 

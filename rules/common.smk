@@ -15,8 +15,9 @@ from workflow_scripts.lib.workflow.workflow_config import (CONTINUED_EXPANSION_K
                                                            corpus_files, corpus_weights, data_sources, extra_corpora,
                                                            fetched_key, launcher, mirrored, multiple_choice_inputs,
                                                            part_settings, run_fetches, run_models, sample_files,
-                                                           source_input, source_path, threads_per_process,
-                                                           training_allocation, url_key, validate_config)
+                                                           source_input, source_path, sweep_points, sweep_settings,
+                                                           threads_per_process, training_allocation, url_key,
+                                                           validate_config)
 
 
 def all_cores():
@@ -51,7 +52,8 @@ def sft_replay_input():
 def stage_benchmarks(wildcards):
     """The benchmark TSV of every job run_summary depends on: its wall time per stage."""
     paths = set()
-    not_in_run = {"run_summary", "gguf_file", "ollama_modelfile"}  # export comes after the run (target gguf)
+    # export comes after the run (target gguf); the sweep and its fit are runs of their own (target scaling)
+    not_in_run = {"run_summary", "gguf_file", "ollama_modelfile", "sweep_point", "sweep", "scaling", "budget_preset"}
     not_in_run |= {rule for rule in ("dpo_model", "continued_model") if rule not in MODELS}
     not_in_run |= {"expand_vocab"} if "continued_model" not in MODELS else set()
     not_in_run |= {"knowledge_model"} if not FACTS else set()
@@ -97,6 +99,7 @@ FACTS = config["eval"]["facts"]
 FETCHES = {fetched_key(entry): entry for entry in data_sources(config) if "url" in entry}
 CHAT_KINDS = ["sft"] + (["dpo"] if "dpo_model" in MODELS else [])
 RUN_FETCHES = run_fetches(config, CHAT_KINDS)
+SWEEP_POINTS = sweep_points(config["scaling"])
 EXPORT_MODELS = [model for model in config["export"]["models"] if model in MODELS]
 EXPORT_CHAT_MODEL = "dpo_model" if "dpo_model" in EXPORT_MODELS else "sft_model"
 EXPORT_CHAT_TYPE = "q8_0" if "q8_0" in config["export"]["types"] else "f16"

@@ -1,5 +1,13 @@
 # Model training: pretraining from scratch on the token shards, then chat fine-tuning (SFT).
 
+# The pretraining command of base_model and of each point of the scaling sweep.
+PRETRAIN_COMMAND = (
+    "OMP_NUM_THREADS={params.threads_per_process} {params.launcher} -m workflow_scripts.training.pretrain --tokens $(dirname {input.tokens})"
+    " --tokenizer {input.tokenizer} {params.options} --checkpoint-root {params.checkpoints}"
+    " --out {output.model} --metrics {output.metrics} --plot {output.plot} --summary {output.summary}"
+    " --log {log}"
+)
+
 
 rule base_model:
     input:
@@ -30,10 +38,39 @@ rule base_model:
     conda:
         "../envs/training.yaml"
     shell:
-        "OMP_NUM_THREADS={params.threads_per_process} {params.launcher} -m workflow_scripts.training.pretrain --tokens $(dirname {input.tokens})"
-        " --tokenizer {input.tokenizer} {params.options} --checkpoint-root {params.checkpoints}"
-        " --out {output.model} --metrics {output.metrics} --plot {output.plot} --summary {output.summary}"
-        " --log {log}"
+        PRETRAIN_COMMAND
+
+
+# One point of the scaling sweep (config scaling, rules/scaling.smk): the pretraining of base_model
+# at the point's depth, budget, learning rate, batch and seed.
+rule sweep_point:
+    input:
+        tokens=rules.tokens_index.output.index.format(tokens="tokens"),
+        tokenizer=rules.tokenizer.output.tokenizer,
+    output:
+        model=directory("results/sweep/{point}/model"),
+        metrics="results/sweep/{point}/metrics.jsonl",
+        plot="results/sweep/{point}/loss.png",
+        summary="results/sweep/{point}/summary.json",
+    params:
+        launcher=launcher(config["pretrain"]),
+        options=lambda wildcards: cli_options(sweep_settings(config, wildcards.point),
+                                              skip=("processes", "gpus", "nodes")),
+        threads_per_process=threads_per_process(config["pretrain"]),
+        # Checkpoints live outside the rule's outputs, where a failed job does not remove them.
+        checkpoints=lambda wildcards: f"results/checkpoints/sweep/{wildcards.point}",
+        code=code_fingerprint("training.pretrain", "training.launch"),
+    log:
+        "results/logs/sweep/{point}.log",
+    benchmark:
+        "results/benchmarks/sweep/{point}.tsv"
+    threads: ALL_CORES
+    resources:
+        **training_allocation(config["pretrain"]),
+    conda:
+        "../envs/training.yaml"
+    shell:
+        PRETRAIN_COMMAND
 
 
 rule chat_data_kind:

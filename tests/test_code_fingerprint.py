@@ -13,7 +13,7 @@ from workflow_scripts.lib.workflow.code_fingerprint import (ON_IMPORT, PACKAGE_C
                                                             module_file)
 
 # The phases of rules/*.smk, each a folder of stage modules (one per rule), and the serving tools
-PHASES = ("data", "tokenizer", "fetch", "training", "continued", "eval", "export")
+PHASES = ("data", "tokenizer", "fetch", "training", "continued", "eval", "export", "scaling")
 STAGES = sorted(f"{path.parent.name}.{path.stem}" for phase in PHASES for path in (ROOT / phase).glob("*.py")
                 if 'stage_cli("' in path.read_text()) + ["training.launch"]
 MODULES = sorted(".".join(path.relative_to(ROOT).with_suffix("").parts) for path in ROOT.rglob("*.py")

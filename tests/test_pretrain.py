@@ -152,22 +152,44 @@ def test_pretraining_reads_a_later_epoch_on_its_moved_grid(data):
     assert epoch == 1 and job.micro_batch(step)[0][0].tolist() == moved != windows.read(index)[:-1].tolist()
 
 
-@pytest.mark.parametrize("preset", ["demo", "0.5b"])  # 0.5b: grouped-query attention
+@pytest.mark.parametrize("preset", ["demo", "0.5b", "d3"])  # 0.5b: grouped-query attention
 def test_flops_per_token_counts_every_matmul_weight_and_attention(preset):
     """MFU's numerator: 6 FLOPs per weight of every matmul (the output layer too, the input
     embedding, a lookup, not) and 12 per layer, width and position for attention scores."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from workflow_scripts.lib.training.model_presets import PRESETS
     from workflow_scripts.lib.training.metrics import model_flops_per_token
+    from workflow_scripts.lib.model_shapes import shape
 
-    config = LlamaConfig(**PRESETS[preset], vocab_size=8192, tie_word_embeddings=False)
+    config = LlamaConfig(**shape(preset), vocab_size=8192, tie_word_embeddings=False)
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
     matmul_weights = sum(p.numel() for name, p in model.named_parameters() if p.dim() == 2 and "embed" not in name)
     attention = 12 * config.num_hidden_layers * config.hidden_size * 512
     assert model_flops_per_token(config, 512) == 6 * matmul_weights + attention
 
+
+
+def test_depth_is_one_knob_that_grows_width_and_depth_together():
+    """d<N>: N layers of width 64 N, heads of 64, SwiGLU 8/3 as wide; d12 is the 0.1b preset, and the
+    non-embedding parameters grow as 12 N^3 (the blocks' 12 width^2 per layer) plus the norms."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from workflow_scripts.lib.training.model_presets import non_embedding_parameters
+    from workflow_scripts.lib.model_shapes import PRESETS, shape
+
+    assert shape("d12") == PRESETS["0.1b"]
+    sizes = {}
+    for depth in (2, 4, 8):
+        config = LlamaConfig(**shape(f"d{depth}"), vocab_size=4096, tie_word_embeddings=True)
+        assert config.hidden_size == 64 * depth and config.num_hidden_layers == depth
+        assert config.hidden_size // config.num_attention_heads == 64
+        with torch.device("meta"):
+            sizes[depth] = non_embedding_parameters(LlamaForCausalLM(config))
+        width = 64 * depth
+        blocks = depth * (4 * width * width + 3 * width * config.intermediate_size)
+        assert sizes[depth] == blocks + (2 * depth + 1) * width  # and the RMSNorm weights
+    assert 7 < sizes[8] / sizes[4] < 8.5 and 7 < sizes[4] / sizes[2] < 9
 
 def test_throughput_leaves_out_the_evaluations_between_steps(tmp_path):
     """Step 3 follows a 2-second evaluation; its tokens/s is the step's own, not the pause's."""
@@ -270,7 +292,7 @@ def test_changed_settings_do_not_resume_an_old_run(data, one_process, tmp_path):
 
 def test_an_edited_preset_does_not_resume_the_old_shapes_run(data, one_process, tmp_path):
     shutil.copytree(one_process[0] / "checkpoints", tmp_path / "checkpoints")
-    narrower = "import runpy, sys; from workflow_scripts.lib.training.model_presets import PRESETS; " \
+    narrower = "import runpy, sys; from workflow_scripts.lib.model_shapes import PRESETS; " \
         "PRESETS['demo'].update(hidden_size=64, intermediate_size=176); " \
         "sys.argv[0] = 'pretrain'; runpy.run_module('workflow_scripts.training.pretrain', run_name='__main__')"
     command = [sys.executable, "-c", narrower] + pretrain_command(data, tmp_path)[8:] + \

@@ -1,7 +1,7 @@
 """The workflow through --profile profiles/slurm on a real SLURM with accounting (.ci/slurm_up.sh:
 partition cpu, this machine as one node; partition pair, two slurmd on it): the pre-flight check,
 the demo's group jobs and pretraining, a failing rule, pretraining across two nodes, a training job
-cancelled mid-run and resumed, and a run with accounting down.
+cancelled mid-run and resumed, a point of the scaling sweep, and a run with accounting down.
 
 Skipped where SLURM does not answer, unless REQUIRE_SLURM is set (CI sets it). Every Snakemake run
 has a hard timeout: SLURM's failure modes are hangs."""
@@ -19,6 +19,7 @@ import yaml
 
 from conftest import REPO, copy_workflow
 from workflow_scripts.lib.workflow import slurm_cluster
+from workflow_scripts.lib.workflow.workflow_config import sweep_points
 
 SET_UP_HERE = "cpu" in (slurm_cluster.read_cluster() or {})
 pytestmark = pytest.mark.skipif(not (os.environ.get("REQUIRE_SLURM") or SET_UP_HERE),
@@ -242,6 +243,19 @@ def cancel_after_first_checkpoint(workdir, timeout_s=300):
         time.sleep(0.5)
     pytest.fail("base_model never wrote a checkpoint on SLURM")
 
+
+
+def test_a_sweep_point_is_a_slurm_job_of_its_own(demo_on_slurm):
+    """One point of the scaling sweep (docs/scaling.md) on the demo's token shards: its own job,
+    with the training rules' asks, pretraining the point's depth for the steps its budget buys."""
+    workdir = demo_on_slurm[0]
+    overlay = {**fitted(), "scaling": {"depths": [1], "flops": [1.0e11], "batch_tokens": [8192]}}
+    [point] = sweep_points({**yaml.safe_load((workdir / "config.yaml").read_text())["scaling"], **overlay["scaling"]})
+    returncode, out = run_on_slurm(workdir, f"results/sweep/{point}/summary.json", overlay, timeout_s=300)
+    assert returncode == 0, out[-4000:]
+    assert len(slurm_jobs(workdir, "sweep_point")) == 1
+    summary = json.loads((workdir / f"results/sweep/{point}/summary.json").read_text())
+    assert summary["preset"] == "d1" and summary["steps"] >= 4 and "val_loss" in summary
 
 @pytest.fixture
 def accounting_down():

@@ -18,6 +18,7 @@ from conftest import REPO, copy_workflow, snakemake
 from workflow_scripts.lib.corpus.signature_files import SignatureFiles
 from workflow_scripts.lib.stage_cli import StageError
 from workflow_scripts.lib.workflow import slurm_cluster
+from workflow_scripts.lib.workflow.workflow_config import sweep_points
 from workflow_scripts.training.launch import RENDEZVOUS_PORT, accelerate_command, claim_gpus
 
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -214,3 +215,12 @@ def test_the_profile_asks_are_lowered_to_the_declared_cluster(fake_slurm, workfl
     assert "threads: 4" in jobs["tokenizer:"] and "mem_mb=30000" in jobs["tokenizer:"]
     assert "runtime=240" in jobs["tokenizer:"] and "slurm_partition=cpu" in jobs["tokenizer:"]
     assert "mem_mb=8000" in jobs["extract_shard:"] and "runtime=60" in jobs["extract_shard:"]  # fits: kept
+
+
+def test_the_profile_plans_each_sweep_point_as_a_job_of_its_own(fake_slurm, workflow_dir):
+    """The scaling sweep through the profile: one job per point, each with the training rules' asks."""
+    plan = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "-n", "sweep"],
+                          cwd=workflow_dir, env=fake_slurm, capture_output=True, text=True, check=True).stdout
+    points = [block for block in plan.split("rule ")[1:] if block.startswith("sweep_point:")]
+    assert len(points) == len(sweep_points(yaml.safe_load((workflow_dir / "config.yaml").read_text())["scaling"]))
+    assert all("wildcards: point=d" in block and "runtime=" in block and "mem_mb=" in block for block in points)

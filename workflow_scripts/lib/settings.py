@@ -11,6 +11,7 @@ a rerun resumes) takes every setting that changes results.
 import argparse
 import dataclasses
 import functools
+import re
 from pathlib import Path
 
 import yaml
@@ -50,9 +51,12 @@ def changes_results(definition):
 
 
 def bounded(convert, definition, option):
-    """An argparse type that converts and checks the definition's range, naming the option."""
+    """An argparse type that converts and checks the definition's pattern and range, naming the option."""
     def parse(text):
         value = convert(text)
+        if "pattern" in definition and not re.search(definition["pattern"], value):
+            raise argparse.ArgumentTypeError(f"{option} {text} does not match {definition['pattern']} "
+                                             "(config/schema.yaml)")
         low, high = definition.get("minimum"), definition.get("maximum")
         above, below = definition.get("exclusiveMinimum"), definition.get("exclusiveMaximum")
         if ((low is not None and value < low) or (high is not None and value > high)

@@ -16,7 +16,8 @@ from transformers import AutoTokenizer
 
 from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.stage_cli import stage_cli
-from workflow_scripts.lib.training.model_presets import PRESETS, build_model
+from workflow_scripts.lib.training.model_presets import build_model
+from workflow_scripts.lib.model_shapes import shape
 from workflow_scripts.lib.training.token_training import add_token_training_arguments, train_on_tokens
 from workflow_scripts.lib.training.training import set_seed
 
@@ -34,7 +35,7 @@ def run(args, progress_stream):
     # old run's checkpoint into a model of another shape.
     train_on_tokens(vars(args), "pretrain", model, tokenizer, {"preset": args.preset},
                     f"pretraining ({args.preset}, {{engine}}, processes: {{world}})", progress_stream,
-                    architecture=PRESETS[args.preset])
+                    architecture=shape(args.preset))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import torch
 
 from workflow_scripts.lib.plots import training_curves
 from workflow_scripts.lib.training.engines import causal_lm_loss
+from workflow_scripts.lib.model_shapes import flops_per_token
 from workflow_scripts.lib.training.sft_data import IGNORE_INDEX
 
 # Dense bf16 peak of the accelerators MFU is reported for (tensor cores, no sparsity).
@@ -53,11 +54,9 @@ def evaluate(engine, batches, token_bytes=None):
 
 
 def model_flops_per_token(config, seq_len):
-    """6N for the matmuls plus the attention scores (nanochat's estimate); N excludes embeddings."""
-    h, layers, inter = config.hidden_size, config.num_hidden_layers, config.intermediate_size
-    kv = config.num_key_value_heads * (h // config.num_attention_heads)
-    per_layer = 2 * h * h + 2 * h * kv + 3 * h * inter
-    return 6 * (layers * per_layer + h * config.vocab_size) + 12 * layers * h * seq_len
+    """Training FLOPs per token of a model's config (model_shapes.flops_per_token)."""
+    return flops_per_token(config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
+                           config.num_key_value_heads, config.intermediate_size, config.vocab_size, seq_len)
 
 
 def peak_flops(world):

@@ -12,6 +12,7 @@ from workflow_scripts.lib.settings import add_settings, identity_settings, typed
 from workflow_scripts.lib.training.checkpoints import run_id
 from workflow_scripts.lib.training.engines import RunShape
 from workflow_scripts.lib.training.metrics import evaluate, model_flops_per_token
+from workflow_scripts.lib.training.model_presets import non_embedding_parameters
 from workflow_scripts.lib.training.token_data import Sampler, TokenWindows, token_byte_lengths, window_batches
 from workflow_scripts.lib.training.training import Job, Training, add_training_arguments, run_training
 
@@ -67,6 +68,8 @@ def train_on_tokens(options, section, model, tokenizer, summary, title, progress
     results and by `fingerprints`, its starting point."""
     run = typed(TokenRun, options)
     flops_per_token = model_flops_per_token(model.config, run.seq_len)
+    summary.update(parameters=model.num_parameters(), non_embedding_parameters=non_embedding_parameters(model),
+                   flops_per_token=flops_per_token)
     if run.compile:
         model = torch.compile(model)
     shape = RunShape.derive(run.global_batch_tokens, run.micro_batch, run.seq_len, int(os.environ.get("WORLD_SIZE", 1)))
@@ -78,7 +81,7 @@ def train_on_tokens(options, section, model, tokenizer, summary, title, progress
 
     run_dir = run.checkpoint_root / run_id(identity_settings(options, section), **fingerprints,
                                            data=data_fingerprint(read_json(run.tokens / "index.json")))
-    summary.update(parameters=model.num_parameters(), tokens_per_step=shape.tokens_per_step,
+    summary.update(tokens_per_step=shape.tokens_per_step,
                    gradient_accumulation=shape.accumulation)
     run_training(typed(Training, options), model, (shape.micro_batch, shape.accumulation), make_job, run_dir,
                  tokenizer, summary, title, progress_stream, prepare)

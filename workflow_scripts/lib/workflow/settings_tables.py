@@ -28,6 +28,8 @@ def flow(value):
         return "[" + ", ".join(map(flow, value)) + "]"
     if isinstance(value, bool) or value is None:
         return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, float) and abs(value) >= 1e6:
+        return f"{value:.6g}".replace("e+", "e")  # 1e12, not 1000000000000.0
     return '""' if value == "" else str(value)
 
 

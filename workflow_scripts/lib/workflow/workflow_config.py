@@ -4,6 +4,7 @@ the helpers the rules build their commands and paths with. Plain Python, for rul
 import contextlib
 import glob
 import hashlib
+import itertools
 import json
 import re
 import shlex
@@ -14,6 +15,7 @@ import yaml
 
 from workflow_scripts.lib.http_fetch import is_archive, url_file_name
 from workflow_scripts.lib.settings import definitions, resolved
+from workflow_scripts.lib.model_shapes import flops_per_token, padded_vocab, shape
 
 
 class ConfigError(Exception):
@@ -48,6 +50,7 @@ def validate_config(cfg, schema_path, targets):
     check_fetched_checksums(data_sources(cfg))
     check_context_lengths(cfg)
     check_targets_have_their_preset(cfg, targets)
+    check_sweep(cfg)
 
 
 def check_targets_have_their_preset(cfg, targets):
@@ -313,3 +316,58 @@ def run_fetches(cfg, chat_kinds):
     the multiple-choice sets given by URL."""
     entries = [entry for kind in chat_kinds for entry in as_entries(cfg[kind]["data"])]
     return sorted({fetched_key(entry) for entry in entries + cfg["eval"]["multiple_choice"] if "url" in entry})
+
+
+SWEEP_POINT = re.compile(r"d(\d+)-c([0-9.e]+)-lr([0-9.e-]+)-b(\d+)-s(\d+)")
+MIN_SWEEP_STEPS = 4  # below this a point is mostly warm-up, and its loss says little
+
+
+def number_label(value):
+    """A number as part of a path: 1e+11 as 1e11, 1e-05 as 1e-5, 0.003 as 0.003."""
+    mantissa, _, exponent = f"{value:.6g}".partition("e")
+    return mantissa + (f"e{int(exponent)}" if exponent else "")
+
+
+def sweep_points(scaling):
+    """The names of the grid's points (results/sweep/<name>/): every depth, FLOP budget, learning
+    rate, batch and seed of the `scaling` section."""
+    grid = itertools.product(scaling["depths"], scaling["flops"], scaling["lrs"], scaling["batch_tokens"],
+                             scaling["seeds"])
+    return [f"d{depth}-c{number_label(flops)}-lr{number_label(lr)}-b{batch}-s{seed}"
+            for depth, flops, lr, batch, seed in grid]
+
+
+def sweep_point(name):
+    """A point's depth, FLOP budget, learning rate, batch tokens and seed, from its name."""
+    depth, flops, lr, batch, seed = SWEEP_POINT.fullmatch(name).groups()
+    return {"depth": int(depth), "budget_flops": float(flops), "lr": float(lr), "batch_tokens": int(batch),
+            "seed": int(seed)}
+
+
+def sweep_settings(cfg, name):
+    """The pretrain section as one point of the sweep trains: its depth, learning rate, batch and
+    seed, as many whole steps as its FLOP budget buys at the tokenizer's vocabulary size, warm-up
+    for a share of them, and one evaluation, at the end."""
+    point, settings = sweep_point(name), dict(cfg["pretrain"])
+    per_token = flops_per_token(**shape(f"d{point['depth']}"), vocab_size=padded_vocab(cfg["tokenizer"]["vocab_size"]),
+                                seq_len=settings["seq_len"])
+    steps = int(point["budget_flops"] // (per_token * point["batch_tokens"]))
+    settings.update(preset=f"d{point['depth']}", lr=point["lr"], global_batch_tokens=point["batch_tokens"],
+                    seed=point["seed"], max_steps=steps, eval_every=max(steps, 1),
+                    warmup_steps=round(cfg["scaling"]["warmup_share"] * steps))
+    return settings
+
+
+def check_sweep(cfg):
+    """Every point of the grid trains whole batches for a few steps at least."""
+    world = (cfg["pretrain"]["gpus"] or cfg["pretrain"]["processes"]) * cfg["pretrain"]["nodes"]
+    per_micro_step = cfg["pretrain"]["micro_batch"] * cfg["pretrain"]["seq_len"] * world
+    for batch in cfg["scaling"]["batch_tokens"]:
+        if batch % per_micro_step:
+            raise ConfigError(f"scaling.batch_tokens: {batch} is not a multiple of pretrain.micro_batch x seq_len x "
+                              f"processes (or gpus) x nodes = {per_micro_step}")
+    for name in sweep_points(cfg["scaling"]):
+        if sweep_settings(cfg, name)["max_steps"] < MIN_SWEEP_STEPS:
+            raise ConfigError(f"scaling.flops: point {name} buys fewer than {MIN_SWEEP_STEPS} steps of its batch; "
+                              "raise its budget or lower its depth or batch")
+
