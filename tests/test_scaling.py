@@ -16,8 +16,8 @@ from workflow_scripts.lib.workflow.workflow_config import sweep_points
 
 KNOWN = LossLaw(E=1.8, A=60.0, alpha=0.4, B=300.0, beta=0.35)
 VOCAB, SEQ_LEN = 2048, 256
-# Seconds per point on the built demo: depths 1-3 at two budgets, 4 to 38 steps each.
-TINY = {"scaling": {"depths": [1, 2, 3], "flops": [1.0e11, 2.0e11], "bootstrap": 20}}
+# Seconds per point on the built demo: two depths at one budget, 25 and 10 steps.
+TINY = {"scaling": {"depths": [2, 3], "flops": [2.5e11]}}
 
 
 def known_points(budgets, depths=(1, 2, 3, 4, 6, 8), noise=0.0, seed=0):
@@ -113,18 +113,19 @@ def planned(workdir, *args):
 
 @pytest.mark.slow
 def test_the_sweep_runs_its_grid_once_and_a_new_depth_only_adds_its_points(built, tmp_path):
+    """The fit and the chooser are the stages above on known points: here, the grid as Snakemake runs it."""
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     config = ["--configfile", "config.yaml", tmp_path / "tiny.yaml"]
-    snakemake(built, "budget_preset", *config)
+    snakemake(built, "sweep", *config)
     points = [json.loads(line) for line in (built / "results/sweep/points.jsonl").read_text().splitlines()]
     assert [p["point"] for p in points] == sweep_points({**yaml.safe_load((built / "config.yaml").read_text())[
-        "scaling"], **TINY["scaling"]})
-    assert all(p["val_loss"] < 8 and p["steps"] >= 4 for p in points)
-    assert "pretrain:" in (built / "results/scaling/budget.yaml").read_text()
-    assert planned(built, "budget_preset", *config) == []
-    (tmp_path / "deeper.yaml").write_text(yaml.safe_dump({"scaling": {**TINY["scaling"], "depths": [1, 2, 3, 4]}}))
+        "scaling"], **TINY["scaling"]}) == ["d2-c2.5e11-lr0.003-b2048-s0", "d3-c2.5e11-lr0.003-b2048-s0"]
+    assert [p["steps"] for p in points] == [25, 10] and all(p["val_loss"] < 8 for p in points)
+    assert points[1]["non_embedding_parameters"] > points[0]["non_embedding_parameters"]
+    assert planned(built, "sweep", *config) == []
+    (tmp_path / "deeper.yaml").write_text(yaml.safe_dump({"scaling": {**TINY["scaling"], "depths": [1, 2, 3]}}))
     assert planned(built, "sweep", "--configfile", "config.yaml", tmp_path / "deeper.yaml") == \
-        ["d4-c1e11-lr0.003-b2048-s0", "d4-c2e11-lr0.003-b2048-s0"]
+        ["d1-c2.5e11-lr0.003-b2048-s0"]
 
 
 def test_a_budget_too_small_for_a_point_is_one_line_naming_the_key(workflow_dir, tmp_path):
