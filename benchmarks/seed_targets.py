@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"base_corpus": "base model, facts in the corpus's phrasing",
            "base_held_out": "base model, facts in a held-out phrasing",
            "sft_keeps": "chat model keeps, share of the base model's corpus facts",
-           "sft_ends_turn": "chat answers ending with <|im_end|>"}
+           "sft_ends_turn": "chat answers ending with the end-of-turn token"}
 
 
 def workflow_copy(workdir: Path):
