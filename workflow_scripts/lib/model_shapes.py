@@ -39,17 +39,19 @@ def padded_vocab(tokens):
     return math.ceil(tokens / VOCAB_MULTIPLE) * VOCAB_MULTIPLE
 
 
-def flops_per_token(hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads, intermediate_size,
-                    vocab_size, seq_len):
+def matmul_weights(hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads, intermediate_size):
+    """Weights of a shape's blocks' matrix products: attention (grouped keys and values) and SwiGLU."""
+    h = hidden_size
+    kv = num_key_value_heads * (h // num_attention_heads)
+    return num_hidden_layers * (2 * h * h + 2 * h * kv + 3 * h * intermediate_size)
+
+
+def flops_per_token(vocab_size, seq_len, **sizes):
     """6N for the matmuls plus the attention scores (nanochat's estimate); N excludes embeddings."""
-    h, layers, inter = hidden_size, num_hidden_layers, intermediate_size
-    kv = num_key_value_heads * (h // num_attention_heads)
-    per_layer = 2 * h * h + 2 * h * kv + 3 * h * inter
-    return 6 * (layers * per_layer + h * vocab_size) + 12 * layers * h * seq_len
+    h, layers = sizes["hidden_size"], sizes["num_hidden_layers"]
+    return 6 * (matmul_weights(**sizes) + h * vocab_size) + 12 * layers * h * seq_len
 
 
-def non_embedding_size(hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads, intermediate_size):
+def non_embedding_size(**sizes):
     """Parameters of a shape's blocks and norms (model_presets.non_embedding_parameters counts a built model's)."""
-    h, layers = hidden_size, num_hidden_layers
-    kv = num_key_value_heads * (h // num_attention_heads)
-    return layers * (2 * h * h + 2 * h * kv + 3 * h * intermediate_size) + (2 * layers + 1) * h
+    return matmul_weights(**sizes) + (2 * sizes["num_hidden_layers"] + 1) * sizes["hidden_size"]

@@ -55,8 +55,9 @@ def evaluate(engine, batches, token_bytes=None):
 
 def model_flops_per_token(config, seq_len):
     """Training FLOPs per token of a model's config (model_shapes.flops_per_token)."""
-    return flops_per_token(config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
-                           config.num_key_value_heads, config.intermediate_size, config.vocab_size, seq_len)
+    sizes = {key: getattr(config, key) for key in ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                                                   "num_key_value_heads", "intermediate_size")}
+    return flops_per_token(config.vocab_size, seq_len, **sizes)
 
 
 def peak_flops(world):
