@@ -3,7 +3,7 @@ preset, the demo chain at 20 times the CPU's pretraining tokens with its fact pr
 choice, and SFT and decoding throughput. Started by benchmarks/gpu_check.sh:
 
     snakemake --cores all tokens chat_data        # here: the demo's tokenizer, tokens and chat data
-    bash benchmarks/gpu_check.sh                  # there (about 7 minutes on one H100 or H200)
+    bash benchmarks/gpu_check.sh                  # there (about 10 minutes on one H100 or H200)
     bash benchmarks/gpu_check.sh --smoke          # anywhere, in tiny sizes (tests/test_gpu_check.py)
 
 Every step runs a stage's own CLI (workflow_scripts.training.pretrain, sft, knowledge, multiple_choice), as
@@ -18,12 +18,21 @@ users run; Snakemake itself need not be installed there.
    chance) and the demo multiple choice for both models.
 3. SFT tokens/s from its summary, and the server's decode step (lib.serving.continuous_batching) with 1 and
    16 rows on the SFT model.
-Writes OUT/gpu_check.json and OUT/gpu_check.md, and says what to change next where MFU falls
-short of 45 %.
+4. A sweep step that extends the committed CPU scaling sweep (benchmarks/results/scaling.md, up to
+   4e12 FLOPs) with depths 4, 6 and 8 at 10 and 25 times its largest budget, each point trained with
+   the settings rule sweep_point gives it (lib.workflow.workflow_config.sweep_settings: steps from the
+   budget, one evaluation at the end) on the sweep's own tokens (--sweep-data: the novels' tokenizer/
+   and tokens/ that benchmarks/scaling_fit.py built, 2.1 M training tokens, which no point sees more
+   than twice). Its points go to OUT/sweep_points.jsonl through the sweep's own table stage
+   (scaling.sweep_points), which the fit takes beside the sweep's (config scaling.extra_points).
+A variant or sweep point that fails is recorded with its log's last line and the check goes on, so
+one missing library does not cost the rest of a lent GPU's minutes. Writes OUT/gpu_check.json and
+OUT/gpu_check.md, and says what to change next where MFU falls short of 45 %.
 """
 import argparse
 import importlib.util
 import json
+import shlex
 import subprocess
 from collections import Counter
 import sys
@@ -31,6 +40,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -38,6 +48,7 @@ from results_io import provenance  # noqa: E402
 from serve_throughput import decode_steps, prompts  # noqa: E402
 
 from workflow_scripts.lib.settings import definitions  # noqa: E402
+from workflow_scripts.lib.workflow.workflow_config import cli_options, sweep_points, sweep_settings  # noqa: E402
 
 MFU_TARGET = 0.45
 # Times the tokens of the demo config's pretraining: 49 M tokens, 750 steps of 65,536 (100 times the
@@ -46,19 +57,31 @@ CHAIN_TOKENS = 20
 SIZES = {
     "gpu": {"throughput": {"preset": "0.1b", "seq_len": 1024, "micro_batch": 32, "batch_tokens": 65536, "steps": 30},
             "chain": {"preset": "26m", "seq_len": 256, "micro_batch": 64, "batch_tokens": 65536, "lr": 1e-3},
+            "sweep": {"depths": [4, 6, 8], "flops": [4e13, 1e14], "lrs": [0.003], "batch_tokens": [16384],
+                      "seeds": [0], "micro_batch": 64},
             "sft_steps": 0, "facts_per_relation": 0, "requests": 64, "new_tokens": 64},
     "smoke": {"throughput": {"preset": "demo", "seq_len": 64, "micro_batch": 2, "batch_tokens": 256, "steps": 4},
               "chain": {"preset": "demo", "seq_len": 64, "micro_batch": 4, "batch_tokens": 256, "lr": 3e-3,
                         "steps": 4},
+              "sweep": {"depths": [1], "flops": [4e10], "lrs": [0.003], "batch_tokens": [2048], "seeds": [0],
+                        "micro_batch": 8},
               "sft_steps": 3, "facts_per_relation": 3, "requests": 4, "new_tokens": 4},
 }
+# On a CPU the ZeRO-2 run goes without torch.compile: its cold compile of a second graph cost 35 s of
+# the smoke test's 190 s on 2 cores, and the sdpa run already compiles.
+ZERO_COMPILE = ("--compile",) if torch.cuda.is_available() else ("--no-compile",)
 def stage(name, *args, log, launcher=(sys.executable, "-m")):
     """Runs workflow_scripts.<name> with these arguments; its seconds. A failure stops the check."""
     command = [*launcher, f"workflow_scripts.{name}", *map(str, args), "--log", str(log)]
     started = time.perf_counter()
     if subprocess.run(command, cwd=REPO).returncode:
-        raise SystemExit(f"{name} failed; its log: {log}\n{log.read_text()[-3000:] if log.exists() else ''}")
+        last = log.read_text().strip().splitlines()[-1:] if log.exists() else []
+        raise StageFailed(f"{name} failed ({log}): {''.join(last)[-300:]}")
     return round(time.perf_counter() - started, 1)
+
+
+class StageFailed(Exception):
+    """A stage's CLI exited with an error; the message names its log and gives its last line."""
 
 
 def pretrain(work, name, sizes, data, *options, launcher=(sys.executable, "-m")):
@@ -77,15 +100,23 @@ def pretrain(work, name, sizes, data, *options, launcher=(sys.executable, "-m"))
 
 def throughput_runs(work, sizes, data):
     """The pretrain variants this machine can run, each one's summary."""
-    runs = [pretrain(work, "sdpa", sizes, data, "--attention", "sdpa", "--no-compile"),
-            pretrain(work, "sdpa + compile", sizes, data, "--attention", "sdpa", "--compile")]
+    variants = [("sdpa", "--attention", "sdpa", "--no-compile"), ("sdpa + compile", "--attention", "sdpa", "--compile")]
     if importlib.util.find_spec("flash_attn"):
-        runs.append(pretrain(work, "flash_attention_2 + compile", sizes, data, "--attention", "flash_attention_2",
-                             "--compile"))
+        variants.append(("flash_attention_2 + compile", "--attention", "flash_attention_2", "--compile"))
+    runs = [attempted(pretrain, work, name, sizes, data, *options) for name, *options in variants]
     if importlib.util.find_spec("deepspeed"):
-        runs.append(pretrain(work, "ZeRO-2 + compile", sizes, data, "--engine", "deepspeed", "--zero-stage", 2,
-                             "--compile", launcher=workflow_launcher()))
+        name = "ZeRO-2" + (" + compile" if "--compile" in ZERO_COMPILE else "")
+        runs.append(attempted(pretrain, work, name, sizes, data, "--engine", "deepspeed", "--zero-stage", 2,
+                              *ZERO_COMPILE, launcher=workflow_launcher()))
     return runs
+
+
+def attempted(run, work, name, *args, **kwargs):
+    """run(work, name, ...), or {"run": name, "error": ...} where it failed."""
+    try:
+        return run(work, name, *args, **kwargs)
+    except StageFailed as failure:
+        return {"run": name, "error": str(failure)}
 
 
 def workflow_launcher():
@@ -152,6 +183,38 @@ def chain(work, sizes, data, sft_steps, facts):
             "sft": {"seconds": seconds, **summary, **evaluated(work, sft / "model", "chat", facts)}}
 
 
+def sweep(work, out, grid, data):
+    """The sweep step: each point of `grid` pretrained with the settings rule sweep_point gives it,
+    then the sweep's table stage over those that finished; its rows and the points that failed."""
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["tokenizer"]["vocab_size"] = json.loads((data / "tokens/index.json").read_text())["vocab_size"]
+    cfg["scaling"].update(grid)
+    root, timings = work / "sweep", work / "sweep-benchmarks"
+    timings.mkdir(parents=True)
+    finished, failed = [], []
+    for name in sweep_points(cfg["scaling"]):
+        settings = {**sweep_settings(cfg, name), "micro_batch": grid["micro_batch"]}
+        folder = root / name
+        try:
+            seconds = stage("training.pretrain", "--tokens", data / "tokens", "--tokenizer", data / "tokenizer",
+                            *shlex.split(cli_options(settings, skip=("processes", "gpus", "nodes"))),
+                            "--checkpoint-root", work / "sweep-checkpoints" / name, "--out", folder / "model",
+                            "--metrics", folder / "metrics.jsonl", "--plot", folder / "loss.png",
+                            "--summary", folder / "summary.json", log=folder.with_suffix(".log"))
+        except StageFailed as failure:
+            failed.append({"point": name, "error": str(failure)})
+            continue
+        # The table stage reads each point's wall time from its Snakemake benchmark file (column s).
+        (timings / f"{name}.tsv").write_text(f"s\n{seconds}\n")
+        finished.append(name)
+    if not finished:
+        return {"points": [], "failed": failed}
+    table = out / "sweep_points.jsonl"
+    stage("scaling.sweep_points", "--root", root, "--points", *finished, "--benchmarks", timings,
+          "--tokens", data / "tokens", "--out", table, "--markdown", out / "sweep_points.md", log=work / "sweep.log")
+    return {"points": [json.loads(line) for line in table.read_text().splitlines()], "failed": failed}
+
+
 def decoding(model, requests, new_tokens):
     """The server's decode step with 1 and with 16 rows (serve_throughput.decode_steps)."""
     questions = prompts(requests)
@@ -188,6 +251,9 @@ def markdown(report):
              f"`{report['command']}`", "", "## Pretraining throughput", "",
              "| run | tokens/s | MFU | peak GiB | seconds |", "|---|---:|---:|---:|---:|"]
     for run in report["throughput"]:
+        if "error" in run:
+            lines.append(f"| {run['run']} | {run['error']} | | | |")
+            continue
         mfu = f"{run['mfu']:.1%}" if "mfu" in run else "—"
         lines.append(f"| {run['run']} | {run['tokens_per_s']:,} | {mfu} | {run.get('peak_memory_gb', '—')} | "
                      f"{run['seconds']} |")
@@ -204,6 +270,14 @@ def markdown(report):
     lines += ["", "## SFT and decoding", "", f"SFT: {sft['tokens_per_s']:,} tokens/s over {sft['seconds']} s.", "",
               "| run | tokens/s |", "|---|---:|"]
     lines += [f"| {row['run']} | {row['tokens_per_s']:,} |" for row in report["decoding"]]
+    lines += ["", "## Sweep points (OUT/sweep_points.jsonl, for config scaling.extra_points)", ""]
+    if "skipped" in report["sweep"]:
+        lines.append(report["sweep"]["skipped"])
+    else:
+        lines += ["| point | FLOPs | tokens | validation loss | seconds |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {p['point']} | {p['compute']:.3g} | {p['tokens']:,} | {p['val_loss']:.4f} | {p['seconds']} |"
+                  for p in report["sweep"]["points"]]
+        lines += [f"| {p['point']} | {p['error']} | | | |" for p in report["sweep"]["failed"]]
     if report["next"]:
         lines += ["", f"## MFU under {MFU_TARGET:.0%}: what to change next", ""] + [f"- {s}" for s in report["next"]]
     return "\n".join(lines) + "\n"
@@ -215,17 +289,27 @@ def main():
     ap.add_argument("--data", type=Path, default=REPO / "results",
                     help="holds tokenizer/, tokens/ and chat_data/sft.jsonl (the demo's, by default)")
     ap.add_argument("--work", type=Path, required=True, help="a folder for the models, which does not exist yet")
+    ap.add_argument("--sweep-data", type=Path,
+                    help="tokenizer/ and tokens/ of the sweep to extend (default: results/sweep_data; --data with "
+                         "--smoke); without them the sweep step is left out")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, to check the script anywhere")
     args = ap.parse_args()
     sizes = SIZES["smoke" if args.smoke else "gpu"]
+    sweep_data = args.sweep_data or (args.data if args.smoke else REPO / "results/sweep_data")
     args.work.mkdir(parents=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    runs = throughput_runs(args.work, sizes["throughput"], args.data)
-    chained = chain(args.work, sizes["chain"], args.data, sizes["sft_steps"],
-                    facts_file(args.work, sizes["facts_per_relation"]))
+    try:
+        runs = throughput_runs(args.work, sizes["throughput"], args.data)
+        chained = chain(args.work, sizes["chain"], args.data, sizes["sft_steps"],
+                        facts_file(args.work, sizes["facts_per_relation"]))
+        swept = (sweep(args.work, args.out, sizes["sweep"], sweep_data) if (sweep_data / "tokens/index.json").exists()
+                 else {"skipped": f"Left out: no {sweep_data}/tokens/index.json (gpu_check.sh says how to carry it)."})
+    except StageFailed as failure:
+        raise SystemExit(str(failure)) from None
+    measured = [run for run in runs if "error" not in run]
     report = {**provenance(), "smoke": args.smoke, "throughput": runs, "chain": chained,
               "decoding": decoding(args.work / "sft/model", sizes["requests"], sizes["new_tokens"]),
-              "next": advice(runs, card_memory_gib())}
+              "sweep": swept, "next": advice(measured, card_memory_gib())}
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     text = markdown(report)
     (args.out / "gpu_check.md").write_text(text)

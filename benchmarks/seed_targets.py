@@ -1,6 +1,7 @@
 """The demo's four learning targets (eval.fact_targets) on each pretraining seed, quoted at the worst.
 
     python benchmarks/seed_targets.py --workdir /tmp/seeds --seeds 0 1 2
+    python benchmarks/seed_targets.py --workdir /tmp/seeds --overlay trial.yaml --name seed_targets-trial
 
 --workdir holds a copy of this workflow (made there from the tracked files when it is missing). For
 each seed, `snakemake --cores all eval --config pretrain="{seed: N}"` pretrains the base model again
@@ -8,7 +9,9 @@ and reruns everything after it (the corpus, tokenizer and token shards are built
 knowledge and samples stages' results are read: the base model's fact probe in the corpus's
 phrasing and in the held-out one, the share of those facts the chat model keeps, and the share of
 its answers to the demo prompts that end with <|im_end|>. Each target is quoted at its worst seed,
-as README quotes it. Writes benchmarks/results/seed_targets.{json,md}.
+as README quotes it. --overlay lays a YAML of settings under trial over config.yaml (each seed's
+run adds its pretrain.seed to it); the report records it. Writes benchmarks/results/NAME.{json,md}
+(NAME: seed_targets).
 """
 import argparse
 import json
@@ -40,10 +43,12 @@ def workflow_copy(workdir: Path):
     return workdir
 
 
-def measured(workdir: Path, seed):
+def measured(workdir: Path, seed, overlay):
+    settings = {**overlay, "pretrain": {**overlay.get("pretrain", {}), "seed": seed}}
+    (workdir / "seed_overlay.yaml").write_text(yaml.safe_dump(settings))
     started = time.perf_counter()
-    run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "all", "eval", "--config",
-                          f"pretrain={{seed: {seed}}}"], cwd=workdir, capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "all", "eval", "--configfile", "config.yaml",
+                          "seed_overlay.yaml"], cwd=workdir, capture_output=True, text=True)
     if run.returncode:
         raise SystemExit(f"seed {seed}: snakemake failed in {workdir}:\n{run.stderr[-3000:]}")
     seconds = time.perf_counter() - started
@@ -62,7 +67,8 @@ def markdown(report):
     lines = [f"# The demo's learning targets on every pretraining seed ({report['machine']})", "",
              f"`{report['command']}`", "",
              "Each seed pretrains the demo's base model again and reruns SFT and the evaluation on it; "
-             "the targets are config.yaml's `eval.fact_targets`.", "",
+             "the targets are config.yaml's `eval.fact_targets`." +
+             (f" Settings laid over config.yaml: `{json.dumps(report['overlay'])}`." if report["overlay"] else ""), "",
              "| target | " + " | ".join(f"seed {r['seed']}" for r in seeds) +
              " | worst | needed | holds on every seed |",
              "|---|" + "---:|" * (len(seeds) + 2) + "---|"]
@@ -80,17 +86,20 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", type=Path, required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--overlay", type=Path, help="YAML settings laid over config.yaml for every seed")
+    ap.add_argument("--name", default="seed_targets", help="the results' file name in benchmarks/results")
     args = ap.parse_args()
+    overlay = yaml.safe_load(args.overlay.read_text()) if args.overlay else {}
     workdir = workflow_copy(args.workdir.resolve())
     targets = yaml.safe_load((workdir / "config.yaml").read_text())["eval"]["fact_targets"]
     runs = []
     for seed in args.seeds:
-        runs.append(measured(workdir, seed))
+        runs.append(measured(workdir, seed, overlay))
         print(runs[-1], flush=True)
-    report = {**provenance(), "targets": targets, "runs": runs,
+    report = {**provenance(), "overlay": overlay, "targets": targets, "runs": runs,
               "worst": {key: min(r[key] for r in runs) for key in TARGETS},
               "every_target_holds": all(min(r[key] for r in runs) >= targets[key] for key in TARGETS)}
-    save("seed_targets", report, markdown(report))
+    save(args.name, report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 rule sweep:
     input:
         summaries=expand(rules.sweep_point.output.summary, point=SWEEP_POINTS),
+        tokens=rules.sweep_point.input.tokens,
     output:
         points="results/sweep/points.jsonl",
         table=report("results/sweep/points.md", caption="../report/sweep.rst", category="6. Scaling"),
@@ -20,12 +21,14 @@ rule sweep:
         "../envs/training.yaml"
     shell:
         "python -m workflow_scripts.scaling.sweep_points --root results/sweep --points {params.points}"
-        " --benchmarks results/benchmarks/sweep --out {output.points} --markdown {output.table} --log {log}"
+        " --benchmarks results/benchmarks/sweep --tokens $(dirname {input.tokens}) --out {output.points}"
+        " --markdown {output.table} --log {log}"
 
 
 rule scaling:
     input:
         points=rules.sweep.output.points,
+        extra_points=config["scaling"]["extra_points"],
     output:
         fit="results/scaling/fit.json",
         report=report("results/scaling/scaling.md", caption="../report/scaling.rst", category="6. Scaling"),
@@ -41,14 +44,14 @@ rule scaling:
     conda:
         "../envs/training.yaml"
     shell:
-        "python -m workflow_scripts.scaling.scaling_fit --points {input.points} {params.options}"
+        "python -m workflow_scripts.scaling.scaling_fit --points {input.points} --extra-points {input.extra_points}"
+        " {params.options}"
         " --out {output.fit} --markdown {output.report} --plots {output.plots} --log {log}"
 
 
 rule budget_preset:
     input:
         fit=rules.scaling.output.fit,
-        points=rules.sweep.output.points,
     output:
         preset="results/scaling/budget.yaml",
     params:
@@ -61,5 +64,4 @@ rule budget_preset:
     conda:
         "../envs/training.yaml"
     shell:
-        "python -m workflow_scripts.scaling.budget_preset --fit {input.fit} --points {input.points}"
-        " {params.options} --out {output.preset} --log {log}"
+        "python -m workflow_scripts.scaling.budget_preset --fit {input.fit} {params.options} --out {output.preset} --log {log}"

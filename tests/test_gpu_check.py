@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from conftest import REPO
+from workflow_scripts.lib.atomic_files import file_digest
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from gpu_check import MFU_TARGET, advice  # noqa: E402
@@ -19,7 +20,7 @@ def test_the_smoke_run_measures_every_step_on_the_cpu(built, tmp_path):
                             env={**os.environ, "OUT": str(tmp_path)}, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert [run["run"] for run in report["throughput"]] == ["sdpa", "sdpa + compile", "ZeRO-2 + compile"]
+    assert [run["run"] for run in report["throughput"]] == ["sdpa", "sdpa + compile", "ZeRO-2"]
     assert all(run["tokens_per_s"] > 0 and "mfu" not in run for run in report["throughput"])
     for model in ("base", "sft"):
         probe = report["chain"][model]["probe"]
@@ -29,6 +30,11 @@ def test_the_smoke_run_measures_every_step_on_the_cpu(built, tmp_path):
     assert report["chain"]["sft"]["tokens_per_s"] > 0 and report["chain"]["base"]["steps"] == 4
     assert [row["clients"] for row in report["decoding"]] == [1, 16]
     assert report["next"] == []  # no MFU on a CPU
+    [point] = report["sweep"]["points"]
+    assert report["sweep"]["failed"] == [] and point["point"] == "d1-c4e10-lr0.003-b2048-s0"
+    assert point["steps"] == point["budget_flops"] // (point["flops_per_token"] * 2048) and "val_loss" in point
+    assert point["data"] == file_digest(built / "results/tokens/index.json")[:12]  # what the fit checks
+    assert (tmp_path / "sweep_points.jsonl").read_text() == json.dumps(point) + "\n"
     assert (tmp_path / "gpu_check.md").read_text().startswith("# GPU check")
     assert "## The demo chain" in (tmp_path / "gpu_check.log").read_text()
 

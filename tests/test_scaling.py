@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
+from workflow_scripts.lib.atomic_files import file_digest
 from workflow_scripts.lib.model_shapes import flops_per_token, non_embedding_size, shape
 from workflow_scripts.lib.training.scaling_laws import (STARTS, LossLaw, bootstrap_laws, fit_loss_law, interval,
                                                         near_optimal)
@@ -33,7 +34,8 @@ def known_points(budgets, depths=(1, 2, 3, 4, 6, 8), noise=0.0, seed=0):
             points.append({"point": f"d{depth}-c{budget:g}", "depth": depth, "budget_flops": budget, "lr": 0.003,
                            "batch_tokens": 2048, "seed": 0, "non_embedding_parameters": n, "tokens": tokens,
                            "flops_per_token": per_token, "compute": budget, "val_loss": loss, "tokens_per_s": 1e4,
-                           "vocab_size": VOCAB, "seq_len": SEQ_LEN, "parameters": n, "seconds": 1.0})
+                           "vocab_size": VOCAB, "seq_len": SEQ_LEN, "parameters": n, "seconds": 1.0,
+                           "data": "known"})
     return points
 
 
@@ -67,24 +69,35 @@ def test_near_optimal_takes_the_points_within_the_margin_of_each_budgets_best():
         assert lr == pytest.approx(0.5 * budget ** -0.2, rel=0.15)
 
 
+def write_points(path, points):
+    path.write_text("".join(json.dumps(p) + "\n" for p in points))
+    return path
+
+
+def fit_command(tmp_path, points, *extra):
+    return [sys.executable, "-m", "workflow_scripts.scaling.scaling_fit", "--points", points, "--extra-points", *extra,
+            "--bootstrap", "20", "--held-out", "1", "--out", tmp_path / "fit.json", "--markdown", tmp_path / "fit.md",
+            "--plots", tmp_path / "plots"]
+
+
 def test_scaling_fit_and_budget_preset_on_known_points(tmp_path):
-    """The stages on points drawn from a known law: the report's fit, the held-out error, and a
-    preset for one H100-hour whose depth is the law's best at that compute."""
+    """The stages on points drawn from a known law, the deepest measured elsewhere (as a GPU's
+    gpu_check.sh measures them) and given as extra points: the report's fit, the held-out error,
+    and a preset for one H100-hour whose depth is the law's best at that compute."""
     points = known_points([1e13, 3e13, 1e14, 3e14], noise=0.002)
     for point, lr in zip(points, [0.003, 0.002] * len(points)):
         point["lr"] = lr
-    (tmp_path / "points.jsonl").write_text("".join(json.dumps(p) + "\n" for p in points))
-    run = [sys.executable, "-m", "workflow_scripts.scaling.scaling_fit", "--points", tmp_path / "points.jsonl",
-           "--bootstrap", "20", "--held-out", "1", "--out", tmp_path / "fit.json", "--markdown", tmp_path / "fit.md",
-           "--plots", tmp_path / "plots"]
-    subprocess.run(run, check=True, capture_output=True)
+    own = write_points(tmp_path / "points.jsonl", [p for p in points if p["depth"] < 8])
+    gpu = write_points(tmp_path / "gpu.jsonl", [p for p in points if p["depth"] == 8])
+    subprocess.run(fit_command(tmp_path, own, gpu), check=True, capture_output=True)
     fit = json.loads((tmp_path / "fit.json").read_text())
     assert fit["held_out_error"] < 0.03 and len(fit["held_out"]) == 6 and fit["fitted_shapes"] == 18
+    assert fit["extra_points"] == 4 and fit["largest_compute"] == 3e14
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["isoflop.png", "loss_against_compute.png",
                                                                        "loss_against_lr.png"]
     assert 0.3 < fit["frontier"]["non_embedding_parameters"]["exponent"] < 0.8
     subprocess.run([sys.executable, "-m", "workflow_scripts.scaling.budget_preset", "--fit", tmp_path / "fit.json",
-                    "--points", tmp_path / "points.jsonl", "--budget-hours", "1", "--budget-device", "H100",
+                    "--budget-hours", "1", "--budget-device", "H100",
                     "--out", tmp_path / "budget.yaml"], check=True, capture_output=True)
     text = (tmp_path / "budget.yaml").read_text()
     preset = yaml.safe_load(text)["pretrain"]
@@ -96,6 +109,18 @@ def test_scaling_fit_and_budget_preset_on_known_points(tmp_path):
                                                                           seq_len=SEQ_LEN)))
     assert abs(int(preset["preset"][1:]) - best) <= 1
     assert preset["global_batch_tokens"] & (preset["global_batch_tokens"] - 1) == 0  # a power of two
+
+
+def test_extra_points_of_other_token_shards_are_refused_in_one_line(tmp_path):
+    points = known_points([1e13, 3e13, 1e14])
+    own = write_points(tmp_path / "points.jsonl", [p for p in points if p["depth"] < 8])
+    other = write_points(tmp_path / "other.jsonl", [{**p, "data": "0123abcd"} for p in points if p["depth"] == 8])
+    result = subprocess.run(fit_command(tmp_path, own, other), capture_output=True, text=True)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert (f"{other}: point d8-c1e+13 was measured on other token shards (data 0123abcd, this sweep's known)"
+            in result.stderr)
+    result = subprocess.run(fit_command(tmp_path, own, own), capture_output=True, text=True)
+    assert f"{own}: point d1-c1e+13 is already in the sweep" in result.stderr
 
 
 def snakemake(workdir, *args):
@@ -122,6 +147,7 @@ def test_the_sweep_runs_its_grid_once_and_a_new_depth_only_adds_its_points(built
         "scaling"], **TINY["scaling"]}) == ["d2-c2.5e11-lr0.003-b2048-s0", "d3-c2.5e11-lr0.003-b2048-s0"]
     assert [p["steps"] for p in points] == [25, 10] and all(p["val_loss"] < 8 for p in points)
     assert points[1]["non_embedding_parameters"] > points[0]["non_embedding_parameters"]
+    assert {p["data"] for p in points} == {file_digest(built / "results/tokens/index.json")[:12]}
     assert planned(built, "sweep", *config) == []
     (tmp_path / "deeper.yaml").write_text(yaml.safe_dump({"scaling": {**TINY["scaling"], "depths": [1, 2, 3]}}))
     assert planned(built, "sweep", "--configfile", "config.yaml", tmp_path / "deeper.yaml") == \

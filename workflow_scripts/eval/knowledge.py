@@ -97,42 +97,72 @@ def fact(where, record, relations):
     return Fact(*(record[key] for key in keys))
 
 
+# Rows of (prefix, candidate) scored per forward, by padded tokens: one forward per fact and phrasing
+# (12 rows) made the demo's probe 720 forwards, 7.5 s on 2 CPU cores; batched, 3.6 s.
+BATCH_TOKENS = 8192
+
+
 @torch.no_grad()
-def continuation_logprobs(model, prefix, continuations, pad_id):
-    """Sum of the log-probabilities of each continuation's tokens after the prefix ids."""
-    longest = max(map(len, continuations))
-    rows = torch.tensor([prefix + c + [pad_id] * (longest - len(c)) for c in continuations], device=model.device)
-    logprobs = torch.log_softmax(model(input_ids=rows[:, :-1]).logits.float(), -1)
-    first = len(prefix) - 1
-    return [logprobs[n, first + torch.arange(len(c)), c].sum().item() for n, c in enumerate(continuations)]
+def continuation_logprobs(model, rows, pad_id, progress=None):
+    """Sum of the log-probabilities of each row's continuation ids after its prefix ids, rows of
+    similar length batched together (right-padded: a causal model's earlier positions never see
+    the padding)."""
+    length = [len(prefix) + len(continuation) for prefix, continuation in rows]
+    order = sorted(range(len(rows)), key=length.__getitem__)
+    scores = [0.0] * len(rows)
+    start = 0
+    while start < len(order):
+        end = start + 1  # rows sorted by length: the batch's last row is its longest
+        while end < len(order) and (end + 1 - start) * length[order[end]] <= BATCH_TOKENS:
+            end += 1
+        batch, start = order[start:end], end
+        longest = length[batch[-1]]
+        ids = torch.tensor([rows[n][0] + rows[n][1] + [pad_id] * (longest - length[n]) for n in batch],
+                           device=model.device)
+        # Each continuation token's row, the position that predicts it, and the token, all at once.
+        row, position, token = (torch.tensor(column, device=model.device) for column in zip(*(
+            (r, len(rows[n][0]) - 1 + k, t) for r, n in enumerate(batch) for k, t in enumerate(rows[n][1]))))
+        logits = model(input_ids=ids[:, :-1]).logits[row, position].float()
+        picked = torch.log_softmax(logits, -1)[torch.arange(len(token)), token]
+        sums = torch.zeros(len(batch), device=model.device).index_add_(0, row, picked)
+        for n, score in zip(batch, sums.tolist()):
+            scores[n] = score
+        if progress is not None:
+            progress.update(len(batch))
+    return scores
 
 
 class Probe:
-    def __init__(self, model, tokenizer, style):
-        self.model, self.tokenizer, self.style = model, tokenizer, style
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    """The rows (prefix ids, candidate ids) that score each candidate of a fact in one phrasing."""
+
+    def __init__(self, tokenizer, style):
+        self.tokenizer, self.style = tokenizer, style
 
     def encode(self, text):
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    def rank(self, fact, prefix, filled):
-        """The object's rank (1: likeliest) among the candidates, each filled into `filled`."""
-        scores = continuation_logprobs(self.model, prefix, [self.encode(filled(c)) for c in fact.candidates],
-                                       self.pad_id)
-        mine = scores[fact.candidates.index(fact.object)]
-        return 1 + sum(score > mine for score in scores)
+    def template_rows(self, fact, template):
+        prefix = [self.tokenizer.eos_token_id]
+        return [(prefix, self.encode(template.format(subject=fact.subject, object=c))) for c in fact.candidates]
 
-    def template_rank(self, fact, template):
-        return self.rank(fact, [self.tokenizer.eos_token_id],
-                         lambda c: template.format(subject=fact.subject, object=c))
-
-    def question_rank(self, fact, relation):
+    def question_rows(self, fact, relation):
         question = relation.question.format(subject=fact.subject)
         if self.style == "chat":
             prefix = chat_prompt_ids(self.tokenizer, [{"role": "user", "content": question}])
         else:
             prefix = completion_prompt_ids(self.tokenizer, question + "\n")
-        return self.rank(fact, prefix, lambda c: relation.answer.format(subject=fact.subject, object=c))
+        return [(prefix, self.encode(relation.answer.format(subject=fact.subject, object=c))) for c in fact.candidates]
+
+
+def asked_rows(prober, relations, facts):
+    """(relation, phrasing name or QUESTION, fact, its candidates' rows) of every fact."""
+    asked = []
+    for f in facts:
+        rel = relations[f.relation]
+        asked += [(f.relation, name, f, prober.template_rows(f, template)) for name, template in rel.templates.items()]
+        if rel.question is not None:
+            asked.append((f.relation, QUESTION, f, prober.question_rows(f, rel)))
+    return asked
 
 
 def scores(ranks, facts):
@@ -142,16 +172,16 @@ def scores(ranks, facts):
 
 
 def probe(model, tokenizer, style, relations, facts, progress=None):
-    prober = Probe(model, tokenizer, style)
+    asked = asked_rows(Probe(tokenizer, style), relations, facts)
+    if progress is not None:
+        progress.total = sum(len(rows) for *_, rows in asked)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    scored = iter(continuation_logprobs(model, [row for *_, rows in asked for row in rows], pad_id, progress))
     ranks = {}  # (relation, template name or QUESTION): [rank per fact of that relation]
-    for f in facts:
-        rel = relations[f.relation]
-        for name, template in rel.templates.items():
-            ranks.setdefault((f.relation, name), []).append(prober.template_rank(f, template))
-        if rel.question is not None:
-            ranks.setdefault((f.relation, QUESTION), []).append(prober.question_rank(f, rel))
-        if progress is not None:
-            progress.update(1)
+    for relation, name, fact, rows in asked:
+        mine = [next(scored) for _ in rows]
+        right = mine[fact.candidates.index(fact.object)]
+        ranks.setdefault((relation, name), []).append(1 + sum(score > right for score in mine))
     by_relation = {r: [f for f in facts if f.relation == r] for r in relations}
     results = {r: {name: scores(ranks[(rel, name)], by_relation[r]) for rel, name in ranks if rel == r}
                for r in relations if by_relation[r]}
@@ -185,7 +215,7 @@ def run(args, progress_stream):
     model, tokenizer = load_causal_lm(args.model)
     if args.style == "chat" and not tokenizer.chat_template:
         raise StageError(f"{args.model}: no chat template; use --style completion for a base model")
-    with tqdm(total=len(facts), desc="fact probe", unit="fact", file=progress_stream, mininterval=5) as bar:
+    with tqdm(desc="fact probe", unit="candidate", file=progress_stream, mininterval=5) as bar:
         results, overall = probe(model, tokenizer, args.style, relations, facts, bar)
     qa = overall.get(QUESTION)
     write_json(args.out, {"model": str(args.model), "facts_file": str(args.facts), "style": args.style,

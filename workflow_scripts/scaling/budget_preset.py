@@ -4,16 +4,13 @@ rate and batch of the near-optimal laws, written as a preset that `--configfile`
 loss the law predicts for it (and the bootstrap's interval) in its header.
 
     python -m workflow_scripts.scaling.budget_preset --fit results/scaling/fit.json \
-        --points results/sweep/points.jsonl --budget-hours 1 --budget-device H100 --budget-mfu 0.4 \
-        --out results/scaling/budget.yaml
+        --budget-hours 1 --budget-device H100 --budget-mfu 0.4 --out results/scaling/budget.yaml
 
 Then: snakemake --cores all base_model --configfile config.yaml results/scaling/budget.yaml
 """
-import json
 import math
 from pathlib import Path
 
-import numpy as np
 
 from workflow_scripts.lib.atomic_files import read_json, write_text
 from workflow_scripts.lib.settings import add_settings
@@ -77,17 +74,15 @@ def preset_text(choice, compute, described, fit, largest):
 
 def add_arguments(ap):
     ap.add_argument("--fit", type=Path, required=True, help="the scaling stage's fit (results/scaling/fit.json)")
-    ap.add_argument("--points", type=Path, required=True, help="the sweep's points (results/sweep/points.jsonl)")
     add_settings(ap, "scaling", "budget_hours", "budget_device", "budget_mfu")
     ap.add_argument("--out", type=Path, required=True, help="the preset (YAML) to write")
 
 
 def run(args, progress_stream):
     fit = read_json(args.fit)
-    points = [json.loads(line) for line in args.points.read_text(encoding="utf-8").splitlines() if line.strip()]
     compute, described = budget_flops(fit, args.budget_hours, args.budget_device, args.budget_mfu)
     choice = choose(fit, compute)
-    write_text(args.out, preset_text(choice, compute, described, fit, float(np.max([p["compute"] for p in points]))))
+    write_text(args.out, preset_text(choice, compute, described, fit, fit["largest_compute"]))
     log.info("%s: %.3g FLOPs -> d%d, %s tokens, lr %.3g, batch %d, %d steps, predicted loss %.3f", args.out, compute,
              choice["depth"], f"{choice['tokens']:,}", choice["lr"], choice["batch_tokens"], choice["steps"],
              choice["loss"])

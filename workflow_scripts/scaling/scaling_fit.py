@@ -2,7 +2,8 @@
 approach 3 (Huber loss in log space, L-BFGS from a grid of starts) with bootstrap intervals; the
 compute-optimal depth, N and D it implies for this workflow's depth family; and DeepSeek LLM's
 power laws of the near-optimal learning rate and batch size in compute. With --held-out K, the K
-largest budgets are left out of the fit and their points' losses predicted.
+largest budgets are left out of the fit and their points' losses predicted. --extra-points adds
+points measured elsewhere (benchmarks/gpu_check.sh's sweep step on a GPU) on the same token shards.
 
     python -m workflow_scripts.scaling.scaling_fit --points results/sweep/points.jsonl --near-optimal 0.01 \
         --bootstrap 200 --held-out 0 --out results/scaling/fit.json --markdown results/scaling/scaling.md \
@@ -167,8 +168,32 @@ def markdown(fit):
     return "\n".join(lines) + "\n"
 
 
+def read_points(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def joined(own, extra_files):
+    """The sweep's own points and those of each extra file, which must be of other points measured
+    on the same token shards."""
+    names, data = {p["point"] for p in own}, own[0]["data"]
+    points = list(own)
+    for path in extra_files:
+        for p in read_points(path):
+            if p.get("data") != data:
+                raise StageError(f"{path}: point {p['point']} was measured on other token shards (data "
+                                 f"{p.get('data')}, this sweep's {data}); measure it on this run's results/tokenizer "
+                                 "and results/tokens, or take the file out of scaling.extra_points")
+            if p["point"] in names:
+                raise StageError(f"{path}: point {p['point']} is already in the sweep; take it out of one of them")
+            names.add(p["point"])
+            points.append(p)
+    return points
+
+
 def add_arguments(ap):
     ap.add_argument("--points", type=Path, required=True, help="the sweep's points (results/sweep/points.jsonl)")
+    ap.add_argument("--extra-points", type=Path, nargs="*", default=[],
+                    help="points of the same data measured elsewhere (config scaling.extra_points)")
     add_settings(ap, "scaling", "near_optimal", "bootstrap", "held_out")
     ap.add_argument("--out", type=Path, required=True, help="every fitted constant, as JSON")
     ap.add_argument("--markdown", type=Path, required=True)
@@ -176,7 +201,8 @@ def add_arguments(ap):
 
 
 def run(args, progress_stream):
-    points = [json.loads(line) for line in args.points.read_text(encoding="utf-8").splitlines() if line.strip()]
+    own = read_points(args.points)
+    points = joined(own, args.extra_points)
     budgets = sorted({p["budget_flops"] for p in points})
     if args.held_out >= len(budgets):
         raise StageError(f"scaling.held_out: {args.held_out} of {len(budgets)} budgets leaves none to fit")
@@ -194,7 +220,8 @@ def run(args, progress_stream):
            "frontier": front, "lr": hyperparameter_law(fitting, "lr", args.near_optimal),
            "batch_tokens": hyperparameter_law(fitting, "batch_tokens", args.near_optimal),
            "vocab_size": points[0]["vocab_size"], "seq_len": points[0]["seq_len"],
-           "cpu_flops_per_second": statistics.median(p["flops_per_token"] * p["tokens_per_s"] for p in points),
+           "cpu_flops_per_second": statistics.median(p["flops_per_token"] * p["tokens_per_s"] for p in own),
+           "extra_points": len(points) - len(own), "largest_compute": max(p["compute"] for p in points),
            "chinchilla": CHINCHILLA, "deepseek": DEEPSEEK}
     with atomic_dir(args.plots) as plots:
         plot_loss_against_compute(points, front["points"], plots / "loss_against_compute.png")

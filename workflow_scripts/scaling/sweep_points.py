@@ -1,20 +1,23 @@
 """The sweep's points in one table: each point's shape, budget, settings, compute and final
-validation loss, from its pretraining summary, its model's config and its benchmark's wall time.
+validation loss, from its pretraining summary, its model's config and its benchmark's wall time,
+and the token shards it was measured on (`data`: the digest of their index.json, which names the
+tokenizer and every shard), since losses on other shards do not belong in the same fit.
 
     python -m workflow_scripts.scaling.sweep_points --root results/sweep --points d1-c1e12-lr0.003-b2048-s0 ... \
-        --benchmarks results/benchmarks/sweep --out results/sweep/points.jsonl --markdown results/sweep/points.md
+        --benchmarks results/benchmarks/sweep --tokens results/tokens --out results/sweep/points.jsonl \
+        --markdown results/sweep/points.md
 """
 import csv
 import json
 from pathlib import Path
 
-from workflow_scripts.lib.atomic_files import read_json, write_text
+from workflow_scripts.lib.atomic_files import file_digest, read_json, write_text
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.summary_tables import markdown_table
 from workflow_scripts.lib.workflow.workflow_config import sweep_point
 
 
-def point_record(root: Path, benchmarks: Path, name):
+def point_record(root: Path, benchmarks: Path, data, name):
     summary_path = root / name / "summary.json"
     summary = read_json(summary_path)
     if "val_loss" not in summary:
@@ -23,7 +26,7 @@ def point_record(root: Path, benchmarks: Path, name):
     config = read_json(root / name / "model" / "config.json")
     with open(benchmarks / f"{name}.tsv", encoding="utf-8") as fh:
         seconds = float(next(csv.DictReader(fh, delimiter="\t"))["s"])
-    return {"point": name, **sweep_point(name), "parameters": summary["parameters"],
+    return {"point": name, **sweep_point(name), "data": data, "parameters": summary["parameters"],
             "non_embedding_parameters": summary["non_embedding_parameters"],
             "flops_per_token": summary["flops_per_token"], "tokens": summary["tokens"],
             "compute": summary["flops_per_token"] * summary["tokens"], "steps": summary["steps"],
@@ -47,12 +50,14 @@ def add_arguments(ap):
     ap.add_argument("--root", type=Path, required=True, help="the folder of the points (results/sweep)")
     ap.add_argument("--points", nargs="+", required=True, help="the points' names (their folders under --root)")
     ap.add_argument("--benchmarks", type=Path, required=True, help="the folder of the points' benchmark TSVs")
+    ap.add_argument("--tokens", type=Path, required=True, help="the token shards the points trained on (index.json)")
     ap.add_argument("--out", type=Path, required=True, help="JSON lines, one point each")
     ap.add_argument("--markdown", type=Path, required=True)
 
 
 def run(args, progress_stream):
-    points = [point_record(args.root, args.benchmarks, name) for name in args.points]
+    data = file_digest(args.tokens / "index.json")[:12]
+    points = [point_record(args.root, args.benchmarks, data, name) for name in args.points]
     write_text(args.out, "".join(json.dumps(point) + "\n" for point in points))
     write_text(args.markdown, markdown(points))
     log.info("%d points, least validation loss %.4f", len(points), min(p["val_loss"] for p in points))
