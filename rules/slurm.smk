@@ -3,9 +3,19 @@
 # (workflow_scripts/lib/workflow/slurm_cluster.py). Included last: it reads the rules defined above.
 from workflow_scripts.lib.workflow import slurm_cluster
 
+# Jobs that run where Snakemake runs, not as SLURM jobs: the downloads (a cluster's compute nodes
+# often cannot reach the internet; its login node can) and the token shards' index (a second of
+# work, where a SLURM job costs about 14 s of submission and status polling, tests/test_real_slurm.py).
+localrules: download, fetch_url, tokens_index
+
 # Per-rule asks of the profile (set-resources), capped by config slurm. A rule's own resources
 # (the GPUs and nodes of training, from config) shape the run itself, so they are checked, not capped.
 PROFILE_CAPS = {"mem_mb": "max_mem_mb", "runtime": "max_runtime", "gpu": "max_gpus", "cpus_per_gpu": "max_cpus"}
+# The rules that train through workflow_scripts.training.launch: on the warning signal before their
+# time limit they checkpoint and requeue themselves. The warning goes to the job's steps, not B:
+# the batch shell, which the plugin's job script gives no way to trap in; the plugin runs each rule
+# in an srun step, so every training process receives it.
+TRAINING_RULES = ("base_model", "sweep_point", "sft_model", "dpo_model", "continued_model")
 
 
 def capped(resource, limit):
@@ -32,6 +42,8 @@ def fit_rules_to_cluster(limits):
             stage.resources["slurm_partition"] = partition
         if limits["account"]:
             stage.resources["slurm_account"] = limits["account"]
+        if stage.name in TRAINING_RULES and limits["stop_warning_s"]:
+            stage.resources["slurm_extra"] = f"--signal=USR1@{limits['stop_warning_s']}"
 
 
 def job_ask(job):

@@ -1,5 +1,12 @@
 """Preference data for DPO: both layouts of the real sets, and clear errors for bad records."""
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +60,34 @@ def test_bad_record_is_one_line_naming_file_line_and_field(tmp_path, record, mes
         read_pairs([path], skip_bad=False)
     pairs, counts = read_pairs([path], skip_bad=True)
     assert len(pairs) == 1 and counts[str(path)] == {"pairs": 1, "skipped_bad": 1}
+
+
+def dpo_command(built, out, steps):
+    """The DPO stage as its rule starts it (through the launcher), on the built demo's SFT model."""
+    return [sys.executable, "-m", "workflow_scripts.training.launch", "--", "-m", "workflow_scripts.training.dpo",
+            "--model", str(built / "results/sft_model"), "--data", str(REPO / "demo/dpo/demo_pairs.jsonl"),
+            "--max-steps", str(steps), "--batch-size", "2", "--checkpoint-every", "2",
+            "--checkpoint-root", str(out / "checkpoints"), "--out", str(out / "model"),
+            "--metrics", str(out / "metrics.jsonl"), "--plot", str(out / "plot.png"),
+            "--summary", str(out / "summary.json"), "--log", str(out / "log")]
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_dpo_saves_the_trainers_checkpoint_and_the_rerun_resumes(built, tmp_path):
+    """trl's trainer stops as our loop does: after the step in flight, with its checkpoint."""
+    process = subprocess.Popen(dpo_command(built, tmp_path, 40), cwd=REPO, text=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("checkpoints/*/checkpoint-2")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 128 + signal.SIGINT and "Traceback" not in stderr, stderr[-3000:]
+    stopped = re.search(r"^dpo: stopped by SIGINT at step (\d+) of 40, checkpoint (\S+) saved", stderr, re.M)
+    assert stopped and Path(stopped.group(2)).name == f"checkpoint-{stopped.group(1)}", stderr[-3000:]
+    assert Path(stopped.group(2), "trainer_state.json").exists() and not (tmp_path / "model").exists()
+    rerun = subprocess.run(dpo_command(built, tmp_path, 40), cwd=REPO, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resuming from the last checkpoint" in (tmp_path / "log").read_text()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 41))  # the stopped run's steps, then the rest

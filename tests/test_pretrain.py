@@ -3,6 +3,7 @@ gradients and split the data; a SIGKILLed run resumes to bitwise the same losses
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -281,6 +282,53 @@ def test_sigkill_then_rerun_resumes_bitwise(data, one_process, tmp_path):
     assert [r["step"] for r in records] == list(range(1, 9))
     assert [r["loss"] for r in records] == [r["loss"] for r in one_process[1]]  # bitwise
     assert records[-1]["val_loss"] == one_process[1][-1]["val_loss"]
+
+
+def started_until_checkpoint(data, out, options, step):
+    """The launcher running pretraining in a process group of its own (as a terminal's foreground
+    job), once the run has written its checkpoint of `step`."""
+    command = pretrain_command(data, out, 1) + [str(o) for o in options]
+    process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "2"}, text=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list((out / "checkpoints").glob(f"*/step-{step:07d}")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return process
+
+
+def test_ctrl_c_checkpoints_the_step_in_flight_and_the_rerun_resumes_bitwise(data, one_process, tmp_path):
+    """Ctrl-C (SIGINT to the launcher's process group): the step in flight finishes, its checkpoint
+    is saved, one line says so, and the rerun ends as an uninterrupted run does, bit for bit."""
+    options = [*SMALL, "--max-steps", 8, "--eval-every", 4, "--checkpoint-every", 2]
+    process = started_until_checkpoint(data, tmp_path, options, 2)
+    os.killpg(process.pid, signal.SIGINT)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 128 + signal.SIGINT and "Traceback" not in stderr, stderr[-3000:]
+    stopped = re.search(r"^pretrain: stopped by SIGINT at step (\d) of 8, checkpoint (\S+) saved; "
+                        r"the next run resumes from it$", stderr, re.M)
+    assert stopped, stderr[-3000:]
+    (run_dir,) = (tmp_path / "checkpoints").iterdir()
+    assert stopped.group(2) == str(run_dir / f"step-{int(stopped.group(1)):07d}")
+    records = pretrain(data, tmp_path, *options)
+    assert f"resuming from {stopped.group(2)}\n" in (tmp_path / "log").read_text()
+    assert [r["loss"] for r in records] == [r["loss"] for r in one_process[1]]  # bitwise
+    assert records[-1]["val_loss"] == one_process[1][-1]["val_loss"]
+
+
+def test_a_second_ctrl_c_stops_the_run_at_once(data, tmp_path):
+    """The first press comes while the stage is still importing (its stop would wait for a step),
+    the second half a second later (two presses, not one signal sent twice, which the kernel merges)."""
+    command = pretrain_command(data, tmp_path, 1) + [*SMALL, "--max-steps", "400"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    time.sleep(1)
+    os.killpg(process.pid, signal.SIGINT)
+    time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGINT)
+    started = time.monotonic()
+    process.communicate(timeout=30)
+    assert process.returncode == 128 + signal.SIGKILL and time.monotonic() - started < 5
+    assert not list(tmp_path.glob("checkpoints/*/step-*")) and not (tmp_path / "model").exists()
 
 
 def test_changed_settings_do_not_resume_an_old_run(data, one_process, tmp_path):

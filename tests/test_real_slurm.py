@@ -1,7 +1,8 @@
 """The workflow through --profile profiles/slurm on a real SLURM with accounting (.ci/slurm_up.sh:
 partition cpu, this machine as one node; partition pair, two slurmd on it): the pre-flight check,
 the demo's group jobs and pretraining, a failing rule, pretraining across two nodes, a training job
-cancelled mid-run and resumed, a point of the scaling sweep, and a run with accounting down.
+cancelled mid-run and resumed, one signalled with SIGUSR1 that checkpoints and requeues itself, a
+point of the scaling sweep, and a run with accounting down.
 
 Skipped where SLURM does not answer, unless REQUIRE_SLURM is set (CI sets it). Every Snakemake run
 has a hard timeout: SLURM's failure modes are hangs."""
@@ -164,7 +165,8 @@ def test_each_job_asks_for_its_rules_resources_fitted_to_the_node(demo_on_slurm)
     profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
     limits = fitted()["slurm"]
     jobs = submitted_jobs(workdir)
-    assert {"download", SHARD_GROUP, "tokenizer", "base_model"} <= set(jobs)
+    assert {SHARD_GROUP, "tokenizer", "base_model"} <= set(jobs)
+    assert not {"download", "tokens_index"} & set(jobs)  # localrules: run where Snakemake runs
     for rule, ids in jobs.items():
         steps = [{**profile["default-resources"], **profile["set-resources"].get(step, {})}
                  for step in GROUPS.get(rule, [rule])]
@@ -233,6 +235,62 @@ def test_a_training_job_cancelled_mid_run_is_resubmitted_and_resumes(demo_on_slu
     resumed = re.search(r"resuming from \S*step-0*(\d+)", log)
     assert resumed and 0 < int(resumed.group(1)) < 20, log[-2000:]
     assert yaml.safe_load((workdir / "results/pretrain/summary.json").read_text())["steps"] == 20
+
+
+def test_a_usr1_signal_checkpoints_the_step_in_flight_and_the_job_requeues_itself(demo_on_slurm):
+    """`scancel --signal=USR1`, as SLURM's warning before a time limit sends it: the run saves a
+    checkpoint after the step in flight, the job puts itself back in the queue under the same id
+    (no retry spent, no second submission) and resumes there, losing no step."""
+    workdir = demo_on_slurm[0]
+    overlay = fitted()
+    # No scheduled checkpoint before the end: the one saved is the signal's.
+    overlay["pretrain"] = {**overlay["pretrain"], "max_steps": 30, "checkpoint_every": 100}
+    runs = set(Path(workdir, "results/checkpoints/base_model").glob("*"))
+    process = start_on_slurm(workdir, "base_model", overlay)
+    try:
+        job = signal_once_training(workdir, runs)
+        release_when_requeued(job)
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    returncode, out = finish(process, timeout_s=600)
+    assert returncode == 0, out[-4000:]
+    assert [j for j in slurm_jobs(workdir, "base_model") if j >= job] == [job]  # submitted once
+    history = subprocess.run(["sacct", "-n", "-X", "-D", "-P", "-o", "State", "-j", str(job)], capture_output=True,
+                             text=True, check=True).stdout.split()
+    assert history[0] == "REQUEUED" and history[-1] == "COMPLETED", history
+    log = (workdir / "results/logs/base_model.log").read_text()
+    resumed = re.search(r"resuming from \S*step-0*(\d+)", log)
+    assert resumed and 0 < int(resumed.group(1)) < 30, log[-2000:]
+    assert json.loads((workdir / "results/pretrain/summary.json").read_text())["steps"] == 30
+
+
+def signal_once_training(workdir, old_runs, timeout_s=300):
+    """`scancel --signal=USR1` the running base_model job once its new run has trained a step; its id."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        running = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True,
+                                 check=True).stdout.split()
+        new_runs = set(Path(workdir, "results/checkpoints/base_model").glob("*")) - old_runs
+        if running and any((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").stat().st_size
+                           for run in new_runs):
+            subprocess.run(["scancel", "--signal=USR1", running[0]], check=True)
+            return int(running[0])
+        time.sleep(0.5)
+    pytest.fail("base_model never trained a step on SLURM")
+
+
+def release_when_requeued(job, timeout_s=120):
+    """SLURM holds a requeued job for about 2 minutes (BeginTime) before it may start again: once
+    the job is back in the queue, the test lets it start now."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        reason = subprocess.run(["squeue", "-h", "-j", str(job), "-o", "%r"], capture_output=True, text=True).stdout
+        if "BeginTime" in reason:
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+            return
+        time.sleep(0.5)
+    pytest.fail(f"SLURM job {job} was not requeued after SIGUSR1")
 
 
 def cancel_after_first_checkpoint(workdir, timeout_s=300):

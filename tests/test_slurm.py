@@ -77,6 +77,9 @@ def test_gpu_rules_ask_for_their_gpus_memory_time_partition_and_account(slurm_ru
     assert by_rule["base_model"][0]["gpus"] == "1"  # pretrain.gpus from the config
     assert by_rule["bits_per_byte_model"][0]["gpus"] == "1"  # from the profile
     assert by_rule["base_model"][0]["cpus-per-gpu"] == "8"
+    # the warning before the time limit, at which training checkpoints and requeues itself
+    assert by_rule["base_model"][0]["signal"] == "USR1@300" and "signal" not in by_rule["bits_per_byte_model"][0]
+    assert all("requeue" in options for [options] in by_rule.values())
     profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
     for rule, [options] in by_rule.items():
         asks = {**profile["default-resources"], **profile["set-resources"][rule]}

@@ -1,8 +1,10 @@
 """A stage's process: its command line, its log, its one-line errors and its peak memory."""
 import argparse
+import json
 import logging
 import os
 import resource
+import signal
 import sys
 from pathlib import Path
 
@@ -11,6 +13,20 @@ log = logging.getLogger("zhwiki_llm")
 
 class StageError(Exception):
     """A problem with the user's input or config: reported as one line, never as a traceback."""
+
+
+# The file where a training stage stopped by a signal reports to its launcher
+# (workflow_scripts.training.launch): {"line": ..., "status": 128 + the signal's number}.
+STOP_REPORT_ENV = "TRAINING_STOP_REPORT"
+
+
+class StageStopped(Exception):
+    """The stage stopped on request before its end, its work kept (a training run's checkpoint);
+    it exits with `status`."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
 
 
 def stage_cli(stage, description, add_arguments, run):
@@ -37,6 +53,25 @@ def stage_cli(stage, description, add_arguments, run):
         if stream is not sys.stderr:
             print(line, file=sys.stderr)
         sys.exit(1)
+    except StageStopped as stopped:
+        stopped_exit(f"{stage}: {stopped}", stopped.status, rank)
+
+
+def stopped_exit(line, status, rank):
+    """Exit a stage that stopped on request, the stop signals ignored from here on (a resent one
+    would kill the interpreter as it shuts down). Under the training launcher (STOP_REPORT_ENV set)
+    rank 0 writes the line and status for the launcher to report, and every rank exits 0, so that
+    accelerate and its elastic agent see no failure to print a traceback for."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_IGN)
+    log.warning("%s", line)
+    report = os.environ.get(STOP_REPORT_ENV)
+    if report is None:
+        print(line, file=sys.stderr)
+        sys.exit(status)
+    if rank == "0":
+        Path(report).write_text(json.dumps({"line": line, "status": status}), encoding="utf-8")
+    sys.exit(0)
 
 
 def peak_rss_mb():

@@ -14,18 +14,39 @@ job on a node, so locks on a shared filesystem would only make jobs wait for eac
 
 Across nodes (`--nodes N`, one launcher per node started by srun): machine rank from
 SLURM_NODEID, rendezvous on the first host of SLURM_JOB_NODELIST (`scontrol show hostnames`).
+
+Signals: SIGINT, SIGTERM and SIGUSR1 ask the training processes to stop after the step in flight
+with a checkpoint (lib/training/stop_signals.py); `accelerate launch` and its elastic agent ignore
+them, so that they neither die of one nor pass it on a second time. This launcher passes each one
+it gets to every process under it (accelerate's psutil finds them), and the first again every
+RESEND_S seconds until they end, for those still starting: a signal sent to the launcher alone (a
+user's `kill`, a job script's trap) reaches the run, and one sent to the whole group (a terminal's
+Ctrl-C, SLURM's signals) arrives more than once, which the stop request takes once. A second Ctrl-C
+kills them at once. A stopped run's processes exit 0, rank 0 having written its line and status to
+a file this launcher names (STOP_REPORT_ENV), so that accelerate prints no traceback; the launcher
+prints the line and exits with the status (128 + the signal's number).
 """
 import argparse
+import contextlib
 import fcntl
+import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from workflow_scripts.lib.stage_cli import StageError
+import psutil
+
+from workflow_scripts.lib.stage_cli import STOP_REPORT_ENV, StageError
 
 RENDEZVOUS_PORT = 29500
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+# A training process ignores a stop signal until it has started its loop's handlers (the imports
+# and model take seconds), so the first one received is sent again this often until the run ends.
+RESEND_S = 2
 
 
 def accelerate_command(gpus, processes, nodes, slurm_env, hostnames):
@@ -108,7 +129,63 @@ def main():
         sys.exit(f"launch: error: {err}")
     print(f"launch: {' '.join(command)}" + (f" on GPUs {env.get('CUDA_VISIBLE_DEVICES')}" if args.gpus else ""),
           file=sys.stderr)
-    sys.exit(subprocess.run(command, env=env).returncode)
+    env["TORCHELASTIC_SIGNALS_TO_HANDLE"] = "SIGHUP,SIGQUIT"  # not the stop signals: see above
+    status = run_passing_signals(command, env)
+    if status == 128 + signal.SIGUSR1 and "SLURM_JOB_ID" in os.environ:
+        requeue(os.environ["SLURM_JOB_ID"])
+    sys.exit(status)
+
+
+def requeue(job_id):
+    """Put this SLURM job back in the queue: the run stopped at SIGUSR1 (the warning before the time
+    limit that the SLURM profile asks for, or `scancel --signal=USR1`) with its checkpoint saved,
+    and resumes from it when SLURM starts the job again. The job keeps its id, so Snakemake's SLURM
+    executor goes on waiting for it and spends no retry."""
+    done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True)
+    print(f"launch: SLURM job {job_id} " + ("requeued: it resumes from the checkpoint" if done.returncode == 0
+                                         else f"not requeued ({done.stderr.strip()})"), file=sys.stderr)
+
+
+def run_passing_signals(command, env):
+    """Run `command`, which ignores the stop signals, passing each one this process gets to every
+    process under it (SIGKILL on a second SIGINT); its exit status, or the stopped run's
+    (STOP_REPORT_ENV), whose line it prints."""
+    def ignore_stop_signals():
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+
+    with tempfile.TemporaryDirectory(prefix="launch-") as folder:
+        report = Path(folder, "stopped.json")
+        child = subprocess.Popen(command, env={**env, STOP_REPORT_ENV: str(report)}, preexec_fn=ignore_stop_signals)
+        received = []
+
+        def pass_on(signum, frame):
+            again = signum == signal.SIGINT and signal.SIGINT in received
+            received.append(signum)
+            send_below(child.pid, signal.SIGKILL if again else signum)
+
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, pass_on)
+        while True:
+            try:
+                status = child.wait(timeout=RESEND_S)
+                break
+            except subprocess.TimeoutExpired:
+                if received and not report.exists():  # for processes still starting, or started since
+                    send_below(child.pid, received[0])
+        if status == 0 and report.exists():
+            stopped = json.loads(report.read_text(encoding="utf-8"))
+            print(stopped["line"], file=sys.stderr)
+            return stopped["status"]
+    return 128 - status if status < 0 else status  # killed by a signal: the shell's 128 + its number
+
+
+def send_below(pid, signum):
+    """`signum` to the process `pid` and every process under it."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for process in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signum)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from workflow_scripts.lib.training.checkpoints import Checkpoints, resume, save_
 from workflow_scripts.lib.training.engines import lr_lambda, make_engine, make_optimizer
 from workflow_scripts.lib.training.metrics import Metrics, peak_flops, plot_curves
 from workflow_scripts.lib.training.sft_data import IGNORE_INDEX
+from workflow_scripts.lib.training.stop_signals import StopRequests, TrainingStopped
 
 
 def set_seed(seed):
@@ -45,8 +46,9 @@ class Job:
     flops_per_token: float = 0.0
 
 
-def train(engine, job: Job, state, checkpoints, metrics, progress_stream):
-    """Steps state["step"]..job.max_steps: metrics every step, evaluation and checkpoints on schedule."""
+def train(engine, job: Job, state, checkpoints, metrics, progress_stream, stop):
+    """Steps state["step"]..job.max_steps: metrics every step, evaluation and checkpoints on schedule,
+    and a checkpoint and TrainingStopped after the step in flight when a stop signal came."""
     peak = peak_flops(engine.world)
     bar = tqdm(total=job.max_steps, initial=state["step"], desc=job.name, unit="step", file=progress_stream,
                mininterval=5, disable=engine.rank != 0)
@@ -70,8 +72,13 @@ def train(engine, job: Job, state, checkpoints, metrics, progress_stream):
         metrics.write(record)
         bar.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
         bar.update()
-        if state["step"] % job.checkpoint_every == 0 and state["step"] < job.max_steps:
-            checkpoints.save(engine, state["step"], state)
+        scheduled = state["step"] % job.checkpoint_every == 0 and state["step"] < job.max_steps
+        signum = stop.requested(engine.all_reduce_sum) if state["step"] < job.max_steps else None
+        if scheduled or signum:
+            saved = checkpoints.save(engine, state["step"], state)
+        if signum:
+            bar.close()
+            raise TrainingStopped(signum, state["step"], job.max_steps, saved)
     bar.close()
 
 
@@ -137,6 +144,7 @@ def run_training(training, model, batching, make_job, run_dir, tokenizer, summar
     """Optimizer, engine, resume, the loop, the saved model and the rule's metrics/plot/summary.
     `batching` is (rows per micro-batch, micro-batches per step); `make_job(engine)` gives the
     stage's Job; `title` is formatted with the engine's name and process count."""
+    stop = StopRequests()
     optimizer = make_optimizer(model, training.lr, training.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(training.warmup_steps, training.max_steps,
                                                                        training.min_lr_ratio))
@@ -146,6 +154,6 @@ def run_training(training, model, batching, make_job, run_dir, tokenizer, summar
     state = resume(engine, checkpoints)
     metrics = Metrics(checkpoints.root / "metrics.jsonl", engine.rank, state["step"])
     engine.barrier()
-    train(engine, job, state, checkpoints, metrics, progress_stream)
+    train(engine, job, state, checkpoints, metrics, progress_stream, stop)
     save_model(engine, tokenizer, training.out, prepare)
     finish(engine, metrics, training, summary, title.format(engine=engine.name, world=engine.world))
