@@ -17,6 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import DEMO_DUMP, DEMO_INDEX, REPO, run_ok
 from workflow_scripts.lib.training.engines import causal_lm_loss, lr_lambda
+from workflow_scripts.lib.training.stop_signals import StopRequests
 from workflow_scripts.lib.training.token_data import Sampler, TokenWindows
 
 pytestmark = pytest.mark.slow
@@ -216,11 +217,15 @@ def test_throughput_leaves_out_the_evaluations_between_steps(tmp_path):
 
     job = Job(name="t", micro_batch=lambda _: (ids[:, :-1], ids[:, 1:]), evaluate=slow_evaluation, max_steps=4,
               eval_every=2, checkpoint_every=100, accumulation=1)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
     try:
         train(engine, job, {"step": 0, "tokens": 0}, Checkpoints(tmp_path, keep=1),
-              Metrics(tmp_path / "metrics.jsonl", rank=0, resume_step=0), progress_stream=io.StringIO())
+              Metrics(tmp_path / "metrics.jsonl", rank=0, resume_step=0), progress_stream=io.StringIO(),
+              stop=StopRequests())
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
+        for signum, handler in handlers.items():  # pytest's own Ctrl-C again
+            signal.signal(signum, handler)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4] and "val_loss" in records[1]
     assert all(r["tokens"] / r["step"] / r["tokens_per_s"] < 1.0 for r in records)  # seconds per step
