@@ -15,6 +15,9 @@ class StageError(Exception):
     """A problem with the user's input or config: reported as one line, never as a traceback."""
 
 
+# The signals that ask a training stage to stop after the step in flight (lib/training/stop_signals.py),
+# in the order a run that received several reports them.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 # The file where a training stage stopped by a signal reports to its launcher
 # (workflow_scripts.training.launch): {"line": ..., "status": 128 + the signal's number}.
 STOP_REPORT_ENV = "TRAINING_STOP_REPORT"
@@ -62,7 +65,7 @@ def stopped_exit(line, status, rank):
     would kill the interpreter as it shuts down). Under the training launcher (STOP_REPORT_ENV set)
     rank 0 writes the line and status for the launcher to report, and every rank exits 0, so that
     accelerate and its elastic agent see no failure to print a traceback for."""
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     log.warning("%s", line)
     report = os.environ.get(STOP_REPORT_ENV)

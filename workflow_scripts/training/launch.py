@@ -40,10 +40,9 @@ from pathlib import Path
 
 import psutil
 
-from workflow_scripts.lib.stage_cli import STOP_REPORT_ENV, StageError
+from workflow_scripts.lib.stage_cli import STOP_REPORT_ENV, STOP_SIGNALS, StageError
 
 RENDEZVOUS_PORT = 29500
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 # A training process ignores a stop signal until it has started its loop's handlers (the imports
 # and model take seconds), so the first one received is sent again this often until the run ends.
 RESEND_S = 2

@@ -8,9 +8,7 @@ import signal
 
 import torch
 
-from workflow_scripts.lib.stage_cli import StageStopped
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+from workflow_scripts.lib.stage_cli import STOP_SIGNALS, StageStopped
 
 
 class TrainingStopped(StageStopped):
@@ -22,10 +20,12 @@ class TrainingStopped(StageStopped):
 
 
 class StopRequests:
-    """The first stop signal this process received; the loop asks `requested` after each step."""
+    """The first stop signal this process received; the loop asks `requested` after each step.
+    `stopped_at` is (signal, step) once a Trainer stopped on one (trainer_callback)."""
 
     def __init__(self):
         self.signum = None
+        self.stopped_at = None
         for signum in STOP_SIGNALS:
             signal.signal(signum, self.handle)
 
@@ -59,5 +59,4 @@ def trainer_callback(stop):
                 control.should_save = control.should_training_stop = True
                 stop.stopped_at = (signum, state.global_step)
 
-    stop.stopped_at = None
     return StopCallback()
