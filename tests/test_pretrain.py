@@ -271,14 +271,9 @@ def test_one_deepspeed_process_trains_as_one_ddp_process(data, one_process, tmp_
 
 def test_sigkill_then_rerun_resumes_bitwise(data, one_process, tmp_path):
     options = [*SMALL, "--max-steps", 8, "--eval-every", 4, "--checkpoint-every", 2]
-    command = pretrain_command(data, tmp_path, 1) + [str(o) for o in options]
-    process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "2"},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not list((tmp_path / "checkpoints").glob("*/step-0000002")) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    process = started_until_checkpoint(data, tmp_path, options, 2)
     os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    process.communicate()
     (run_dir,) = (tmp_path / "checkpoints").iterdir()
     killed_at = max(int(p.name.split("-")[1]) for p in run_dir.glob("step-???????"))
     assert 2 <= killed_at < 8 and not (tmp_path / "model").exists()
