@@ -76,3 +76,6 @@ rule eval:
     input:
         summary=rules.run_summary.output.markdown,
         pages=rules.run_summary.output.summary,
+
+
+include: "rules/preflight.smk"

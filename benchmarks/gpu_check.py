@@ -15,7 +15,8 @@ users run; Snakemake itself need not be installed there.
    summary.
 2. The chain: the 26m preset pretrained on the demo tokens for 20 times the tokens the demo
    config's CPU run sees, then SFT on the demo chat data, then the fact probe (qa_accuracy beside
-   chance) and the demo multiple choice for both models.
+   chance, and generated_accuracy: the questions answered right by greedy generation) and the demo
+   multiple choice for both models.
 3. SFT tokens/s from its summary, and the server's decode step (lib.serving.continuous_batching) with 1 and
    16 rows on the SFT model.
 4. A sweep step that extends the committed CPU scaling sweep (benchmarks/results/scaling.md, up to
@@ -162,7 +163,7 @@ def evaluated(work, model, style, facts):
           "--out", folder / "mc.json", "--markdown", folder / "mc.md", log=folder / "mc.log")
     probe = json.loads((folder / "knowledge.json").read_text())
     choice = json.loads((folder / "mc.json").read_text())
-    return {"probe": {key: probe[key] for key in ("overall", "qa_accuracy", "qa_chance")},
+    return {"probe": {key: probe[key] for key in ("overall", "qa_accuracy", "qa_chance", "generated_accuracy")},
             "multiple_choice": {f"{r['shots']}-shot {r['scoring']}": round(r["overall"], 4) for r in choice["results"]}}
 
 
@@ -261,12 +262,13 @@ def markdown(report):
     tokens = base["steps"] * report["chain"]["batch_tokens"]
     lines += ["", f"## The demo chain ({base['steps']} pretraining steps, {tokens:,} tokens: "
               f"{tokens / cpu_tokens():.3g}x the demo config's CPU run)", "",
-              "| model | fact probe by phrasing | qa_accuracy (chance) | multiple choice |", "|---|---|---:|---|"]
+              "| model | fact probe by phrasing | qa_accuracy (chance) | generated_accuracy | multiple choice |",
+              "|---|---|---:|---:|---|"]
     for name, model in (("base", base), ("sft", sft)):
         probe = ", ".join(f"{phrasing} {s['accuracy']:.1%}" for phrasing, s in model["probe"]["overall"].items())
         qa = f"{model['probe']['qa_accuracy']:.1%} ({model['probe']['qa_chance']:.1%})"
         choice = ", ".join(f"{k} {v:.1%}" for k, v in model["multiple_choice"].items())
-        lines.append(f"| {name} | {probe} | {qa} | {choice} |")
+        lines.append(f"| {name} | {probe} | {qa} | {model['probe']['generated_accuracy']:.1%} | {choice} |")
     lines += ["", "## SFT and decoding", "", f"SFT: {sft['tokens_per_s']:,} tokens/s over {sft['seconds']} s.", "",
               "| run | tokens/s |", "|---|---:|"]
     lines += [f"| {row['run']} | {row['tokens_per_s']:,} |" for row in report["decoding"]]

@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.io import strip_wildcard_constraints
 
 from workflow_scripts.lib.workflow.code_fingerprint import code_fingerprint
+from workflow_scripts.lib.workflow.command_line import snakemake_args
 from workflow_scripts.lib.workflow.workflow_config import (CONTINUED_EXPANSION_KEYS, INGEST_KEYS, ConfigError,
                                                            answer_style, as_entries, chat_sources, cli_options,
                                                            corpus_files, corpus_weights, data_sources, extra_corpora,
@@ -69,8 +70,10 @@ def stage_benchmarks(wildcards):
     return sorted(paths)
 
 
+SNAKEMAKE_ARGS = snakemake_args()
 try:
-    validate_config(config, Path(workflow.basedir, "config", "schema.yaml"), set(sys.argv[1:]))
+    validate_config(config, Path(workflow.basedir, "config", "schema.yaml"),
+                    set(SNAKEMAKE_ARGS.targets) if SNAKEMAKE_ARGS else set())
 except ConfigError as err:
     sys.exit(f"invalid config: {err}")
 

@@ -88,13 +88,3 @@ def choose_status_command(settings, wanted):
 
 
 fit_rules_to_cluster(config["slurm"])
-
-
-onstart:
-    if workflow.executor_plugin.name == "slurm":
-        problems = refusals(workflow.dag.needrun_jobs(), config["slurm"])
-        status_problem = choose_status_command(workflow.executor_settings, config["slurm"]["status_command"])
-        if status_problem:
-            problems.append(status_problem)
-        if problems:
-            sys.exit("\n".join(problems))

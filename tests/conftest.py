@@ -163,11 +163,22 @@ def snakemake(workdir, *args, check=True):
     return result
 
 
+def pytest_collection_modifyitems(config, items):
+    """Groups for pytest-xdist's --dist loadgroup (pyproject's addopts): the tests of a file run on
+    one worker, so that its module fixtures are made once, and every file that reads the built demo
+    on the same worker, so that the demo is built once (5 minutes) however many workers there are."""
+    reads_built = {item.path for item in items if "built" in item.fixturenames}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group("built" if item.path in reads_built else item.path.stem))
+
+
 @pytest.fixture(scope="session")
 def built(tmp_path_factory):
-    """The demo built end to end (`snakemake all`), once for every test file that reads its results."""
+    """The demo built end to end (`snakemake all`), once for every test file that reads its results;
+    what the run printed in the terminal is beside it, in terminal.txt."""
     workdir = copy_workflow(tmp_path_factory.mktemp("e2e"))
-    snakemake(workdir, "all")
+    result = snakemake(workdir, "all")
+    (workdir.parent / "terminal.txt").write_text(result.stdout + result.stderr, encoding="utf-8")
     return workdir
 
 

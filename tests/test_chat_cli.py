@@ -9,10 +9,12 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from conftest import REPO
 from workflow_scripts.lib.serving.generation import chat_prompt_ids, generate_reply, sampling_settings
+from workflow_scripts.lib.serving.model_notes import answered_questions
 from workflow_scripts.lib.serving.utf8_guard import after, byte_table
 from workflow_scripts.lib.training.models import load_causal_lm
-from workflow_scripts.serving.chat import HELP, NO_ROOM, answer, converse
+from workflow_scripts.serving.chat import BASE_MODEL, HELP, NO_ROOM, TOO_LONG, answer, converse
 
 PROMPTS = ["你好", "介绍一下你自己。", "青松市位于哪个省？", "写一首关于春天的诗。"]
 
@@ -71,6 +73,34 @@ def test_commands_and_ctrl_d_as_typed(built):
     assert result.returncode == 0, result.stderr
     assert HELP in result.stdout and "（已开始新的对话）" in result.stdout and "助手: " in result.stdout
     assert result.stdout.endswith("\n") and "Traceback" not in result.stderr
+    model_line, help_line = result.stderr.splitlines()[:2]  # no weight-loading bar before them
+    examples = " ".join(answered_questions(built / "results/sft_model"))
+    assert help_line == HELP and model_line == (
+        f"模型：results/sft_model（上下文 256 个词元）。它只知道训练语料里的内容；它答对过的问题，例如：{examples}")
+
+
+# README's example questions about the demo country, with the answers it quotes.
+README_EXAMPLES = {"衡芝市位于哪个省？": "衡芝市是雅丹省的一座城市，人口约167万。",
+                   "张军的老师是谁？": "张军曾师从萧兰娜。"}
+
+
+def test_the_readme_quotes_what_the_demo_chat_model_answers(built):
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    for question, reply in README_EXAMPLES.items():
+        assert f"`{question}`" in readme and f"`{reply}`" in readme
+        result = subprocess.run([sys.executable, "-m", "workflow_scripts.serving.chat", "results/sft_model",
+                                 "--prompt", question, "--temperature", "0"], cwd=built, capture_output=True, text=True,
+                                timeout=300)
+        assert result.stdout == reply + "\n", result.stderr
+
+
+def test_a_base_model_is_said_to_continue_text(built):
+    """And a message past the context is refused in the chat's words, without transformers' warning."""
+    result = subprocess.run([sys.executable, "-m", "workflow_scripts.serving.chat", "results/base_model",
+                             "--prompt", "青松市" * 300, "--max-new-tokens", "4"], cwd=built, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0 and result.stderr == BASE_MODEL + "\n", result.stderr
+    assert result.stdout.startswith("（这条消息有 ") and "超出模型的上下文长度 256" in result.stdout
 
 
 class InterruptAfterFirstPiece(io.StringIO):
@@ -111,4 +141,9 @@ def test_an_answer_never_runs_past_the_context(demo_chat):
     context = model.config.max_position_embeddings
     long_turn = [{"role": "user", "content": "青松市" * context}]
     out = io.StringIO()
-    assert answer(model, tokenizer, long_turn, settings, out) is None and out.getvalue() == NO_ROOM + "\n"
+    assert answer(model, tokenizer, long_turn, settings, out) is None
+    assert out.getvalue() == TOO_LONG.format(tokens=len(chat_prompt_ids(tokenizer, long_turn)), context=context) + "\n"
+    turn = [{"role": "user", "content": "青松市" * (context // 4)}, {"role": "assistant", "content": "好"}]
+    out = io.StringIO()
+    assert answer(model, tokenizer, turn * 4 + turn[:1], settings, out) is None  # each turn fits, not all
+    assert out.getvalue() == NO_ROOM.format(context=context) + "\n"

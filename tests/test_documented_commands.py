@@ -13,12 +13,13 @@ from conftest import REPO, copy_workflow
 
 MARKDOWN = [REPO / "README.md", REPO / "config" / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 COMMENTED = [REPO / "Snakefile", *sorted((REPO / "config" / "presets").glob("*.yaml")),
-             *sorted((REPO / "profiles").glob("*/config.yaml"))]
-# Files a command names that the user brings: a second config file, an existing model copied
+             *sorted((REPO / "profiles").glob("*/config.yaml")), *sorted((REPO / "profiles").glob("*/*.example.yaml"))]
+# Files a command names that the user brings: a second config file, the cluster's (the example the
+# profile ships, as its header says to copy it), an existing model copied
 # aside as the continued preset's header says (`cp -r results/base_model existing_base`), and the
 # preset budget_preset writes (docs/scaling.md).
 USER_FILES = {"mine.yaml": "sft:\n  lr: 0.001\n",
-              "mycluster.yaml": "slurm:\n  partition: cpu\n  max_cpus: 2\n  max_mem_mb: 22000\n",
+              "mycluster.yaml": (REPO / "profiles/slurm/mycluster.example.yaml").read_text(),
               "existing_base/config.json": '{"model_type": "llama", "max_position_embeddings": 256}\n',
               "results/scaling/budget.yaml": "pretrain:\n  preset: d4\n  lr: 0.002\n"}
 

@@ -9,8 +9,10 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from conftest import run_fails, run_stage
 from workflow_scripts.eval.bits_per_byte import metrics, score, windows
+from workflow_scripts.eval.knowledge import Fact, names_only_the_object
 from workflow_scripts.eval.samples import read_prompts
 from workflow_scripts.lib.corpus.documents import DocWriter
+from workflow_scripts.lib.serving.generation import DEFAULTS, generate_reply, sampling_settings
 from workflow_scripts.lib.stage_cli import StageError
 
 TEXTS = ["北京是中华人民共和国的首都，位于华北平原。", "Snakemake 把流程写成规则；每条规则只在输入改变时重跑。", "长江"]
@@ -175,7 +177,7 @@ def test_the_fact_probe_ranks_candidates_as_a_hand_computation_does(tiny, tmp_pa
     probe = json.loads(out.read_text())
     facts = [r for r in FACTS if "subject" in r]
     relations = {r["relation"]: r for r in FACTS if "templates" in r}
-    expected = {}
+    expected, question_prefixes = {}, []
     for fact in facts:
         relation, right = relations[fact["relation"]], fact["candidates"].index(fact["object"])
         phrasings = {name: ([tokenizer.eos_token_id], template) for name, template in relation["templates"].items()}
@@ -187,6 +189,7 @@ def test_the_fact_probe_ranks_candidates_as_a_hand_computation_does(tiny, tmp_pa
             else:
                 prefix = [tokenizer.eos_token_id, *tokenizer.encode(question + "\n")]
             phrasings["question"] = (prefix, relation["answer"])
+            question_prefixes.append((fact, prefix))
         for name, (prefix, template) in phrasings.items():
             candidate_ids = [tokenizer.encode(template.format(subject=fact["subject"], object=c))
                              for c in fact["candidates"]]
@@ -199,6 +202,24 @@ def test_the_fact_probe_ranks_candidates_as_a_hand_computation_does(tiny, tmp_pa
     assert probe["overall"]["lead"]["facts"] == 3 and probe["overall"]["question"]["facts"] == 2
     assert probe["qa_accuracy"] == probe["overall"]["question"]["accuracy"]
     assert "| river | lead | 1 |" in (tmp_path / "knowledge.md").read_text()
+    assert [a["reply"] for a in probe["generated"]] == [
+        hand_greedy(model, tokenizer, prefix, relations[f["relation"]], f) for f, prefix in question_prefixes]
+
+
+def hand_greedy(model, tokenizer, prefix, relation, fact):
+    """The question's reply as the terminal chat gives it at temperature 0 (one request at a time, where
+    the probe batches them): at most the longest answer's tokens plus 8."""
+    longest = max(len(tokenizer.encode(relation["answer"].format(subject=fact["subject"], object=c)))
+                  for c in fact["candidates"])
+    settings = sampling_settings(tokenizer, 0, 1.0, longest + 8, DEFAULTS["repetition_penalty"])
+    return generate_reply(model, tokenizer, prefix, settings, lambda _: None).text
+
+
+@pytest.mark.parametrize("reply, right", [("法国的首都是巴黎。", True), ("巴黎，不是柏林", False), ("柏林", False),
+                                          ("法國的首都是巴黎", True), ("罗马", False), ("我不知道", False)])
+def test_a_generated_answer_is_right_when_it_names_the_object_and_no_other_candidate(reply, right):
+    fact = Fact("法国", "capital", "巴黎", ["巴黎", "柏林", "罗马"])
+    assert names_only_the_object(reply, fact) is right
 
 
 @pytest.mark.parametrize("line, why", [

@@ -26,6 +26,7 @@ def test_the_smoke_run_measures_every_step_on_the_cpu(built, tmp_path):
         probe = report["chain"][model]["probe"]
         assert set(probe["overall"]) == {"corpus", "held_out", "question"}
         assert 0 <= probe["qa_accuracy"] <= 1 and probe["qa_chance"] == pytest.approx(1 / 12)
+        assert 0 <= probe["generated_accuracy"] <= 1
         assert {"0-shot cloze", "5-shot letter"} <= set(report["chain"][model]["multiple_choice"])
     assert report["chain"]["sft"]["tokens_per_s"] > 0 and report["chain"]["base"]["steps"] == 4
     assert [row["clients"] for row in report["decoding"]] == [1, 16]

@@ -135,7 +135,10 @@ def test_python_code_passes_ruff():
     assert result.returncode == 0, result.stdout
 
 
-@pytest.mark.parametrize("document", ["README.md", "config/README.md"])
+DOCS = sorted(str(path.relative_to(REPO)) for path in (REPO / "docs").glob("*.md"))
+
+
+@pytest.mark.parametrize("document", ["README.md", "config/README.md", *DOCS])
 def test_every_relative_link_is_a_file_git_tracks(document):
     """A fresh clone has only what git tracks: a link to an ignored file (benchmark results were
     once ignored by a `results/` pattern) would point nowhere there."""
@@ -144,10 +147,16 @@ def test_every_relative_link_is_a_file_git_tracks(document):
     folder = Path(document).parent
     links = re.findall(r"\]\(([^)#\s]+)\)", (REPO / document).read_text())
     relative = [link for link in links if "://" not in link]
-    assert relative
+    assert relative or document in DOCS
     for link in relative:
         target = os.path.normpath(folder / link)  # config/../benchmarks/x.md is benchmarks/x.md
         assert target in tracked, f"{document} links to {link}, which git does not track"
+
+
+def test_the_readme_is_short_and_links_every_docs_page():
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    assert {page for page in DOCS if f"]({page})" not in readme} == set()
 
 
 def chat_questions():

@@ -136,7 +136,7 @@ def test_the_zhwiki_preset_runs_from_the_dump_to_scores_on_both_benchmarks(rehea
             assert five_shot["prompts_shortened"] > 0 and five_shot["questions"] + five_shot["too_long"] == questions
             assert 0 <= five_shot["overall"] <= 1
             measure = next(m for s, m in rows if s == model and m.startswith(f"{name} 5-shot letter accuracy"))
-            assert f"{five_shot['prompts_shortened']} with fewer shots" in measure
+            assert f"{five_shot['prompts_shortened']} prompts cut to fewer shots to fit the model's context" in measure
     chats = json.loads((rehearsal / "results/chat_data/sft.json").read_text())
     belle = next(counts for path, counts in chats["files"].items() if path.endswith("Belle_open_source_0.5M.json"))
     assert belle["records"] == 500 and belle["skipped_bad"] == 1

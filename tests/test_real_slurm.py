@@ -282,11 +282,16 @@ def signal_once_training(workdir, old_runs, timeout_s=300):
 
 def release_when_requeued(job, timeout_s=120):
     """SLURM holds a requeued job for about 2 minutes (BeginTime) before it may start again: once
-    the job is back in the queue, the test lets it start now."""
-    deadline = time.monotonic() + timeout_s
+    the job is back in the queue and its first run has ended, the test lets it start now. Released
+    while the first run was still being killed (state REQUEUED or COMPLETING, reason already
+    BeginTime), SLURM started it at once and killed that start too ("Job credential revoked"):
+    the job ended FAILED and Snakemake submitted it again."""
+    deadline, pending_since = time.monotonic() + timeout_s, None
     while time.monotonic() < deadline:
-        reason = subprocess.run(["squeue", "-h", "-j", str(job), "-o", "%r"], capture_output=True, text=True).stdout
-        if "BeginTime" in reason:
+        state = subprocess.run(["squeue", "-h", "-j", str(job), "-o", "%T|%r"], capture_output=True, text=True).stdout
+        pending = state.strip() == "PENDING|BeginTime"
+        pending_since = (pending_since or time.monotonic()) if pending else None
+        if pending_since and time.monotonic() - pending_since >= 2:  # seen pending for 2 s, not in passing
             subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
             return
         time.sleep(0.5)

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from conftest import REPO
+from workflow_scripts.lib.serving.model_notes import answered_questions
 
 pytestmark = pytest.mark.slow
 PROMPTS = ["安宁市位于哪个省？", "请介绍一下你自己。", "哪条河流经青松市？", "王勇研究什么？"]
@@ -141,9 +142,12 @@ def test_stop_and_max_tokens_are_honoured(client):
     assert full.startswith(short.choices[0].message.content)
 
 
-def test_models_completions_and_the_page(client, server):
+def test_models_completions_and_the_page(client, server, sft_model):
     assert [m.id for m in client.models.list().data] == ["sft_model", "base_model"]
     assert client.models.retrieve("base_model").id == "base_model"
+    chat, base = client.models.retrieve("sft_model").model_extra, client.models.retrieve("base_model").model_extra
+    assert chat["chat"] is True and base["chat"] is False
+    assert len(chat["examples"]) == 3 and chat["examples"] == answered_questions(sft_model)
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("gpt-9")
     completion = client.completions.create(model="sft_model", prompt="安宁市", max_tokens=7, temperature=0,
@@ -220,9 +224,9 @@ def test_developer_is_system_and_penalties_and_bias_steer_the_tokens(client, bui
 
 
 def test_lm_eval_scores_the_served_base_model_as_the_multiple_choice_stage_does(server, built):
-    """README's lm-eval command (port aside) through local-completions: the demo set's letter
+    """docs/serving.md's lm-eval command (port aside) through local-completions: the demo set's letter
     prompt at 0 shots, question by question as the stage scores it."""
-    [command] = [line.strip() for line in joined_readme_lines()
+    [command] = [line.strip() for line in joined_docs_lines()
                  if line.strip().startswith("lm_eval --model local-completions ")]
     command = command.replace("http://127.0.0.1:8000", server)
     result = subprocess.run(shlex.split(command), cwd=built, capture_output=True, text=True, timeout=600)
@@ -240,8 +244,8 @@ def test_lm_eval_scores_the_served_base_model_as_the_multiple_choice_stage_does(
                                                                                        stage_correct)
 
 
-def joined_readme_lines():
-    return (REPO / "README.md").read_text(encoding="utf-8").replace("\\\n", " ").splitlines()
+def joined_docs_lines():
+    return (REPO / "docs/serving.md").read_text(encoding="utf-8").replace("\\\n", " ").splitlines()
 
 
 GOOD = {"model": "sft_model", "messages": [{"role": "user", "content": "你好"}], "max_tokens": 4}
@@ -368,7 +372,8 @@ def chromium():
 
 @pytest.mark.skipif(not chromium() and not os.environ.get("REQUIRE_BROWSER"),
                     reason="no Chromium (Debian: apt-get install chromium; .ci/run installs it)")
-def test_the_chat_page_streams_answers_keeps_the_conversation_and_trims_it_to_the_context(server, tmp_path):
+def test_the_chat_page_streams_answers_keeps_the_conversation_and_trims_it_to_the_context(server, sft_model,
+                                                                                          tmp_path):
     from playwright.sync_api import sync_playwright
     requests = []
     with sync_playwright() as playwright:
@@ -377,6 +382,9 @@ def test_the_chat_page_streams_answers_keeps_the_conversation_and_trims_it_to_th
         page.on("request", lambda r: r.method == "POST" and requests.append(json.loads(r.post_data)))
         page.goto(server + "/")
         page.wait_for_selector("#model option[value=sft_model]", state="attached")
+        intro = page.wait_for_selector(".intro").inner_text()
+        assert intro.startswith("模型：sft_model（上下文 256 个词元）。它只知道训练语料里的内容。")
+        assert page.locator(".intro button").all_inner_texts() == answered_questions(sft_model)
         for turn, question in enumerate(PROMPTS[:2], start=1):
             say(page, question, turn)
         answers = page.locator(".assistant").all_inner_texts()
@@ -388,7 +396,7 @@ def test_the_chat_page_streams_answers_keeps_the_conversation_and_trims_it_to_th
         say(page, PROMPTS[2], 3)
         trimmed = page.locator(".msg.trimmed").count()
         assert trimmed in (2, 4) and len(requests[-1]["messages"]) == 5 - trimmed
-        assert f"最早的 {trimmed // 2} 轮不再发给模型" in page.locator(".note").first.inner_text()
+        assert f"最早的 {trimmed // 2} 轮不再发给模型" in page.locator(".note:not(.intro)").first.inner_text()
         page.screenshot(path=os.environ.get("CHAT_PAGE_SCREENSHOT", str(tmp_path / "chat_page.png")))
         page.fill("#max_tokens", "201")  # over the server's --max-tokens 200
         page.fill("#input", PROMPTS[3])
@@ -398,6 +406,15 @@ def test_the_chat_page_streams_answers_keeps_the_conversation_and_trims_it_to_th
         english.goto(server + "/")
         english.wait_for_selector("#model option[value=sft_model]", state="attached")
         assert english.locator("#send").inner_text() == "Send"
+        assert english.wait_for_selector(".intro").inner_text().startswith("Model: sft_model (context 256 tokens).")
+        english.locator(".intro button").first.click()  # an example question asks itself
+        english.wait_for_function("document.querySelectorAll('.assistant[data-done]').length === 1", timeout=60000)
+        assert english.locator(".user").all_inner_texts() == answered_questions(sft_model)[:1]
+        base = browser.new_page(locale="en-US")
+        base.goto(server + "/")
+        base.wait_for_selector("#model option[value=base_model]", state="attached")
+        base.select_option("#model", "base_model")
+        assert "This is a base model" in base.wait_for_selector(".intro:has-text('base_model')").inner_text()
         browser.close()
 
 

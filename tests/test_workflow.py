@@ -1,10 +1,13 @@
 """The DAG end to end on the demo, and the rerun promise: only what a change touches runs again."""
 import hashlib
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -99,8 +102,20 @@ def test_base_model_is_trained(built):
     summary = json.loads((built / "results/pretrain/summary.json").read_text())
     assert summary["steps"] == 1200 and summary["final_loss"] < summary["first_loss"] - 3
     assert (built / "results/base_model/model.safetensors").exists()
+    for model in ("base_model", "sft_model"):  # the tokenizer says the model's context, not the tokenizer stage's
+        assert json.loads((built / f"results/{model}/tokenizer_config.json").read_text())["model_max_length"] == 256
     assert list((built / "results/checkpoints/base_model").glob("*/step-*"))
 
+
+def test_the_terminal_shows_pretraining_progress_at_least_once_a_minute(built):
+    """What a user who reads only the terminal sees of base_model: its bar's state as one short line,
+    with the log it comes from; the bar's blocks stay in the log."""
+    terminal = (built.parent / "terminal.txt").read_text(encoding="utf-8")
+    lines = re.findall(r"^pretrain: +\d+% (\d+)/1200 \[(\d+):(\d\d)<[^,]*, [^,]+, loss=[\d.]+, tokens/s=[\d,]+\] "
+                       r"\(results/logs/base_model\.log\)$", terminal, re.MULTILINE)
+    elapsed = [0] + [int(minutes) * 60 + int(seconds) for _, minutes, seconds in lines]
+    assert len(lines) >= 2 and max(b - a for a, b in zip(elapsed, elapsed[1:])) <= 60, terminal[-3000:]
+    assert "█" not in terminal
 
 def test_changing_the_learning_rate_reruns_training_and_evaluation_only(built):
     jobs = jobs_after_edit(built, "pretrain", "lr", 0.001, "all")
@@ -223,10 +238,24 @@ def test_run_summary_covers_every_stage(built):
                      "tokenizer", "tokens", "tokens_index", "base_model", "chat_data", "sft_model", "bits_per_byte",
                      "multiple_choice", "knowledge", "samples"}
     measures = {(row["section"], row["measure"]) for row in rows}
-    assert ("base_model", "demo 5-shot cloze accuracy (80 questions, chance 25%, 0 with fewer shots)") in measures
+    assert ("base_model", "demo 5-shot cloze accuracy (80 questions, chance 25%, 0 prompts cut to fewer shots to fit "
+            "the model's context)") in measures
     for model in ("base_model", "sft_model"):
         assert {(model, f"fact probe, {phrasing} (240 facts, chance 8.3%)")
-                for phrasing in ("corpus", "held_out", "question")} <= measures
+                for phrasing in ("corpus", "held_out", "question: the right answer ranked first")} <= measures
+        assert (model, "fact probe, question: the right object named in a greedy answer (240 facts)") in measures
+
+
+def test_the_summary_opens_with_where_the_chat_model_is_and_what_to_look_at(built):
+    summary = (built / "results/summary.md").read_text()
+    assert summary.splitlines()[2:5] == [
+        "- Built: the chat model `results/sft_model`, fine-tuned from the base model `results/base_model`.",
+        "- Talk to it: `python -m workflow_scripts.serving.chat results/sft_model`, or serve it with a chat page: "
+        "`python -m workflow_scripts.serving.serve results/sft_model --port 8000`.",
+        "- The whole run as one page: `snakemake --report results/report.html`."]
+    first_look = summary[summary.index("## First look"):summary.index("## Every figure")]
+    assert "| sft_model | fact questions answered right, writing the answer (generated_accuracy) |" in first_look
+    assert "| chance 8.3% |" in first_look and "| chance 25% |" in first_look
 
 
 def test_the_report_shows_plots_and_tables(built):
@@ -332,6 +361,40 @@ def test_continued_preset_expands_the_vocabulary_and_pretrains_further(built):
     rows = json.loads((built / "results/summary.json").read_text())
     assert {"vocabulary expansion", "continued pretraining"} <= {r["section"] for r in rows}
     assert planned_jobs(built, "all", *preset) == {}
+
+
+def test_ctrl_c_to_snakemake_checkpoints_pretraining_and_the_rerun_resumes(built, tmp_path):
+    """Ctrl-C in the terminal reaches Snakemake and the training job together: Snakemake waits for the
+    job, which saves a checkpoint after the step in flight and says so; the same command resumes."""
+    workdir = shutil.copytree(built, tmp_path / "demo", symlinks=True)
+    command = [sys.executable, "-m", "snakemake", "--cores", "2", "base_model",
+               *with_override(tmp_path, "pretrain:\n  max_steps: 60\n  checkpoint_every: 1000\n")]
+    runs = workdir / "results/checkpoints/base_model"
+    old = set(runs.iterdir())
+    process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    wait_for_a_trained_step(runs, old)
+    os.killpg(process.pid, signal.SIGINT)
+    out = process.communicate(timeout=180)[0]
+    assert process.returncode != 0 and "Traceback" not in out, out[-3000:]
+    stopped = re.search(r"^pretrain: stopped by SIGINT at step (\d+) of 60, checkpoint (\S+) saved; the next run "
+                        r"resumes from it$", out, re.M)
+    assert stopped, out[-3000:]
+    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resuming from {stopped.group(2)}" in (workdir / "results/logs/base_model.log").read_text()
+    assert json.loads((workdir / "results/pretrain/summary.json").read_text())["steps"] == 60
+
+
+def wait_for_a_trained_step(runs, old, timeout_s=180):
+    """Until a run directory under `runs` other than `old` has recorded a step."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").stat().st_size
+               for run in set(runs.iterdir()) - old):
+            return
+        time.sleep(0.2)
+    pytest.fail(f"no new run in {runs} trained a step in {timeout_s} s")
 
 
 def test_the_real_dump_presets_plan_a_gpu_run(workflow_dir):

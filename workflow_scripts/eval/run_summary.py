@@ -29,6 +29,7 @@ table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;p
 th{background:#f3f3f3;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.2em}"""
 DEDUP_EXAMPLES = 20
+GENERATED_EXAMPLES = 12
 
 
 def model_name(result):
@@ -64,7 +65,7 @@ def accuracy_rows(mc_results):
 def accuracy_measure(name, shots, scoring, questions, chance, shortened, too_long):
     """The summary's words for one accuracy, with the prompts that did not fit the context."""
     notes = [f"{questions} questions", f"chance {chance:.0%}"]
-    notes += [f"{shortened} with fewer shots"] if shots else []
+    notes += [f"{shortened} prompts cut to fewer shots to fit the model's context"] if shots else []
     notes += [f"{too_long} too long to score"] if too_long else []
     return f"{name} {shots}-shot {scoring} accuracy ({', '.join(notes)})"
 
@@ -76,6 +77,13 @@ def knowledge_rows(probes):
              round(s["mean_rank"], 2))
             for p in probes for relation, phrasings in [("all", p["overall"]), *p["relations"].items()]
             for phrasing, s in phrasings.items()]
+
+
+def probe_measure(phrasing, facts, chance):
+    """The fact probe's phrasings in the summary; the question's figure is a ranking of answers the model
+    is shown, not what it says (that is the greedy-answer row beside it)."""
+    what = "question: the right answer ranked first" if phrasing == "question" else phrasing
+    return f"fact probe, {what} ({facts} facts, chance {chance})"
 
 
 def expansion_rows(expansion):
@@ -110,10 +118,36 @@ def summary_rows(corpus, tokenizer, expansion, training, bpb, mc_results, probes
     rows += [(model, accuracy_measure(name, shots, scoring, questions, chance, shortened, too_long), f"{accuracy:.1%}")
              for model, name, shots, scoring, accuracy, questions, chance, shortened, too_long
              in accuracy_rows(mc_results)]
-    rows += [(model, f"fact probe, {phrasing} ({facts} facts, chance {chance})", accuracy)
+    rows += [(model, probe_measure(phrasing, facts, chance), accuracy)
              for model, relation, phrasing, facts, accuracy, chance, _ in knowledge_rows(probes) if relation == "all"]
+    rows += [(model_name(p), f"fact probe, question: the right object named in a greedy answer "
+              f"({len(p['generated'])} facts)", f"{p['generated_accuracy']:.1%}") for p in probes if p.get("generated")]
     rows += [("wall time", f"{stage} ({jobs} job{'s' * (jobs > 1)})", f"{seconds:,.1f} s")
              for stage, (jobs, seconds) in times.items()]
+    return rows
+
+
+def opening(chat_model):
+    """What a newcomer reads first: what was built, where it is, what to run next."""
+    steps = "fine-tuned" + (" and preference-tuned (DPO)" if chat_model == "dpo_model" else "")
+    chat = f"python -m workflow_scripts.serving.chat results/{chat_model}"
+    serve = f"python -m workflow_scripts.serving.serve results/{chat_model} --port 8000"
+    return (f"- Built: the chat model `results/{chat_model}`, {steps} from the base model `results/base_model`.\n"
+            f"- Talk to it: `{chat}`, or serve it with a chat page: `{serve}`.\n"
+            "- The whole run as one page: `snakemake --report results/report.html`.\n")
+
+
+def first_look_rows(bpb, mc_results, probes):
+    """(model, measure, value, what to compare it with) of the figures to look at first."""
+    rows = [(model_name(r), "bits per byte on held-out text", fmt(r["bits_per_byte"]),
+             "lower is better; compare the models") for r in bpb]
+    rows += [(model_name(p), "fact questions answered right, writing the answer (generated_accuracy)",
+              f"{p['generated_accuracy']:.1%}", "what a user sees in the chat") for p in probes if p.get("generated")]
+    rows += [(model_name(p), "fact questions whose right answer ranks first (qa_accuracy)", f"{p['qa_accuracy']:.1%}",
+              f"chance {p['qa_chance']:.1%}") for p in probes if p.get("qa_accuracy") is not None]
+    rows += [(model, f"{name} {shots}-shot {scoring} multiple choice", f"{accuracy:.1%}", f"chance {chance:.0%}")
+             for model, name, shots, scoring, accuracy, _, chance, _, _ in accuracy_rows(mc_results)
+             if shots == 0 and scoring == "cloze"]
     return rows
 
 
@@ -180,6 +214,11 @@ def evaluation_page(bpb, mc_results, probes):
                          "answer to the relation's question)", html_table(
                              ["model", "relation", "phrasing", "facts", "accuracy", "chance", "mean rank"],
                              knowledge_rows(probes))))
+        sections.append((f"Fact probe: the first {GENERATED_EXAMPLES} questions answered by greedy generation "
+                         "(right: the fact's object named, no other candidate)", html_table(
+                             ["model", "question", "answer", "right"],
+                             [(model_name(p), a["question"], a["reply"], "yes" if a["right"] else "no")
+                              for p in probes for a in p.get("generated", [])[:GENERATED_EXAMPLES]])))
     return html_page("Evaluation", sections)
 
 
@@ -237,7 +276,10 @@ def run(args, progress_stream):
     times = stage_times(args.benchmarks, args.benchmarks_root)
     rows = summary_rows(corpus, tokenizer, expansion, training, bpb, mc_results, probes, times)
     write_json(args.json, [{"section": s, "measure": m, "value": v} for s, m, v in rows])
-    write_text(args.markdown, "# Run summary\n\n" + markdown_table(["section", "measure", "value"], rows))
+    first_look = markdown_table(["model", "measure", "value", "compare with"], first_look_rows(bpb, mc_results, probes))
+    write_text(args.markdown, "# Run summary\n\n" + opening("dpo_model" if args.dpo else "sft_model") +
+               "\n## First look\n\n" + first_look + "\n## Every figure\n\n" +
+               markdown_table(["section", "measure", "value"], rows))
     pages = {"summary": html_page("Run summary", [("", html_table(["section", "measure", "value"], rows))]),
              "data": data_page(corpus, args.dedup_report), "tokenizer": tokenizer_page(tokenizer),
              "evaluation": evaluation_page(bpb, mc_results, probes), "samples": samples_page(samples)}

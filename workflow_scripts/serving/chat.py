@@ -14,7 +14,9 @@ from pathlib import Path
 
 import torch
 
-from workflow_scripts.lib.serving.generation import DEFAULTS, chat_prompt_ids, generate_reply, sampling_settings
+from workflow_scripts.lib.serving.generation import (DEFAULTS, chat_prompt_ids, ends_turns, generate_reply,
+                                                     sampling_settings)
+from workflow_scripts.lib.serving.model_notes import answered_questions
 from workflow_scripts.lib.stage_cli import StageError, stage_cli
 from workflow_scripts.lib.training.models import load_causal_lm
 
@@ -27,16 +29,30 @@ def load(model_dir: Path):
 
 
 HELP = "命令：/reset 开始新的对话，/help 显示本说明，/exit 退出（或按 Ctrl-D）；回答时按 Ctrl-C 可中断回答。"
-NO_ROOM = "（对话已超出模型的上下文长度，请输入 /reset 开始新的对话）"
+BASE_MODEL = "（这是基础模型：它只会续写文本，不会回答问题；要聊天请用 SFT 模型，如 results/sft_model）"
+NO_ROOM = "（对话已超出模型的上下文长度 {context} 个词元，请输入 /reset 开始新的对话）"
+TOO_LONG = "（这条消息有 {tokens} 个词元，超出模型的上下文长度 {context}，没有发送；请缩短后再试）"
+
+
+def model_line(model_dir, context):
+    """Which model this is, and what it can be asked: it knows only its training text, shown by
+    questions it answered right in its evaluation where there are some."""
+    examples = answered_questions(model_dir)
+    asked = f"；它答对过的问题，例如：{' '.join(examples)}" if examples else ""
+    return f"模型：{model_dir}（上下文 {context} 个词元）。它只知道训练语料里的内容{asked}"
 
 
 def answer(model, tokenizer, messages, settings, out):
     """Stream the assistant's reply to `out` and return it: None when the conversation leaves no
-    room in the model's context; what was said so far when Ctrl-C stops it."""
+    room in the model's context (the message itself too long, or the conversation so far); what was
+    said so far when Ctrl-C stops it."""
     ids = chat_prompt_ids(tokenizer, messages)
-    room = model.config.max_position_embeddings - len(ids)
+    context = model.config.max_position_embeddings
+    room = context - len(ids)
     if room < 1:
-        out.write(NO_ROOM + "\n")
+        alone = chat_prompt_ids(tokenizer, [m for m in messages if m["role"] == "system"] + messages[-1:])
+        too_long = len(alone) >= context
+        out.write((TOO_LONG if too_long else NO_ROOM).format(tokens=len(alone), context=context) + "\n")
         return None
     pieces = []
 
@@ -70,9 +86,12 @@ def run(args, progress_stream):
     settings = sampling_settings(tokenizer, args.temperature, args.top_p, args.max_new_tokens,
                                  args.repetition_penalty)
     start = [{"role": "system", "content": args.system}] if args.system else []
+    if not ends_turns(model, tokenizer):
+        print(BASE_MODEL, file=sys.stderr)
     if args.prompt is not None:
         answer(model, tokenizer, start + [{"role": "user", "content": args.prompt}], settings, sys.stdout)
         return
+    print(model_line(args.model, model.config.max_position_embeddings), file=sys.stderr)
     converse(model, tokenizer, settings, start)
 
 

@@ -30,7 +30,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from workflow_scripts.lib.serving.continuous_batching import RowSampling
-from workflow_scripts.lib.serving.generation import DEFAULTS, chat_prompt_ids, completion_prompt_ids
+from workflow_scripts.lib.serving.generation import DEFAULTS, chat_prompt_ids, completion_prompt_ids, ends_turns
+from workflow_scripts.lib.serving.model_notes import answered_questions
 from workflow_scripts.lib.serving.openai_protocol import (ApiError, ChatRequest, CompletionRequest, Sampling,
                                                           chat_logprobs, completion_logprobs, envelope, error_body, sse)
 from workflow_scripts.lib.serving.serving_worker import Choice, Generation, Worker
@@ -56,7 +57,7 @@ class Server:
     """The models, the limits and the worker behind the HTTP endpoints."""
 
     def __init__(self, model_dirs, limits, max_queue, max_batch, api_key):
-        self.models = {}
+        self.models, self.notes = {}, {}
         for model_dir in model_dirs:
             if model_dir.name in self.models:
                 raise StageError(f"{model_dir}: two models named {model_dir.name}; serve directories of distinct names")
@@ -64,6 +65,8 @@ class Server:
             if torch.cuda.is_available():
                 model.to(torch.bfloat16)
             self.models[model_dir.name] = (model, tokenizer)
+            self.notes[model_dir.name] = {"chat": ends_turns(model, tokenizer),
+                                          "examples": answered_questions(model_dir)}
             log.info("serving %s as %s on %s", model_dir, model_dir.name, model.device)
         self.limits, self.api_key, self.max_batch = limits, api_key, max_batch
         self.worker = Worker(self.models, max_queue, max_batch, self.stop)
@@ -89,8 +92,9 @@ class Server:
 
     def model_card(self, name):
         model, _ = self.models[name]
+        # chat and examples are this server's own: what the chat page tells a user about the model.
         return {"id": name, "object": "model", "created": self.created, "owned_by": "zhwiki-llm",
-                "max_model_len": getattr(model.config, "max_position_embeddings", None)}
+                "max_model_len": getattr(model.config, "max_position_embeddings", None), **self.notes[name]}
 
     def generation(self, body: Sampling, prompts, loop, echo=False):
         """The request's Generation: n choices for each of `prompts` [(token ids, text, ids the server

@@ -41,6 +41,7 @@ from pathlib import Path
 import psutil
 
 from workflow_scripts.lib.stage_cli import STOP_REPORT_ENV, STOP_SIGNALS, StageError
+from workflow_scripts.lib.training.devices import visible_gpus
 
 RENDEZVOUS_PORT = 29500
 # A training process ignores a stop signal until it has started its loop's handlers (the imports
@@ -99,14 +100,6 @@ def claim_gpus(count, lock_dir: Path, visible, timeout_s):
         time.sleep(2)
 
 
-def visible_devices():
-    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if listed is not None:
-        return [d for d in listed.split(",") if d]
-    import torch
-    return [str(i) for i in range(torch.cuda.device_count())]
-
-
 def main():
     ap = argparse.ArgumentParser(prog="python -m workflow_scripts.training.launch", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -122,7 +115,7 @@ def main():
         command = accelerate_command(args.gpus, args.processes, args.nodes, os.environ, slurm_hostnames) + script
         env = dict(os.environ)
         if args.gpus and "SLURM_JOB_ID" not in os.environ:
-            devices, _locks = claim_gpus(args.gpus, args.gpu_locks, visible_devices(), args.gpu_wait)
+            devices, _locks = claim_gpus(args.gpus, args.gpu_locks, visible_gpus(), args.gpu_wait)
             env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
     except StageError as err:
         sys.exit(f"launch: error: {err}")

@@ -11,6 +11,7 @@ import torch
 from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from workflow_scripts.lib.chatml import IM_END
 from workflow_scripts.lib.serving.utf8_guard import utf8_processors
 
 # Defaults of the terminal chat and of the server's requests that leave a setting out.
@@ -25,14 +26,22 @@ class Reply:
 
 
 def chat_prompt_ids(tokenizer, messages):
-    """Token ids of a conversation through the model's chat template, ready for the assistant's turn."""
+    """Token ids of a conversation through the model's chat template, ready for the assistant's turn
+    (quietly: a prompt past the context is the caller's to refuse, not transformers' to warn about)."""
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                         return_dict=True)["input_ids"]
+                                         return_dict=True, verbose=False)["input_ids"]
+
+
+def ends_turns(model, tokenizer):
+    """Whether the model stops at the end of a chat turn (SFT sets <|im_end|> in its generation_config);
+    a base model does not: it continues text."""
+    eos = model.generation_config.eos_token_id
+    return tokenizer.convert_tokens_to_ids(IM_END) in (eos if isinstance(eos, list) else [eos])
 
 
 def completion_prompt_ids(tokenizer, text):
     """Token ids of a plain text to continue, after the end-of-text id every training document starts after."""
-    return [tokenizer.eos_token_id, *tokenizer.encode(text, add_special_tokens=False)]
+    return [tokenizer.eos_token_id, *tokenizer.encode(text, add_special_tokens=False, verbose=False)]
 
 
 def sampling_settings(tokenizer, temperature, top_p, max_tokens, repetition_penalty):

@@ -58,11 +58,14 @@ def resume(engine, checkpoints):
 
 
 def save_model(engine, tokenizer, out, prepare=None):
-    """The trained model (after `prepare`, e.g. merging LoRA) and its tokenizer as a Hugging Face directory."""
+    """The trained model (after `prepare`, e.g. merging LoRA) and its tokenizer as a Hugging Face directory,
+    the tokenizer's model_max_length the model's context (transformers warns past it, and clients read
+    it as the context: the tokenizer stage's 2,048 is not the demo model's 256)."""
     model, state = engine.unwrapped_state()
     if engine.rank == 0:
         if prepare is not None:
             model, state = prepare(model, state)
+        tokenizer.model_max_length = model.config.max_position_embeddings
         with atomic_dir(out) as tmp:
             model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
             tokenizer.save_pretrained(tmp, save_jinja_files=False)

@@ -16,11 +16,20 @@ def require_model_dir(model_dir: Path, remedy="build it with snakemake first"):
 
 
 def load_causal_lm(model_dir: Path):
-    """(model in eval mode, on the GPU when there is one; tokenizer) of a Hugging Face directory."""
+    """(model in eval mode, on the GPU when there is one; tokenizer) of a Hugging Face directory, loaded
+    without transformers' weight-loading bar (it went to the terminal of every chat, serve and
+    evaluation job, outside their logs)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
     require_model_dir(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).to("cuda" if torch.cuda.is_available() else "cpu")
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir).to("cuda" if torch.cuda.is_available() else "cpu")
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
     model.eval()
     return model, tokenizer
 

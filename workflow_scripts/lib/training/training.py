@@ -70,7 +70,7 @@ def train(engine, job: Job, state, checkpoints, metrics, progress_stream, stop):
         if state["step"] % job.eval_every == 0 or state["step"] == job.max_steps:
             record.update(job.evaluate(engine))
         metrics.write(record)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
+        bar.set_postfix({"loss": f"{record['loss']:.3f}", "tokens/s": f"{record['tokens_per_s']:,}"}, refresh=False)
         bar.update()
         scheduled = state["step"] % job.checkpoint_every == 0 and state["step"] < job.max_steps
         signum = stop.requested(engine.all_reduce_sum) if state["step"] < job.max_steps else None

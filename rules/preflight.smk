@@ -1,0 +1,40 @@
+# Mistakes caught before any job, one line each (tests/test_preflight.py). Included last: it reads
+# every rule. While the Snakefile is parsed: an unknown target, and a dry run in a directory another
+# run holds (Snakemake only warns there). Once the jobs are planned (onstart): on SLURM, the checks of
+# rules/slurm.smk; on this machine, training jobs asking for GPUs it does not have, which would
+# otherwise fail only after every data stage before them.
+from workflow_scripts.lib.training.devices import gpu_shortfall, visible_gpus
+from workflow_scripts.lib.workflow.command_line import held_lock, unknown_target
+
+# The setting that gives each training rule its GPUs.
+GPU_SETTINGS = {"base_model": "pretrain.gpus", "sweep_point": "pretrain.gpus", "sft_model": "sft.gpus",
+                "dpo_model": "dpo.gpus", "continued_model": "continued_pretrain.gpus"}
+
+
+def command_line_problem(args):
+    if args is None:
+        return None
+    target_rules = [stage.name for stage in workflow.rules if not stage.has_wildcards()]
+    return unknown_target(args.targets, target_rules) or (held_lock() if args.dryrun else None)
+
+
+def local_gpu_problem(jobs):
+    asks = [(job.rule.name, job.resources.get("gpu") or 0, GPU_SETTINGS.get(job.rule.name, "gpu")) for job in jobs]
+    asks = [ask for ask in asks if ask[1] > 0]
+    return gpu_shortfall(asks, visible_gpus()) if asks else None
+
+
+if problem := command_line_problem(SNAKEMAKE_ARGS):
+    sys.exit(problem)
+
+
+onstart:
+    jobs = workflow.dag.needrun_jobs()
+    if workflow.executor_plugin.name == "slurm":
+        problems = refusals(jobs, config["slurm"])
+        if status_problem := choose_status_command(workflow.executor_settings, config["slurm"]["status_command"]):
+            problems.append(status_problem)
+    else:
+        problems = [line for line in [local_gpu_problem(jobs)] if line]
+    if problems:
+        sys.exit("\n".join(problems))
