@@ -163,6 +163,7 @@ def snakemake(workdir, *args, check=True):
     return result
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
     """Groups for pytest-xdist's --dist loadgroup (pyproject's addopts): the tests of a file run on
     one worker, so that its module fixtures are made once, and every file that reads the built demo
