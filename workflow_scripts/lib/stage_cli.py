@@ -50,6 +50,7 @@ def stage_cli(stage, description, add_arguments, run):
         args.log.parent.mkdir(parents=True, exist_ok=True)
     stream = ProgressEcho(open(args.log, "w", encoding="utf-8"), args.log) if args.log else sys.stderr
     logging.basicConfig(stream=stream, level=logging.INFO, format=f"%(asctime)s {stage} %(message)s")
+    quiet_transformers()
     try:
         run(args, progress_stream=stream)
     except StageError as err:
@@ -60,6 +61,22 @@ def stage_cli(stage, description, add_arguments, run):
         sys.exit(1)
     except StageStopped as stopped:
         stopped_exit(f"{stage}: {stopped}", stopped.status, rank)
+
+
+def quiet_transformers():
+    """No transformers progress bars ("Loading weights", "Writing model shards": they went to the
+    terminal, outside the stage's log, at every model load and save) and no length warning below."""
+    logging.getLogger("transformers.tokenization_utils_base").addFilter(quiet_length_warning)
+    if "transformers" in sys.modules:  # stages that load models lazily call this again (lib.training.models)
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
+def quiet_length_warning(record):
+    """Drops transformers' "Token indices sequence length is longer than the specified maximum"
+    warning: every stage sizes its own windows and refuses prompts past the context, so it is never
+    the user's to act on, and it reached the terminal chat whenever a tokenizer's model_max_length
+    is the model's context (a long validation document, a long message)."""
+    return not record.getMessage().startswith("Token indices sequence length is longer than")
 
 
 class ProgressEcho:

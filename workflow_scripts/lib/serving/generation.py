@@ -26,10 +26,9 @@ class Reply:
 
 
 def chat_prompt_ids(tokenizer, messages):
-    """Token ids of a conversation through the model's chat template, ready for the assistant's turn
-    (quietly: a prompt past the context is the caller's to refuse, not transformers' to warn about)."""
+    """Token ids of a conversation through the model's chat template, ready for the assistant's turn."""
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                         return_dict=True, verbose=False)["input_ids"]
+                                         return_dict=True)["input_ids"]
 
 
 def ends_turns(model, tokenizer):
@@ -41,7 +40,7 @@ def ends_turns(model, tokenizer):
 
 def completion_prompt_ids(tokenizer, text):
     """Token ids of a plain text to continue, after the end-of-text id every training document starts after."""
-    return [tokenizer.eos_token_id, *tokenizer.encode(text, add_special_tokens=False, verbose=False)]
+    return [tokenizer.eos_token_id, *tokenizer.encode(text, add_special_tokens=False)]
 
 
 def sampling_settings(tokenizer, temperature, top_p, max_tokens, repetition_penalty):

@@ -6,7 +6,7 @@ import torch
 
 from workflow_scripts.lib.atomic_files import file_digest
 from workflow_scripts.lib.settings import add_settings
-from workflow_scripts.lib.stage_cli import StageError
+from workflow_scripts.lib.stage_cli import StageError, quiet_transformers
 
 
 def require_model_dir(model_dir: Path, remedy="build it with snakemake first"):
@@ -16,20 +16,12 @@ def require_model_dir(model_dir: Path, remedy="build it with snakemake first"):
 
 
 def load_causal_lm(model_dir: Path):
-    """(model in eval mode, on the GPU when there is one; tokenizer) of a Hugging Face directory, loaded
-    without transformers' weight-loading bar (it went to the terminal of every chat, serve and
-    evaluation job, outside their logs)."""
+    """(model in eval mode, on the GPU when there is one; tokenizer) of a Hugging Face directory."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    quiet_transformers()  # transformers may be imported only now
     require_model_dir(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    bar_was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        model = AutoModelForCausalLM.from_pretrained(model_dir).to("cuda" if torch.cuda.is_available() else "cpu")
-    finally:
-        if bar_was_on:
-            hf_logging.enable_progress_bar()
+    model = AutoModelForCausalLM.from_pretrained(model_dir).to("cuda" if torch.cuda.is_available() else "cpu")
     model.eval()
     return model, tokenizer
 
