@@ -6,10 +6,6 @@
 from workflow_scripts.lib.training.devices import gpu_shortfall, visible_gpus
 from workflow_scripts.lib.workflow.command_line import held_lock, unknown_target
 
-# The setting that gives each training rule its GPUs.
-GPU_SETTINGS = {"base_model": "pretrain.gpus", "sweep_point": "pretrain.gpus", "sft_model": "sft.gpus",
-                "dpo_model": "dpo.gpus", "continued_model": "continued_pretrain.gpus"}
-
 
 def command_line_problem(args):
     if args is None:
@@ -19,8 +15,10 @@ def command_line_problem(args):
 
 
 def local_gpu_problem(jobs):
-    asks = [(job.rule.name, job.resources.get("gpu") or 0, GPU_SETTINGS.get(job.rule.name, "gpu")) for job in jobs]
-    asks = [ask for ask in asks if ask[1] > 0]
+    # Each job's GPUs and the setting that gives them: its training section's, else its own resource.
+    gpus = {job.rule.name: job.resources.get("gpu") or 0 for job in jobs}
+    asks = [(rule, count, f"{TRAINING_RULES[rule]}.gpus" if rule in TRAINING_RULES else "gpu")
+            for rule, count in gpus.items() if count > 0]
     return gpu_shortfall(asks, visible_gpus()) if asks else None
 
 

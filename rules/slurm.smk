@@ -14,8 +14,10 @@ PROFILE_CAPS = {"mem_mb": "max_mem_mb", "runtime": "max_runtime", "gpu": "max_gp
 # The rules that train through workflow_scripts.training.launch: on the warning signal before their
 # time limit they checkpoint and requeue themselves. The warning goes to the job's steps, not B:
 # the batch shell, which the plugin's job script gives no way to trap in; the plugin runs each rule
-# in an srun step, so every training process receives it.
-TRAINING_RULES = ("base_model", "sweep_point", "sft_model", "dpo_model", "continued_model")
+# in an srun step, so every training process receives it. Each with the config section that sets
+# it up (its GPUs: rules/preflight.smk).
+TRAINING_RULES = {"base_model": "pretrain", "sweep_point": "pretrain", "sft_model": "sft", "dpo_model": "dpo",
+                  "continued_model": "continued_pretrain"}
 
 
 def capped(resource, limit):
