@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import DEMO_DUMP, DEMO_INDEX, REPO, run_ok
+from workflow_scripts.lib.stage_cli import STOP_REPORT_ENV, StageStopped, stage_cli
 from workflow_scripts.lib.training.engines import causal_lm_loss, lr_lambda
 from workflow_scripts.lib.training.stop_signals import StopRequests
 from workflow_scripts.lib.training.token_data import Sampler, TokenWindows
@@ -260,6 +262,31 @@ def test_two_processes_train_as_one_with_the_same_global_batch(data, one_process
     assert [r["loss"] for r in records] == pytest.approx([r["loss"] for r in reference], rel=1e-5)
     assert records[-1]["val_loss"] == pytest.approx(reference[-1]["val_loss"], rel=1e-5)
     assert saved_model_val_loss(tmp_path / "model", data) == pytest.approx(records[-1]["val_loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("ending", ["finished", "stopped"])
+def test_a_stage_leaves_its_process_group_before_the_interpreter_exits(monkeypatch, ending):
+    """A rank whose gloo group outlived it aborted at exit after a finished run (SIGABRT, "terminate
+    called without an active exception": CI, ZeRO-3, once); a stopped run leaves it too."""
+    def run(args, progress_stream):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+        if ending == "stopped":
+            raise StageStopped(128 + signal.SIGUSR1, "stopped at step 1 of 2")
+
+    monkeypatch.setattr(sys, "argv", ["stage"])
+    monkeypatch.delenv(STOP_REPORT_ENV, raising=False)
+    try:
+        stage_cli("stage", "", lambda parser: None, run)
+    except SystemExit as stop:
+        assert ending == "stopped" and stop.code == 128 + signal.SIGUSR1
+    finally:
+        initialized = torch.distributed.is_initialized()
+        if initialized:
+            torch.distributed.destroy_process_group()
+    assert not initialized
 
 
 def test_one_deepspeed_process_trains_as_one_ddp_process(data, one_process, tmp_path):
