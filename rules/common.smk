@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.io import strip_wildcard_constraints
 
 from workflow_scripts.lib.workflow.code_fingerprint import code_fingerprint
+from workflow_scripts.lib.report_words import in_languages
 from workflow_scripts.lib.workflow.command_line import snakemake_args
 from workflow_scripts.lib.workflow.workflow_config import (CONTINUED_EXPANSION_KEYS, INGEST_KEYS, ConfigError,
                                                            answer_style, as_entries, chat_sources, cli_options,
@@ -28,6 +29,18 @@ def all_cores():
         return workflow.cores
     except WorkflowError:
         return 1
+
+
+def report_category(number, english):
+    """A report category in the report's languages (eval.report_languages), numbered: the report
+    lists its categories by name."""
+    return f"{number}. {in_languages(english, config['eval']['report_languages'])}"
+
+
+def report_labels(**labels):
+    """A report item's labels, their names and values in the report's languages."""
+    languages = config["eval"]["report_languages"]
+    return {in_languages(name, languages): in_languages(value, languages) for name, value in labels.items()}
 
 
 def sft_base():

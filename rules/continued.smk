@@ -9,8 +9,8 @@ rule expand_vocab:
         validation=rules.split.output.validation,
     output:
         model=directory("results/expanded_base"),
-        report=report("results/expand/report.json", category="3. Tokenizer",
-                      labels={"page": "vocabulary expansion"}),
+        report=report("results/expand/report.json", category=report_category(3, "Tokenizer"),
+                      labels=report_labels(page="vocabulary expansion")),
     params:
         options=cli_options(config["continued_pretrain"], only=("vocab_size", "max_chars", "init")),
         code=code_fingerprint("continued.expand_vocab"),
@@ -36,8 +36,9 @@ rule continued_model:
     output:
         model=directory("results/continued_model"),
         metrics="results/continued/metrics.jsonl",
-        plot=report("results/continued/loss.png", caption="../report/loss.rst", category="4. Training",
-                    labels={"stage": "continued pretraining"}),
+        plot=report("results/continued/loss.png", caption="../report/loss.rst",
+                    category=report_category(4, "Training"),
+                    labels=report_labels(stage="continued pretraining")),
         summary="results/continued/summary.json",
     params:
         launcher=launcher(config["continued_pretrain"]),

@@ -265,8 +265,9 @@ rule corpus_summary:
     output:
         json="results/corpus/summary.json",
         markdown="results/corpus/summary.md",
-        plot=report("results/corpus/funnel.png", caption="../report/funnel.rst", category="2. Data",
-                    labels={"page": "funnel plot"}),
+        plot=report("results/corpus/funnel.png", caption="../report/funnel.rst",
+                    category=report_category(2, "Data"),
+                    labels=report_labels(page="funnel plot")),
     params:
         code=code_fingerprint("data.corpus_summary"),
     log:

@@ -112,14 +112,19 @@ rule run_summary:
     output:
         json="results/summary.json",
         markdown="results/summary.md",
-        summary=report("results/report/summary.html", category="1. Run summary", labels={"page": "summary"}),
-        data=report("results/report/data.html", category="2. Data", labels={"page": "funnel and dedup"}),
-        tokenizer=report("results/report/tokenizer.html", category="3. Tokenizer", labels={"page": "figures"}),
+        summary=report("results/report/summary.html", category=report_category(1, "Run summary"),
+                       labels=report_labels(page="summary")),
+        data=report("results/report/data.html", category=report_category(2, "Data"),
+                    labels=report_labels(page="funnel and dedup")),
+        tokenizer=report("results/report/tokenizer.html", category=report_category(3, "Tokenizer"),
+                         labels=report_labels(page="figures")),
         evaluation=report("results/report/evaluation.html", caption="../report/evaluation.rst",
-                          category="5. Evaluation", labels={"page": "bits per byte and accuracy"}),
-        samples=report("results/report/samples.html", caption="../report/evaluation.rst", category="5. Evaluation",
-                       labels={"page": "samples"}),
+                          category=report_category(5, "Evaluation"),
+                          labels=report_labels(page="bits per byte and accuracy")),
+        samples=report("results/report/samples.html", caption="../report/evaluation.rst",
+                       category=report_category(5, "Evaluation"), labels=report_labels(page="samples")),
     params:
+        options=cli_options(config["eval"], only=("report_languages",)),
         code=code_fingerprint("eval.run_summary"),
     log:
         "results/logs/run_summary.log",
@@ -134,4 +139,5 @@ rule run_summary:
         " --bpb {input.bpb}"
         " --multiple-choice {input.multiple_choice} --knowledge {input.knowledge} --samples {input.samples}"
         " --benchmarks {input.benchmarks}"
-        " --json {output.json} --markdown {output.markdown} --pages $(dirname {output.summary}) --log {log}"
+        " --json {output.json} --markdown {output.markdown} --pages $(dirname {output.summary}) {params.options}"
+        " --log {log}"

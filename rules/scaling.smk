@@ -9,7 +9,7 @@ rule sweep:
         tokens=rules.sweep_point.input.tokens,
     output:
         points="results/sweep/points.jsonl",
-        table=report("results/sweep/points.md", caption="../report/sweep.rst", category="6. Scaling"),
+        table=report("results/sweep/points.md", caption="../report/sweep.rst", category=report_category(6, "Scaling")),
     params:
         points=SWEEP_POINTS,
         code=code_fingerprint("scaling.sweep_points"),
@@ -31,9 +31,10 @@ rule scaling:
         extra_points=config["scaling"]["extra_points"],
     output:
         fit="results/scaling/fit.json",
-        report=report("results/scaling/scaling.md", caption="../report/scaling.rst", category="6. Scaling"),
+        report=report("results/scaling/scaling.md", caption="../report/scaling.rst",
+                      category=report_category(6, "Scaling")),
         plots=report(directory("results/scaling/plots"), patterns=["{name}.png"], caption="../report/scaling.rst",
-                     category="6. Scaling"),
+                     category=report_category(6, "Scaling")),
     params:
         options=cli_options(config["scaling"], only=("near_optimal", "bootstrap", "held_out")),
         code=code_fingerprint("scaling.scaling_fit"),

@@ -16,8 +16,9 @@ rule base_model:
     output:
         model=directory("results/base_model"),
         metrics="results/pretrain/metrics.jsonl",
-        plot=report("results/pretrain/loss.png", caption="../report/loss.rst", category="4. Training",
-                    labels={"stage": "pretraining"}),
+        plot=report("results/pretrain/loss.png", caption="../report/loss.rst",
+                    category=report_category(4, "Training"),
+                    labels=report_labels(stage="pretraining")),
         summary="results/pretrain/summary.json",
     params:
         launcher=launcher(config["pretrain"]),
@@ -103,8 +104,9 @@ rule sft_model:
     output:
         model=directory("results/sft_model"),
         metrics="results/sft/metrics.jsonl",
-        plot=report("results/sft/loss.png", caption="../report/loss.rst", category="4. Training",
-                    labels={"stage": "SFT"}),
+        plot=report("results/sft/loss.png", caption="../report/loss.rst",
+                    category=report_category(4, "Training"),
+                    labels=report_labels(stage="SFT")),
         summary="results/sft/summary.json",
     params:
         launcher=launcher(config["sft"]),
@@ -137,7 +139,7 @@ rule dpo_model:
     output:
         model=directory("results/dpo_model"),
         metrics="results/dpo/metrics.jsonl",
-        plot=report("results/dpo/loss.png", category="4. Training", labels={"stage": "DPO"}),
+        plot=report("results/dpo/loss.png", category=report_category(4, "Training"), labels=report_labels(stage="DPO")),
         summary="results/dpo/summary.json",
     params:
         launcher=launcher(config["dpo"]),

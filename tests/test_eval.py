@@ -10,6 +10,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from conftest import run_fails, run_stage
 from workflow_scripts.eval.bits_per_byte import metrics, score, windows
 from workflow_scripts.eval.knowledge import Fact, names_only_the_object
+from workflow_scripts.eval.run_summary import html_page, tokenizer_page
 from workflow_scripts.eval.samples import read_prompts
 from workflow_scripts.lib.corpus.documents import DocWriter
 from workflow_scripts.lib.serving.generation import DEFAULTS, generate_reply, sampling_settings
@@ -238,3 +239,23 @@ def test_a_bad_facts_line_is_one_line_naming_it(tmp_path, line, why):
     facts.write_text(json.dumps(FACTS[0], ensure_ascii=False) + "\n" + line + "\n", encoding="utf-8")
     run_fails("eval.knowledge", f"{facts}: {why}", "--model", tmp_path / "no-model", "--facts", facts,
               "--style", "completion", "--out", tmp_path / "k.json", "--markdown", tmp_path / "k.md")
+
+
+TOKENIZER_REPORT = {"vocab_size": 2048, "pre_tokenization": "han-runs", "han_run_max": 4, "training_seconds": 0.12,
+                    "peak_rss_mb": 194.6, "validation": {"documents": 16, "characters": 8107, "bytes": 22535,
+                                                         "tokens": 5359, "characters_per_token": 1.5128,
+                                                         "bytes_per_token": 4.2051, "han_single_token_share": 0.8972,
+                                                         "round_trip_exact": 1.0}}
+
+
+@pytest.mark.parametrize("languages, present, absent", [
+    (["zh"], ["分词器", "词表大小", "验证集"], ["Tokenizer", "vocab size", 'href="#']),
+    (["en"], ["Tokenizer", "vocab size", "Validation split"], ["分词器", "词表大小", 'href="#']),
+    (["zh", "en"], ['<a href="#zh">中文</a> · <a href="#en">English</a>', "分词器", "Tokenizer"], []),
+])
+def test_a_report_page_is_in_the_languages_eval_report_languages_names(languages, present, absent):
+    page = html_page(languages, tokenizer_page(TOKENIZER_REPORT))
+    assert all(text in page for text in present) and not any(text in page for text in absent)
+    assert f'<html lang="{languages[0]}">' in page
+    if len(languages) == 2:
+        assert page.index('<section id="zh" lang="zh"><h1>分词器') < page.index('<section id="en" lang="en">')

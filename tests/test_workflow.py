@@ -151,6 +151,7 @@ def test_changing_an_evaluation_setting_reruns_that_evaluation_only(built):
                                                                    "all": 1}
     assert jobs_after_edit(built, "eval", "max_new_tokens", 8, "all") == {"samples_model": 2, "run_summary": 1,
                                                                           "all": 1}
+    assert jobs_after_edit(built, "eval", "report_languages", ["en"], "all") == {"run_summary": 1, "all": 1}
     assert jobs_after_edit(built, "eval", "fact_targets", {"base_corpus": 0.5, "base_held_out": 0.5, "sft_keeps": 0.5,
                                                             "sft_ends_turn": 0.5}, "all") == {}
 
@@ -267,8 +268,13 @@ def test_the_report_shows_plots_and_tables(built):
     for name in ("funnel.png", "loss.png", "summary.html", "data.html", "tokenizer.html", "evaluation.html",
                  "samples.html"):
         assert name in report, name
-    for category in ("1. Run summary", "2. Data", "3. Tokenizer", "4. Training", "5. Evaluation"):
-        assert category in report, category
+    # Snakemake writes the report's data as JSON with \u escapes; eval.report_languages is [zh, en]
+    for category in ("1. 运行摘要 / Run summary", "2. 数据 / Data", "3. 分词器 / Tokenizer", "4. 训练 / Training",
+                     "5. 评测 / Evaluation", "每个优化步的训练损失", "Training loss at every optimizer step"):
+        assert json.dumps(category)[1:-1] in report, category
+    summary = (built / "results/report/summary.html").read_text(encoding="utf-8")
+    assert summary.index("<h1>运行摘要</h1>") < summary.index("<h1>Run summary</h1>")
+    assert "事实探针，question：贪心生成的回答说出了正确宾语（240 个事实）" in summary
     assert report.count("data:image/png") >= 3  # the funnel and both loss curves, embedded
 
 

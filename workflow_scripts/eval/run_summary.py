@@ -21,6 +21,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from workflow_scripts.lib.atomic_files import read_json, write_json, write_text
+from workflow_scripts.lib.report_words import LANGUAGE_NAMES, Words
+from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.stage_cli import stage_cli
 from workflow_scripts.lib.summary_tables import SOURCE_COLUMNS, SOURCE_KEYS, markdown_table
 
@@ -62,12 +64,13 @@ def accuracy_rows(mc_results):
              s["prompts_shortened"], s["too_long"]) for r in mc_results for s in r["results"]]
 
 
-def accuracy_measure(name, shots, scoring, questions, chance, shortened, too_long):
+def accuracy_measure(say, name, shots, scoring, questions, chance, shortened, too_long):
     """The summary's words for one accuracy, with the prompts that did not fit the context."""
-    notes = [f"{questions} questions", f"chance {chance:.0%}"]
-    notes += [f"{shortened} prompts cut to fewer shots to fit the model's context"] if shots else []
-    notes += [f"{too_long} too long to score"] if too_long else []
-    return f"{name} {shots}-shot {scoring} accuracy ({', '.join(notes)})"
+    notes = [say("{questions} questions", questions=questions), say("chance {chance}", chance=f"{chance:.0%}")]
+    notes += [say("{count} prompts cut to fewer shots to fit the model's context", count=shortened)] if shots else []
+    notes += [say("{count} too long to score", count=too_long)] if too_long else []
+    return say("{name} {shots}-shot {scoring} accuracy ({notes})", name=name, shots=shots, scoring=scoring,
+               notes=say(", ").join(notes))
 
 
 def knowledge_rows(probes):
@@ -79,50 +82,64 @@ def knowledge_rows(probes):
             for phrasing, s in phrasings.items()]
 
 
-def probe_measure(phrasing, facts, chance):
+def probe_measure(say, phrasing, facts, chance):
     """The fact probe's phrasings in the summary; the question's figure is a ranking of answers the model
     is shown, not what it says (that is the greedy-answer row beside it)."""
-    what = "question: the right answer ranked first" if phrasing == "question" else phrasing
-    return f"fact probe, {what} ({facts} facts, chance {chance})"
+    what = say("question: the right answer ranked first") if phrasing == "question" else phrasing
+    return say("fact probe, {what} ({facts} facts, chance {chance})", what=what, facts=facts, chance=chance)
 
 
-def expansion_rows(expansion):
+def step_name(say, step):
+    """A funnel step ("clean: drop too_short", "split: train", "ingest: books") in the report's words."""
+    stage, _, detail = step.partition(": ")
+    if not detail:
+        return say.name(stage)
+    if detail.startswith("drop "):
+        return say("{stage}: drop {reason}", stage=say.name(stage), reason=detail.removeprefix("drop "))
+    return say("{stage}: {detail}", stage=say.name(stage), detail=say.name(detail))
+
+
+def expansion_rows(say, expansion):
     if expansion is None:
         return []
     validation = expansion["validation"]
-    return [("vocabulary expansion", "tokens added to the base's", f"{expansion['added_tokens']:,} "
+    section = say("vocabulary expansion")
+    return [(section, say("tokens added to the base's"), f"{expansion['added_tokens']:,} "
              f"({expansion['base_vocab']:,} -> {expansion['expanded_vocab']:,})"),
-            ("vocabulary expansion", "tokens / character (validation), base -> expanded",
+            (section, say("tokens / character (validation), base -> expanded"),
              f"{validation['tokens_per_char_before']:.3f} -> {validation['tokens_per_char_after']:.3f}")]
 
 
-def summary_rows(corpus, tokenizer, expansion, training, bpb, mc_results, probes, times):
-    """(section, measure, value) rows of the run summary."""
+def summary_rows(say, corpus, tokenizer, expansion, training, bpb, mc_results, probes, times):
+    """(section, measure, value) rows of the run summary, in the words of `say`."""
     funnel = {row["step"]: row for row in corpus["funnel"]}
-    rows = [("data", f"{step}: documents / characters",
+    rows = [(say("data"), say("{step}: documents / characters", step=step_name(say, step)),
              f"{funnel[step]['documents']:,} / {funnel[step]['characters'] or 0:,}")
             for step in ("extract", "clean", "dedup", "split: train", "split: validation")]
     validation = tokenizer["validation"]
-    rows += [("tokenizer", "vocabulary", fmt(tokenizer["vocab_size"])),
-             ("tokenizer", "characters / token (validation)", fmt(validation["characters_per_token"], 3)),
-             ("tokenizer", "bytes / token (validation)", fmt(validation["bytes_per_token"], 3))]
-    rows += expansion_rows(expansion)
+    rows += [(say("tokenizer"), say("vocabulary"), fmt(tokenizer["vocab_size"])),
+             (say("tokenizer"), say("characters / token (validation)"), fmt(validation["characters_per_token"], 3)),
+             (say("tokenizer"), say("bytes / token (validation)"), fmt(validation["bytes_per_token"], 3))]
+    rows += expansion_rows(say, expansion)
     for stage, summary in training.items():
-        rows += [(stage, key.replace("_", " "), fmt(summary[key])) for key in
+        rows += [(say(stage), say(key.replace("_", " ")), fmt(summary[key])) for key in
                  ("parameters", "pairs", "steps", "tokens", "first_loss", "final_loss", "val_loss", "val_bpb",
                   "first_margin", "final_margin", "final_reward_accuracy", "tokens_per_s")
                  if key in summary]
     for result in bpb:
-        rows += [(model_name(result), "bits per byte (validation)", fmt(result["bits_per_byte"])),
-                 (model_name(result), "perplexity (validation)", fmt(result["perplexity"], 2))]
-    rows += [(model, accuracy_measure(name, shots, scoring, questions, chance, shortened, too_long), f"{accuracy:.1%}")
+        rows += [(model_name(result), say("bits per byte (validation)"), fmt(result["bits_per_byte"])),
+                 (model_name(result), say("perplexity (validation)"), fmt(result["perplexity"], 2))]
+    rows += [(model, accuracy_measure(say, name, shots, scoring, questions, chance, shortened, too_long),
+              f"{accuracy:.1%}")
              for model, name, shots, scoring, accuracy, questions, chance, shortened, too_long
              in accuracy_rows(mc_results)]
-    rows += [(model, probe_measure(phrasing, facts, chance), accuracy)
+    rows += [(model, probe_measure(say, phrasing, facts, chance), accuracy)
              for model, relation, phrasing, facts, accuracy, chance, _ in knowledge_rows(probes) if relation == "all"]
-    rows += [(model_name(p), f"fact probe, question: the right object named in a greedy answer "
-              f"({len(p['generated'])} facts)", f"{p['generated_accuracy']:.1%}") for p in probes if p.get("generated")]
-    rows += [("wall time", f"{stage} ({jobs} job{'s' * (jobs > 1)})", f"{seconds:,.1f} s")
+    rows += [(model_name(p), say("fact probe, question: the right object named in a greedy answer ({facts} facts)",
+                                 facts=len(p["generated"])), f"{p['generated_accuracy']:.1%}")
+             for p in probes if p.get("generated")]
+    rows += [(say("wall time"), say("{stage} ({jobs} jobs)" if jobs > 1 else "{stage} ({jobs} job)", stage=stage,
+                                    jobs=jobs), say("{seconds} s", seconds=f"{seconds:,.1f}"))
              for stage, (jobs, seconds) in times.items()]
     return rows
 
@@ -163,81 +180,124 @@ def html_table(header, rows):
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def html_page(title, sections):
-    """sections: (heading, html) pairs."""
-    body = "".join(f"<h2>{html.escape(heading)}</h2>{content}" for heading, content in sections)
-    return (f'<!DOCTYPE html><html lang="zh"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n")
+def html_page(languages, content):
+    """One page with a section per language: `content(say)` gives its (title, sections), sections as
+    (heading, html) pairs; a line of links to each language heads the page when there are two."""
+    parts = []
+    for language in languages:
+        title, sections = content(Words(language))
+        body = "".join(f"<h2>{html.escape(heading)}</h2>{table}" for heading, table in sections)
+        parts.append(f'<section id="{language}" lang="{language}"><h1>{html.escape(title)}</h1>{body}</section>')
+    switch = " · ".join(f'<a href="#{language}">{LANGUAGE_NAMES[language]}</a>' for language in languages)
+    title = content(Words(languages[0]))[0]
+    return (f'<!DOCTYPE html><html lang="{languages[0]}"><head><meta charset="utf-8"><title>{html.escape(title)}'
+            f"</title><style>{STYLE}</style></head><body>{f'<nav>{switch}</nav>' * (len(languages) > 1)}"
+            f"{''.join(parts)}</body></html>\n")
+
+
+def summary_page(rows_in):
+    def content(say):
+        return say("Run summary"), [("", html_table([say("section"), say("measure"), say("value")], rows_in(say)))]
+    return content
 
 
 def data_page(corpus, dedup_report):
     funnel = [(r["step"], r["documents"], "" if r["characters"] is None else r["characters"]) for r in corpus["funnel"]]
     dedup = {k: v for k, v in corpus["dedup"].items() if k != "by_source"}
     examples = pq.read_table(dedup_report).slice(0, DEDUP_EXAMPLES).to_pylist()
-    return html_page("Data", [
-        ("Funnel: documents and characters after each stage and filter",
-         html_table(["step", "documents", "characters"], funnel)),
-        ("By corpus", html_table(SOURCE_COLUMNS, [[row[key] for key in SOURCE_KEYS] for row in corpus["sources"]])),
-        ("Deduplication", html_table(["measure", "value"], [(k.replace("_", " "), v) for k, v in dedup.items()])),
-        (f"Removed duplicates (first {DEDUP_EXAMPLES})",
-         html_table(["removed", "corpus", "kind", "duplicate of", "its corpus", "estimated Jaccard"],
-                    [(r["title"], r["source"], r["kind"], r["duplicate_of_title"], r["duplicate_of_source"],
-                      r["similarity"]) for r in examples]))])
+
+    def content(say):
+        return say("Data"), [
+            (say("Funnel: documents and characters after each stage and filter"),
+             html_table([say("step"), say("documents"), say("characters")],
+                        [(step_name(say, step), documents, characters) for step, documents, characters in funnel])),
+            (say("By corpus"), html_table([say(column) for column in SOURCE_COLUMNS],
+                                          [[row[key] for key in SOURCE_KEYS] for row in corpus["sources"]])),
+            (say("Deduplication"), html_table([say("measure"), say("value")],
+                                              [(say.name(k.replace("_", " ")), v) for k, v in dedup.items()])),
+            (say("Removed duplicates (first {count})", count=DEDUP_EXAMPLES),
+             html_table([say(h) for h in ("removed", "corpus", "kind", "duplicate of", "its corpus",
+                                          "estimated Jaccard")],
+                        [(r["title"], r["source"], say.name(r["kind"]), r["duplicate_of_title"],
+                          r["duplicate_of_source"], r["similarity"]) for r in examples]))]
+    return content
 
 
 def tokenizer_page(tokenizer):
     settings = [(k.replace("_", " "), v) for k, v in tokenizer.items() if not isinstance(v, dict)]
     validation = [(k.replace("_", " "), v) for k, v in tokenizer["validation"].items()]
-    return html_page("Tokenizer", [("Training", html_table(["setting", "value"], settings)),
-                                   ("Validation split", html_table(["measure", "value"], validation))])
+
+    def content(say):
+        return say("Tokenizer"), [
+            (say("Training"), html_table([say("setting"), say("value")], [(say.name(k), v) for k, v in settings])),
+            (say("Validation split"), html_table([say("measure"), say("value")],
+                                                 [(say.name(k), v) for k, v in validation]))]
+    return content
 
 
 def evaluation_page(bpb, mc_results, probes):
-    sections = [("Bits per byte and perplexity on the validation split", html_table(
-        ["model", "bits per byte", "perplexity", "tokens", "bytes", "bytes / token"],
-        [(model_name(r), r["bits_per_byte"], r["perplexity"], r["tokens"], r["bytes"], r["bytes_per_token"])
-         for r in bpb]))]
-    sections.append(("Multiple choice, overall", html_table(
-        ["model", "set", "shots", "scoring", "accuracy", "questions", "chance", "prompts with fewer shots",
-         "too long to score"],
-        [(model, name, shots, scoring, f"{accuracy:.1%}", questions, f"{chance:.1%}", shortened, too_long)
-         for model, name, shots, scoring, accuracy, questions, chance, shortened, too_long
-         in accuracy_rows(mc_results)])))
-    for result in mc_results:
-        subjects = result["results"][0]["subjects"]
-        rows = [(subject, *(f"{s['subjects'][subject]['accuracy']:.1%}" for s in result["results"]),
-                 subjects[subject]["questions"]) for subject in subjects]
-        sections.append((f"{model_name(result)} on {result['name']}, per subject", html_table(
-            ["subject", *(f"{s['shots']}-shot {s['scoring']}" for s in result["results"]), "questions"], rows)))
-    if probes:
-        sections.append(("Fact probe: the likeliest candidate object, per relation and phrasing (question: the "
-                         "answer to the relation's question)", html_table(
-                             ["model", "relation", "phrasing", "facts", "accuracy", "chance", "mean rank"],
-                             knowledge_rows(probes))))
-        sections.append((f"Fact probe: the first {GENERATED_EXAMPLES} questions answered by greedy generation "
-                         "(right: the fact's object named, no other candidate)", html_table(
-                             ["model", "question", "answer", "right"],
-                             [(model_name(p), a["question"], a["reply"], "yes" if a["right"] else "no")
-                              for p in probes for a in p.get("generated", [])[:GENERATED_EXAMPLES]])))
-    return html_page("Evaluation", sections)
+    def content(say):
+        sections = [(say("Bits per byte and perplexity on the validation split"), html_table(
+            [say(h) for h in ("model", "bits per byte", "perplexity", "tokens", "bytes", "bytes / token")],
+            [(model_name(r), r["bits_per_byte"], r["perplexity"], r["tokens"], r["bytes"], r["bytes_per_token"])
+             for r in bpb]))]
+        sections.append((say("Multiple choice, overall"), html_table(
+            [say(h) for h in ("model", "set", "shots", "scoring", "accuracy", "questions", "chance",
+                              "prompts with fewer shots", "too long to score")],
+            [(model, name, shots, scoring, f"{accuracy:.1%}", questions, f"{chance:.1%}", shortened, too_long)
+             for model, name, shots, scoring, accuracy, questions, chance, shortened, too_long
+             in accuracy_rows(mc_results)])))
+        sections += [subject_section(say, result) for result in mc_results]
+        return say("Evaluation"), sections + probe_sections(say, probes)
+    return content
+
+
+def subject_section(say, result):
+    subjects = result["results"][0]["subjects"]
+    rows = [(subject, *(f"{s['subjects'][subject]['accuracy']:.1%}" for s in result["results"]),
+             subjects[subject]["questions"]) for subject in subjects]
+    return (say("{model} on {set}, per subject", model=model_name(result), set=result["name"]), html_table(
+        [say("subject"), *(say("{shots}-shot {scoring}", shots=s["shots"], scoring=s["scoring"])
+                           for s in result["results"]), say("questions")], rows))
+
+
+def probe_sections(say, probes):
+    if not probes:
+        return []
+    return [(say("Fact probe: the likeliest candidate object, per relation and phrasing (question: the answer to "
+                 "the relation's question)"), html_table(
+                [say(h) for h in ("model", "relation", "phrasing", "facts", "accuracy", "chance", "mean rank")],
+                knowledge_rows(probes))),
+            (say("Fact probe: the first {count} questions answered by greedy generation (right: the fact's object "
+                 "named, no other candidate)", count=GENERATED_EXAMPLES), html_table(
+                [say(h) for h in ("model", "question", "answer", "right")],
+                [(model_name(p), a["question"], a["reply"], say("yes") if a["right"] else say("no"))
+                 for p in probes for a in p.get("generated", [])[:GENERATED_EXAMPLES]]))]
 
 
 def samples_page(samples):
     models = [model_name(s) for s in samples]
     prompts = [item["prompt"] for item in samples[0]["samples"]]
     answers = [{item["prompt"]: item["answer"] for item in s["samples"]} for s in samples]
-    decoding = "; ".join(f"{model_name(s)}: {s['description']}" for s in samples)
-    return html_page("Generation samples", [
-        (decoding, html_table(["prompt", *models], [(p, *(a.get(p, "") for a in answers)) for p in prompts])),
-        ("Each prompt as a chat turn (greedy): does the model keep ChatML?", html_table(
-            ["model", "answers ending with <|im_end|>", "answers leaking a role marker", "mean characters"],
-            [chat_format_row(s) for s in samples]))])
+
+    def content(say):
+        decoding = say("; ").join(
+            say("{model}: {style} prompts, greedy decoding, at most {max_new_tokens} new tokens, repetition penalty "
+                "{penalty}", model=model_name(s), style=s["style"], max_new_tokens=s["decoding"]["max_new_tokens"],
+                penalty=s["decoding"]["repetition_penalty"]) for s in samples)
+        return say("Generation samples"), [
+            (decoding, html_table([say("prompt"), *models], [(p, *(a.get(p, "") for a in answers)) for p in prompts])),
+            (say("Each prompt as a chat turn (greedy): does the model keep ChatML?"), html_table(
+                [say(h) for h in ("model", "answers ending with <|im_end|>", "answers leaking a role marker",
+                                  "mean characters")],
+                [chat_format_row(say, s) for s in samples]))]
+    return content
 
 
-def chat_format_row(samples):
+def chat_format_row(say, samples):
     checks = samples["chat_format"]
     if checks is None:
-        return model_name(samples), "no chat template", "", ""
+        return model_name(samples), say("no chat template"), "", ""
     return (model_name(samples), f"{checks['ends_with_im_end']:.0%}", f"{checks['leaks_role_marker']:.0%}",
             checks["mean_answer_chars"])
 
@@ -261,6 +321,7 @@ def add_arguments(ap):
     ap.add_argument("--json", type=Path, required=True)
     ap.add_argument("--markdown", type=Path, required=True)
     ap.add_argument("--pages", type=Path, required=True, help="folder for the report's HTML pages")
+    add_settings(ap, "eval", "report_languages")
 
 
 def run(args, progress_stream):
@@ -274,17 +335,19 @@ def run(args, progress_stream):
     bpb, mc_results = [read_json(p) for p in args.bpb], [read_json(p) for p in args.multiple_choice]
     samples, probes = [read_json(p) for p in args.samples], [read_json(p) for p in args.knowledge]
     times = stage_times(args.benchmarks, args.benchmarks_root)
-    rows = summary_rows(corpus, tokenizer, expansion, training, bpb, mc_results, probes, times)
+    def rows_in(say):
+        return summary_rows(say, corpus, tokenizer, expansion, training, bpb, mc_results, probes, times)
+    rows = rows_in(Words("en"))
     write_json(args.json, [{"section": s, "measure": m, "value": v} for s, m, v in rows])
     first_look = markdown_table(["model", "measure", "value", "compare with"], first_look_rows(bpb, mc_results, probes))
     write_text(args.markdown, "# Run summary\n\n" + opening("dpo_model" if args.dpo else "sft_model") +
                "\n## First look\n\n" + first_look + "\n## Every figure\n\n" +
                markdown_table(["section", "measure", "value"], rows))
-    pages = {"summary": html_page("Run summary", [("", html_table(["section", "measure", "value"], rows))]),
-             "data": data_page(corpus, args.dedup_report), "tokenizer": tokenizer_page(tokenizer),
-             "evaluation": evaluation_page(bpb, mc_results, probes), "samples": samples_page(samples)}
-    for name, page in pages.items():
-        write_text(args.pages / f"{name}.html", page)
+    pages = {"summary": summary_page(rows_in), "data": data_page(corpus, args.dedup_report),
+             "tokenizer": tokenizer_page(tokenizer), "evaluation": evaluation_page(bpb, mc_results, probes),
+             "samples": samples_page(samples)}
+    for name, content in pages.items():
+        write_text(args.pages / f"{name}.html", html_page(args.report_languages, content))
     print(markdown_table(["section", "measure", "value"], rows), file=progress_stream)
 
 
