@@ -29,7 +29,10 @@ if problem := command_line_problem(SNAKEMAKE_ARGS):
 onstart:
     jobs = workflow.dag.needrun_jobs()
     if workflow.executor_plugin.name == "slurm":
-        problems = refusals(jobs, config["slurm"])
+        cluster = cluster_of(config["slurm"])
+        for line in split_long_training(jobs, cluster, config["slurm"]):
+            print(line, file=sys.stderr)
+        problems = refusals(jobs, cluster)
         if status_problem := choose_status_command(workflow.executor_settings, config["slurm"]["status_command"]):
             problems.append(status_problem)
     else:

@@ -57,9 +57,32 @@ def job_ask(job):
                              resources.get("mem_mb", 0), gpus, resources.get("nodes", 1), resources.get("runtime"))
 
 
-def refusals(jobs, limits):
+def cluster_of(limits):
+    """The cluster as sinfo shows it, else as config slurm declares it."""
+    return slurm_cluster.read_cluster() or slurm_cluster.declared_cluster(limits)
+
+
+def split_long_training(jobs, cluster, limits):
+    """A training job asking for more time than its partition allows is given the partition's limit,
+    and runs as as many submissions as it needs: at the warning before each limit it saves a
+    checkpoint and requeues itself (training/launch.py), and the next resumes there. Without the
+    warning (slurm.stop_warning_s: 0) it is left to refusals. One line per rule."""
+    lines = {}
+    for job in jobs if limits["stop_warning_s"] else []:
+        needed = job.rule.name in TRAINING_RULES and slurm_cluster.submissions_needed(job_ask(job), cluster)
+        if not needed:
+            continue
+        limit, count = needed
+        lines.setdefault(job.rule.name, f"slurm: rule {job.rule.name} asks for runtime {job.resources['runtime']} "
+                         f"min, and its partition allows {limit}: it runs as up to {count} submissions of {limit} "
+                         "min, each ending with a checkpoint that the next resumes from")
+        job.rule.resources["runtime"] = limit
+        job.reset_params_and_resources()  # the job's resources are computed again, from the rule's
+    return list(lines.values())
+
+
+def refusals(jobs, cluster):
     """One line per rule that no node could ever run, or whose account SLURM does not know."""
-    cluster = slurm_cluster.read_cluster() or slurm_cluster.declared_cluster(limits)
     accounts = slurm_cluster.user_accounts()
     lines = {}
     for job in jobs:

@@ -133,8 +133,9 @@ def scontrol(argv):
 
 
 def sinfo(argv):
-    """Two partitions: cpu (the default; 64 CPUs, 512 GB) and gpu (8 GPUs, two days)."""
-    print("cpu01|64|512000|(null)|cpu*|infinite\ngpu01|64|512000|gpu:h100:8(S:0-1)|gpu|2-00:00:00")
+    """Two partitions: cpu (the default; 64 CPUs, 512 GB) and gpu (8 GPUs, one day: shorter than
+    the profile's pretraining asks)."""
+    print("cpu01|64|512000|(null)|cpu*|infinite\ngpu01|64|512000|gpu:h100:8(S:0-1)|gpu|1-00:00:00")
 
 
 def sacctmgr(argv):

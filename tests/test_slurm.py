@@ -83,8 +83,13 @@ def test_gpu_rules_ask_for_their_gpus_memory_time_partition_and_account(slurm_ru
     profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
     for rule, [options] in by_rule.items():
         asks = {**profile["default-resources"], **profile["set-resources"][rule]}
-        assert (options["mem"], options["t"]) == (str(asks["mem_mb"]), str(asks["runtime"])), rule
+        # pretraining asks for two days, longer than the gpu partition's one (sinfo): it gets one
+        # day, and requeues itself with a checkpoint when that ends
+        runtime = 1440 if rule == "base_model" else asks["runtime"]
+        assert (options["mem"], options["t"]) == (str(asks["mem_mb"]), str(runtime)), rule
         assert options["p"] == "gpu" and options["A"] == "my_account", rule
+    assert ("slurm: rule base_model asks for runtime 2880 min, and its partition allows 1440: it runs as up to 2 "
+            "submissions of 1440 min, each ending with a checkpoint that the next resumes from") in result.stderr
 
 
 def test_two_node_launch_command():
@@ -185,6 +190,10 @@ def test_a_job_no_node_can_run_is_one_line_naming_the_rule_the_ask_and_the_large
                                                                                 cluster)
     assert "asks for runtime 2881 min, and partition gpu allows 2880" in \
         slurm_cluster.refusal(ask(partition="gpu", runtime=2881), cluster)
+    # what a training job does instead (rules/slurm.smk): the partition's limit, as often as needed
+    assert slurm_cluster.submissions_needed(ask(partition="gpu", runtime=5761), cluster) == (2880, 3)
+    assert slurm_cluster.submissions_needed(ask(partition="gpu", runtime=2880), cluster) is None
+    assert slurm_cluster.submissions_needed(ask(runtime=10**6), cluster) is None  # cpu: no limit
     assert "asks for partition 'a100', which the cluster does not have (sinfo: cpu, gpu)" in \
         slurm_cluster.refusal(ask(partition="a100"), cluster)
     declared = slurm_cluster.declared_cluster({"max_cpus": 8, "max_mem_mb": None, "max_gpus": 0,

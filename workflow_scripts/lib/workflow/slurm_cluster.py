@@ -97,11 +97,25 @@ def declared_cluster(limits):
     return {"": Partition("", (node,), limits["max_runtime"], default=True)}
 
 
+def partition_of(ask, cluster):
+    """The partition the job goes to: the one it names, else the cluster's default; None if neither."""
+    return cluster.get(ask.partition) or next((p for p in cluster.values() if p.default and not ask.partition), None)
+
+
+def submissions_needed(ask, cluster):
+    """(the partition's time limit in minutes, submissions) for a job asking for more time than its
+    partition allows; None where it fits (or the partition has no limit)."""
+    partition = partition_of(ask, cluster)
+    limit = partition and partition.max_minutes
+    if not (limit and ask.runtime and ask.runtime > limit):
+        return None
+    return limit, -(-ask.runtime // limit)
+
+
 def refusal(ask, cluster):
     """One line naming the rule, the resource, its ask and the largest node when no node of the
     job's partition can ever run it; None when it fits."""
-    partition = cluster.get(ask.partition) or next((p for p in cluster.values() if p.default and not ask.partition),
-                                                   None)
+    partition = partition_of(ask, cluster)
     if partition is None:
         return (f"slurm: rule {ask.rule} asks for partition {ask.partition!r}, which the cluster does not have "
                 f"(sinfo: {', '.join(sorted(cluster))}); set slurm.partition or slurm.gpu_partition in config.yaml")
