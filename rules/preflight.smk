@@ -27,7 +27,7 @@ if problem := command_line_problem(SNAKEMAKE_ARGS):
 
 
 onstart:
-    jobs = workflow.dag.needrun_jobs()
+    jobs = list(workflow.dag.needrun_jobs())  # a generator: read by several checks
     if workflow.executor_plugin.name == "slurm":
         cluster = cluster_of(config["slurm"])
         for line in split_long_training(jobs, cluster, config["slurm"]):

@@ -1,9 +1,8 @@
 """The workflow through --profile profiles/slurm on a real SLURM with accounting (.ci/slurm_up.sh:
 partition cpu, this machine as one node; partition pair, two slurmd on it): the pre-flight check,
 the demo's group jobs and pretraining, a failing rule, pretraining across two nodes, a training job
-cancelled mid-run and resumed, one longer than its partition's time limit, signalled with SIGUSR1 and
-then stopped by the limit's warning, that checkpoints and requeues itself each time, a point of the
-scaling sweep, and a run with accounting down.
+cancelled mid-run and resumed, one signalled with SIGUSR1 that checkpoints and requeues itself, a
+point of the scaling sweep, and a run with accounting down.
 
 Skipped where SLURM does not answer, unless REQUIRE_SLURM is set (CI sets it). Every Snakemake run
 has a hard timeout: SLURM's failure modes are hangs."""
@@ -40,10 +39,6 @@ SWEEP = {"depths": [1], "flops": [1.0e11], "batch_tokens": [8192]}
 # The plugin checks job status 2 s after a job started or ended (default 40 s), then 10 s later each
 # time none has ended. A demo job runs 6-8 s, so most are seen ending 14 s after submission (with
 # 5 s, 20 s: measured).
-# More steps than a 2-minute job trains before its time limit's warning (30 s before it; SLURM
-# sends it up to a minute early) at the demo's 2,048 tokens a step: 344 here on an idle machine
-# (measured), fewer on a busy one; so 2 to 4 jobs after the one stopped by hand.
-STEPS_PAST_ONE_LIMIT = 450
 FAST_CHECKS = ("--slurm-init-seconds-before-status-checks", "2", "--max-status-checks-per-second", "1")
 
 
@@ -242,50 +237,32 @@ def test_a_training_job_cancelled_mid_run_is_resubmitted_and_resumes(demo_on_slu
     assert yaml.safe_load((workdir / "results/pretrain/summary.json").read_text())["steps"] == 20
 
 
-@pytest.fixture
-def short_partition():
-    """Partition cpu with a 2-minute time limit, far shorter than the profile's pretraining asks
-    (2,880 min)."""
-    subprocess.run([*AS_ROOT, "scontrol", "update", "PartitionName=cpu", "MaxTime=2"], check=True)
-    yield
-    subprocess.run([*AS_ROOT, "scontrol", "update", "PartitionName=cpu", "MaxTime=INFINITE"], check=True)
-
-
-def test_usr1_and_the_time_limit_each_checkpoint_the_step_in_flight_and_the_job_requeues_itself(
-        demo_on_slurm, short_partition):
-    """A pretraining job longer than its partition's time limit is given the limit and runs as
-    several submissions. Stopped first by `scancel --signal=USR1`, then by the warning SLURM sends
-    before the limit (slurm.stop_warning_s), it saves a checkpoint after the step in flight each
-    time, puts itself back in the queue under the same id (no retry spent, no second submission)
-    and resumes there: every step is trained once."""
+def test_a_usr1_signal_checkpoints_the_step_in_flight_and_the_job_requeues_itself(demo_on_slurm):
+    """`scancel --signal=USR1`, as SLURM's warning before a time limit sends it: the run saves a
+    checkpoint after the step in flight, the job puts itself back in the queue under the same id
+    (no retry spent, no second submission) and resumes there, losing no step."""
     workdir = demo_on_slurm[0]
-    overlay = fitted({"stop_warning_s": 30})
-    # No scheduled checkpoint before the end: the ones saved are the signals'.
-    overlay["pretrain"] = {**overlay["pretrain"], "max_steps": STEPS_PAST_ONE_LIMIT, "checkpoint_every": 10**4,
-                           "global_batch_tokens": 2048}
+    overlay = fitted()
+    # No scheduled checkpoint before the end: the one saved is the signal's.
+    overlay["pretrain"] = {**overlay["pretrain"], "max_steps": 30, "checkpoint_every": 100}
     runs = set(Path(workdir, "results/checkpoints/base_model").glob("*"))
     process = start_on_slurm(workdir, "base_model", overlay)
     try:
         job = signal_once_training(workdir, runs)
-        assert release_requeues(job, process) >= 2  # the signal's, then at least one time limit's
+        release_when_requeued(job)
     except BaseException:
         os.killpg(process.pid, signal.SIGKILL)
         raise
     returncode, out = finish(process, timeout_s=600)
     assert returncode == 0, out[-4000:]
-    assert ("slurm: rule base_model asks for runtime 2880 min, and its partition allows 2: it runs as up to 1440 "
-            "submissions of 2 min") in out
     assert [j for j in slurm_jobs(workdir, "base_model") if j >= job] == [job]  # submitted once
     history = subprocess.run(["sacct", "-n", "-X", "-D", "-P", "-o", "State", "-j", str(job)], capture_output=True,
                              text=True, check=True).stdout.split()
-    assert history[:-1] == ["REQUEUED"] * (len(history) - 1) and history[-1] == "COMPLETED", history
-    [run] = set(Path(workdir, "results/checkpoints/base_model").glob("*")) - runs
-    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, STEPS_PAST_ONE_LIMIT + 1))  # none lost, none trained twice
+    assert history[0] == "REQUEUED" and history[-1] == "COMPLETED", history
     log = (workdir / "results/logs/base_model.log").read_text()
     resumed = re.search(r"resuming from \S*step-0*(\d+)", log)
-    assert resumed and 1 < int(resumed.group(1)) < STEPS_PAST_ONE_LIMIT, log[-2000:]
-    assert json.loads((workdir / "results/pretrain/summary.json").read_text())["steps"] == STEPS_PAST_ONE_LIMIT
+    assert resumed and 0 < int(resumed.group(1)) < 30, log[-2000:]
+    assert json.loads((workdir / "results/pretrain/summary.json").read_text())["steps"] == 30
 
 
 def signal_once_training(workdir, old_runs, timeout_s=300):
@@ -303,22 +280,22 @@ def signal_once_training(workdir, old_runs, timeout_s=300):
     pytest.fail("base_model never trained a step on SLURM")
 
 
-def release_requeues(job, process, timeout_s=600):
-    """Lets the job start again at once each time it has put itself back in the queue, until the
-    Snakemake run ends; how many times. SLURM holds a requeued job for about 2 minutes (BeginTime).
-    Released while its last run was still being killed (state REQUEUED or COMPLETING, reason
-    already BeginTime), SLURM started it at once and killed that start too ("Job credential
-    revoked"): the job ended FAILED and Snakemake submitted it again. So: once seen pending for 2 s."""
-    deadline, pending_since, released = time.monotonic() + timeout_s, None, 0
-    while process.poll() is None and time.monotonic() < deadline:
+def release_when_requeued(job, timeout_s=120):
+    """SLURM holds a requeued job for about 2 minutes (BeginTime) before it may start again: once
+    the job is back in the queue and its first run has ended, the test lets it start now. Released
+    while the first run was still being killed (state REQUEUED or COMPLETING, reason already
+    BeginTime), SLURM started it at once and killed that start too ("Job credential revoked"):
+    the job ended FAILED and Snakemake submitted it again."""
+    deadline, pending_since = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
         state = subprocess.run(["squeue", "-h", "-j", str(job), "-o", "%T|%r"], capture_output=True, text=True).stdout
         pending = state.strip() == "PENDING|BeginTime"
         pending_since = (pending_since or time.monotonic()) if pending else None
-        if pending_since and time.monotonic() - pending_since >= 2:
+        if pending_since and time.monotonic() - pending_since >= 2:  # seen pending for 2 s, not in passing
             subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
-            released, pending_since = released + 1, None
+            return
         time.sleep(0.5)
-    return released
+    pytest.fail(f"SLURM job {job} was not requeued after SIGUSR1")
 
 
 def cancel_after_first_checkpoint(workdir, timeout_s=300):
