@@ -183,14 +183,14 @@ def html_table(header, rows):
 def html_page(languages, content):
     """One page with a section per language: `content(say)` gives its (title, sections), sections as
     (heading, html) pairs; a line of links to each language heads the page when there are two."""
-    parts = []
+    parts, titles = [], []
     for language in languages:
         title, sections = content(Words(language))
         body = "".join(f"<h2>{html.escape(heading)}</h2>{table}" for heading, table in sections)
         parts.append(f'<section id="{language}" lang="{language}"><h1>{html.escape(title)}</h1>{body}</section>')
+        titles.append(title)
     switch = " · ".join(f'<a href="#{language}">{LANGUAGE_NAMES[language]}</a>' for language in languages)
-    title = content(Words(languages[0]))[0]
-    return (f'<!DOCTYPE html><html lang="{languages[0]}"><head><meta charset="utf-8"><title>{html.escape(title)}'
+    return (f'<!DOCTYPE html><html lang="{languages[0]}"><head><meta charset="utf-8"><title>{html.escape(titles[0])}'
             f"</title><style>{STYLE}</style></head><body>{f'<nav>{switch}</nav>' * (len(languages) > 1)}"
             f"{''.join(parts)}</body></html>\n")
 

@@ -136,7 +136,7 @@ def refusal(ask, cluster):
     if ask.nodes > len(partition.nodes):
         return (f"slurm: rule {ask.rule} asks for {ask.nodes} nodes, and {where} has {len(partition.nodes)}; "
                 "lower its nodes in config.yaml")
-    if ask.runtime and partition.max_minutes and ask.runtime > partition.max_minutes:
+    if submissions_needed(ask, cluster):
         return (f"slurm: rule {ask.rule} asks for runtime {ask.runtime} min, and {where} allows "
                 f"{partition.max_minutes}: lower its runtime, or set slurm.max_runtime: {partition.max_minutes}")
     return None
