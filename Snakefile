@@ -5,6 +5,8 @@
 #   snakemake --cores all tokens        # both splits as token shards for pretraining
 #   snakemake --cores all base_model    # a LLaMA-style model pretrained from scratch (results/base_model)
 #   snakemake --cores all sft_model     # that model fine-tuned to chat (results/sft_model)
+#   snakemake --cores all grpo_model --configfile config.yaml config/presets/grpo.yaml
+#                                       # the chat model trained further on rewards it can check
 #   snakemake --cores all continued_model --configfile config.yaml config/presets/continued.yaml
 #                                       # an existing model with more Chinese tokens, pretrained further
 #   snakemake --cores all eval          # both models evaluated; results/summary.md sums up the run
@@ -28,11 +30,11 @@ wildcard_constraints:
     shard=r"\d{3}",
     part="(" + "|".join(["zhwiki"] + [c["name"] for c in EXTRA_CORPORA]) + r")-\d{3}",
     split="train|validation",
-    model="base_model|sft_model|dpo_model|continued_model",
+    model="base_model|sft_model|dpo_model|grpo_model|continued_model",
     tokens="tokens|expanded_tokens",
     set="|".join(MC_SETS) or "(?!)",
     fetched="|".join(map(re.escape, FETCHES)) or "(?!)",
-    kind="sft|dpo",
+    kind="sft|dpo|grpo",
     gguf_type="|".join(config["export"]["types"]),
     point=r"d\d+-c[0-9.e]+-lr[0-9.e-]+-b\d+-s\d+",
 

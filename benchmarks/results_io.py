@@ -11,6 +11,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = RESULTS.parents[1]
 
 
 def provenance():
@@ -30,6 +31,19 @@ def provenance():
             "versions": {name: version(name) for name in ("torch", "transformers", "accelerate")},
             "commit": commit or "unknown",
             "command": "python " + " ".join([os.path.relpath(sys.argv[0]), *sys.argv[1:]])}
+
+
+def workflow_copy(workdir: Path):
+    """The tracked files of this checkout under workdir (as a fresh clone has them), unless a copy is
+    there already (a benchmark run again reuses what its earlier runs built)."""
+    if not (workdir / "Snakefile").exists():
+        tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True,
+                                 check=True).stdout.split("\0")
+        for name in filter(None, tracked):
+            if (REPO / name).is_file():
+                (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(REPO / name, workdir / name)
+    return workdir
 
 
 def save(name, report, markdown_text):

@@ -15,32 +15,18 @@ run adds its pretrain.seed to it); the report records it. Writes benchmarks/resu
 """
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import yaml
-from results_io import provenance, save
+from results_io import provenance, save, workflow_copy
 
-REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"base_corpus": "base model, facts in the corpus's phrasing",
            "base_held_out": "base model, facts in a held-out phrasing",
            "sft_keeps": "chat model keeps, share of the base model's corpus facts",
            "sft_ends_turn": "chat answers ending with the end-of-turn token"}
-
-
-def workflow_copy(workdir: Path):
-    """The tracked files of this checkout under workdir (as a fresh clone has them)."""
-    if not (workdir / "Snakefile").exists():
-        tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True,
-                                 check=True).stdout.split("\0")
-        for name in filter(None, tracked):
-            if (REPO / name).is_file():
-                (workdir / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(REPO / name, workdir / name)
-    return workdir
 
 
 def measured(workdir: Path, seed, overlay):

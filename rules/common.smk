@@ -20,6 +20,7 @@ from workflow_scripts.lib.workflow.workflow_config import (CONTINUED_EXPANSION_K
                                                            source_input, source_path, sweep_points, sweep_settings,
                                                            threads_per_process, training_allocation, url_key,
                                                            validate_config)
+from workflow_scripts.lib.training.rewards import user_reward_files
 
 
 def all_cores():
@@ -58,6 +59,11 @@ def convert_input(wildcards):
     return rules.ingest_part.output.docs.format(part=wildcards.part)
 
 
+def grpo_start():
+    """The model GRPO starts from: the last chat model before it (DPO's when DPO is on)."""
+    return rules.dpo_model.output.model if "dpo_model" in MODELS else rules.sft_model.output.model
+
+
 def sft_replay_input():
     """The token shards SFT replays (their index), when it replays pretraining text."""
     return [rules.tokens_index.output.index.format(tokens="tokens")] if config["sft"]["replay_share"] else []
@@ -68,7 +74,7 @@ def stage_benchmarks(wildcards):
     paths = set()
     # export comes after the run (target gguf); the sweep and its fit are runs of their own (target scaling)
     not_in_run = {"run_summary", "gguf_file", "ollama_modelfile", "sweep_point", "sweep", "scaling", "budget_preset"}
-    not_in_run |= {rule for rule in ("dpo_model", "continued_model") if rule not in MODELS}
+    not_in_run |= {rule for rule in ("dpo_model", "grpo_model", "continued_model") if rule not in MODELS}
     not_in_run |= {"expand_vocab"} if "continued_model" not in MODELS else set()
     not_in_run |= {"knowledge_model"} if not FACTS else set()
     for stage in workflow.rules:
@@ -113,9 +119,10 @@ MC_ENTRIES = {entry["name"]: entry for entry in config["eval"]["multiple_choice"
 MC_SETS = {name: source_path(entry, FETCHED) for name, entry in MC_ENTRIES.items()}
 FACTS = config["eval"]["facts"]
 FETCHES = {fetched_key(entry): entry for entry in data_sources(config) if "url" in entry}
-CHAT_KINDS = ["sft"] + (["dpo"] if "dpo_model" in MODELS else [])
+CHAT_KINDS = ["sft"] + [kind for kind in ("dpo", "grpo") if f"{kind}_model" in MODELS]
 RUN_FETCHES = run_fetches(config, CHAT_KINDS)
 SWEEP_POINTS = sweep_points(config["scaling"])
 EXPORT_MODELS = [model for model in config["export"]["models"] if model in MODELS]
-EXPORT_CHAT_MODEL = "dpo_model" if "dpo_model" in EXPORT_MODELS else "sft_model"
+# the last stage's chat model among those exported
+EXPORT_CHAT_MODEL = next(m for m in ("grpo_model", "dpo_model", "sft_model") if m in EXPORT_MODELS or m == "sft_model")
 EXPORT_CHAT_TYPE = "q8_0" if "q8_0" in config["export"]["types"] else "f16"

@@ -102,6 +102,7 @@ rule run_summary:
         pretrain=rules.base_model.output.summary,
         sft=rules.sft_model.output.summary,
         dpo=[rules.dpo_model.output.summary] if "dpo_model" in MODELS else [],
+        grpo=[rules.grpo_model.output.summary] if "grpo_model" in MODELS else [],
         continued=[rules.continued_model.output.summary] if CONTINUED else [],
         expansion=[rules.expand_vocab.output.report] if CONTINUED else [],
         bpb=expand(rules.bits_per_byte_model.output, model=MODELS),
@@ -134,7 +135,7 @@ rule run_summary:
         "../envs/data.yaml"
     shell:
         "python -m workflow_scripts.eval.run_summary --corpus {input.corpus} --dedup-report {input.dedup_report}"
-        " --tokenizer {input.tokenizer} --pretrain {input.pretrain} --sft {input.sft} --dpo {input.dpo}"
+        " --tokenizer {input.tokenizer} --pretrain {input.pretrain} --sft {input.sft} --dpo {input.dpo} --grpo {input.grpo}"
         " --continued {input.continued} --expansion {input.expansion}"
         " --bpb {input.bpb}"
         " --multiple-choice {input.multiple_choice} --knowledge {input.knowledge} --samples {input.samples}"

@@ -1,4 +1,4 @@
-# Data given by URL in sft.data, dpo.data or eval.multiple_choice: fetched once, verified, unpacked.
+# Data given by URL in sft.data, dpo.data, grpo.data or eval.multiple_choice: fetched once, verified, unpacked.
 
 
 rule fetch_url:

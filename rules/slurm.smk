@@ -17,7 +17,7 @@ PROFILE_CAPS = {"mem_mb": "max_mem_mb", "runtime": "max_runtime", "gpu": "max_gp
 # in an srun step, so every training process receives it. Each with the config section that sets
 # it up (its GPUs: rules/preflight.smk).
 TRAINING_RULES = {"base_model": "pretrain", "sweep_point": "pretrain", "sft_model": "sft", "dpo_model": "dpo",
-                  "continued_model": "continued_pretrain"}
+                  "grpo_model": "grpo", "continued_model": "continued_pretrain"}
 
 
 def capped(resource, limit):

@@ -1,4 +1,5 @@
-# Model training: pretraining from scratch on the token shards, then chat fine-tuning (SFT).
+# Model training: pretraining from scratch on the token shards, then chat fine-tuning (SFT), and the
+# optional preference tuning (DPO) and reinforcement learning (GRPO) after it.
 
 # The pretraining command of base_model and of each point of the scaling sweep.
 PRETRAIN_COMMAND = (
@@ -157,5 +158,37 @@ rule dpo_model:
         "../envs/training.yaml"
     shell:
         "OMP_NUM_THREADS={threads} {params.launcher} -m workflow_scripts.training.dpo --model {input.model}"
+        " --data {input.data} {params.options} --checkpoint-root {params.checkpoints} --out {output.model}"
+        " --metrics {output.metrics} --plot {output.plot} --summary {output.summary} --log {log}"
+
+
+rule grpo_model:
+    input:
+        model=grpo_start(),
+        # Read and checked by chat_data first: a question without its answer fails there.
+        data=rules.chat_data_kind.output.data.format(kind="grpo"),
+        rewards=user_reward_files(config["grpo"]["rewards"]),
+    output:
+        model=directory("results/grpo_model"),
+        metrics="results/grpo/metrics.jsonl",
+        plot=report("results/grpo/reward.png", caption="../report/grpo.rst", category=report_category(4, "Training"),
+                    labels=report_labels(stage="GRPO")),
+        summary="results/grpo/summary.json",
+    params:
+        launcher=launcher(config["grpo"]),
+        options=cli_options(config["grpo"], skip=("enabled", "data", "skip_bad_records", "gpus")),
+        checkpoints="results/checkpoints/grpo_model",
+        code=code_fingerprint("training.grpo", "training.launch"),
+    log:
+        "results/logs/grpo_model.log",
+    benchmark:
+        "results/benchmarks/grpo_model.tsv"
+    threads: ALL_CORES
+    resources:
+        gpu=config["grpo"]["gpus"],
+    conda:
+        "../envs/training.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} {params.launcher} -m workflow_scripts.training.grpo --model {input.model}"
         " --data {input.data} {params.options} --checkpoint-root {params.checkpoints} --out {output.model}"
         " --metrics {output.metrics} --plot {output.plot} --summary {output.summary} --log {log}"

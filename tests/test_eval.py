@@ -9,7 +9,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from conftest import run_fails, run_stage
 from workflow_scripts.eval.bits_per_byte import metrics, score, windows
-from workflow_scripts.eval.knowledge import Fact, names_only_the_object
+from workflow_scripts.lib.answers import names_only
 from workflow_scripts.eval.run_summary import html_page, tokenizer_page
 from workflow_scripts.eval.samples import read_prompts
 from workflow_scripts.lib.corpus.documents import DocWriter
@@ -219,8 +219,7 @@ def hand_greedy(model, tokenizer, prefix, relation, fact):
 @pytest.mark.parametrize("reply, right", [("法国的首都是巴黎。", True), ("巴黎，不是柏林", False), ("柏林", False),
                                           ("法國的首都是巴黎", True), ("罗马", False), ("我不知道", False)])
 def test_a_generated_answer_is_right_when_it_names_the_object_and_no_other_candidate(reply, right):
-    fact = Fact("法国", "capital", "巴黎", ["巴黎", "柏林", "罗马"])
-    assert names_only_the_object(reply, fact) is right
+    assert names_only(reply, "巴黎", ["巴黎", "柏林", "罗马"]) is right
 
 
 @pytest.mark.parametrize("line, why", [

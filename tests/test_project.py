@@ -33,6 +33,7 @@ def schema_keys(schema, prefix=""):
                                                ("demo_data.make_demo_sft", "sft"),
                                                ("demo_data.make_demo_eval", "eval"),
                                                ("demo_data.make_demo_dpo", "dpo"),
+                                               ("demo_data.make_demo_grpo", "grpo"),
                                                ("demo_data.make_demo_corpora", "corpora")])
 def test_demo_data_is_reproduced_byte_for_byte(tmp_path, generator, folder):
     run_ok(generator, tmp_path)

@@ -329,8 +329,8 @@ def test_comments_and_docstrings_rerun_nothing(built):
     assert jobs_after_code_edit(built, "lib/stage_cli", reword, "all") == {}
 
 
-# After the tests that expect nothing to rerun (it adds a DPO model to `built`), and before the one that
-# breaks the corpus.
+# After the tests that expect nothing to rerun (it adds a DPO model to `built`; the next, a GRPO model),
+# and before the one that breaks the corpus.
 def test_dpo_preset_tunes_and_evaluates_a_third_model_and_reruns_nothing_else(built):
     preset = ("--configfile", "config.yaml", "config/presets/dpo.yaml")
     assert planned_jobs(built, "all", *preset) == {"chat_data_kind": 1, "dpo_model": 1, "bits_per_byte_model": 1,
@@ -344,6 +344,54 @@ def test_dpo_preset_tunes_and_evaluates_a_third_model_and_reruns_nothing_else(bu
     assert json.loads((built / "results/eval/dpo_model/samples.json").read_text())["style"] == "chat"
     rows = json.loads((built / "results/summary.json").read_text())
     assert ("dpo", "final margin") in {(r["section"], r["measure"]) for r in rows}
+    assert planned_jobs(built, "all", *preset) == {}
+
+
+# A reward of the user's own, named in config: it checks what it is given, so a change in how the
+# stage calls rewards fails here.
+USER_REWARD = """
+def names_a_candidate(replies, ended, answer, candidates, question, **record):
+    assert len(replies) == len(ended) == len(answer) == len(candidates) == len(question) == 16
+    assert all(isinstance(r, str) for r in replies) and all(isinstance(e, bool) for e in ended)
+    return [float(any(c in reply for c in rivals)) for reply, rivals in zip(replies, candidates)]
+"""
+
+
+def test_grpo_preset_trains_on_checked_rewards_resumes_after_ctrl_c_and_evaluates_a_fourth_model(built, tmp_path):
+    """A short GRPO run (6 steps of 2 questions) with the built-in rewards and a user's own: Ctrl-C
+    stops it at a checkpoint, the same command resumes it, and `all` evaluates it beside the others
+    (the demo's learning figures over the whole run: benchmarks/grpo_seeds.py)."""
+    (tmp_path / "my_rewards.py").write_text(USER_REWARD)
+    user_reward = f"{tmp_path}/my_rewards.py:names_a_candidate"
+    preset = ("--configfile", "config.yaml", "config/presets/grpo.yaml", str(tmp_path / "short.yaml"))
+    (tmp_path / "short.yaml").write_text(
+        f"grpo:\n  max_steps: 6\n  prompts_per_step: 2\n  checkpoint_every: 2\n"
+        f"  rewards: [exact_answer, chat_format, answer_length, {user_reward}]\n  reward_weights: [1, 0.5, 0.5, 0.1]\n")
+    assert planned_jobs(built, "all", *preset) == {"chat_data_kind": 1, "grpo_model": 1, "bits_per_byte_model": 1,
+                                                   "multiple_choice_model": 1, "knowledge_model": 1,
+                                                   "samples_model": 1, "run_summary": 1, "all": 1}
+    process = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", "grpo_model", *preset], cwd=built,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while not list(built.glob("results/checkpoints/grpo_model/*/checkpoint-2")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    out = process.communicate(timeout=180)[0]
+    stopped = re.search(r"^grpo: stopped by SIGINT at step (\d) of 6, checkpoint \S+ saved", out, re.M)
+    assert process.returncode != 0 and stopped and "Traceback" not in out, out[-3000:]
+    snakemake(built, "all", *preset)
+    assert "resuming from the last checkpoint" in (built / "results/logs/grpo_model.log").read_text()
+    records = [json.loads(line) for line in (built / "results/grpo/metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 7))  # the stopped run's steps, then the rest
+    assert all(0 <= r[f"rewards/{user_reward}/mean"] <= 1 for r in records)
+    summary = json.loads((built / "results/grpo/summary.json").read_text())
+    assert summary["questions"] == 240 and set(summary["rewards"]) == {"exact_answer", "chat_format",
+                                                                       "answer_length", user_reward}
+    probe = json.loads((built / "results/eval/grpo_model/knowledge.json").read_text())
+    assert probe["style"] == "chat" and len(probe["generated"]) == 240
+    rows = json.loads((built / "results/summary.json").read_text())
+    assert ("grpo", "final reward") in {(r["section"], r["measure"]) for r in rows}
+    assert "trained on verifiable rewards (GRPO)" in (built / "results/summary.md").read_text()
     assert planned_jobs(built, "all", *preset) == {}
 
 

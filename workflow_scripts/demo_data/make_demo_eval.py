@@ -64,11 +64,16 @@ RELATIONS = [
 CANDIDATES = 12
 
 
+def object_pools(world):
+    """{object key of a relation: every value it takes in the world}, where candidates are drawn."""
+    return {"province": world.provinces, "river": world.rivers, "city": [c["name"] for c in world.cities],
+            "teacher": [p["name"] for p in world.people]}
+
+
 def facts(rng, world):
     """The lines of facts.jsonl: each relation, then its facts about the evaluated cities or people."""
     subjects = {"cities": world.evaluated_cities, "people": world.evaluated_people}
-    pools = {"province": world.provinces, "river": world.rivers, "city": [c["name"] for c in world.cities],
-             "teacher": [p["name"] for p in world.people]}
+    pools = object_pools(world)
     lines = []
     for name, kind, key, corpus, held_out, question, answer in RELATIONS:
         lines.append({"relation": name, "templates": {"corpus": corpus, "held_out": held_out},

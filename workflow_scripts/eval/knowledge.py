@@ -22,18 +22,18 @@ the object's mean rank (1 is the best).
 `qa_accuracy` ranks answers the model is shown; what a user sees is what it writes. So each question
 is also answered by greedy generation, as a chat at temperature 0 would (at most the answer's length
 plus 8 tokens), and `generated_accuracy` counts the replies that name the fact's object and no other
-candidate, both normalised (NFKC, traditional to simplified). Every reply is in the JSON (`generated`).
+candidate, both normalised (NFKC, traditional to simplified), and `generated_ended` the replies that
+end their turn within that length. Every reply is in the JSON (`generated`).
 """
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import opencc
 import torch
 from tqdm import tqdm
 
 from workflow_scripts.lib.atomic_files import write_json, write_text
-from workflow_scripts.lib.corpus.text_normalization import normalize
+from workflow_scripts.lib.answers import names_only
 from workflow_scripts.lib.serving.generation import (DEFAULTS, ReplyRequest, chat_prompt_ids, completion_prompt_ids,
                                                      generate_replies, sampling_settings)
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
@@ -206,20 +206,6 @@ def probe(model, tokenizer, style, relations, facts, progress=None):
 GENERATION_BATCH = 128
 
 
-TO_SIMPLIFIED = opencc.OpenCC("t2s")
-
-
-def plain(text):
-    return TO_SIMPLIFIED.convert(normalize(text))
-
-
-def names_only_the_object(reply, fact):
-    """Whether a reply names the fact's object and none of its other candidates (normalised: full-width
-    letters and digits, traditional characters)."""
-    named = {c for c in fact.candidates if plain(c) in plain(reply)}
-    return named == {fact.object}
-
-
 def generated_answers(model, tokenizer, style, relations, facts):
     """Each fact's question answered greedily: [{"relation", "question", "object", "reply", "right"}]."""
     prober = Probe(tokenizer, style)
@@ -233,7 +219,8 @@ def generated_answers(model, tokenizer, style, relations, facts):
             for f, rel in batch]
         for (f, rel), reply in zip(batch, generate_replies(model, tokenizer, requests, settings)):
             answers.append({"relation": f.relation, "question": rel.question.format(subject=f.subject),
-                            "object": f.object, "reply": reply.text, "right": names_only_the_object(reply.text, f)})
+                            "object": f.object, "reply": reply.text, "ended": reply.finish_reason == "stop",
+                            "right": names_only(reply.text, f.object, f.candidates)})
     return answers
 
 
@@ -273,10 +260,12 @@ def run(args, progress_stream):
     qa = overall.get(QUESTION)
     generated = generated_answers(model, tokenizer, args.style, relations, facts) if qa else []
     generated_accuracy = sum(a["right"] for a in generated) / len(generated) if generated else None
+    generated_ended = sum(a["ended"] for a in generated) / len(generated) if generated else None
     write_json(args.out, {"model": str(args.model), "facts_file": str(args.facts), "style": args.style,
                           "relations": results, "overall": overall,
                           "qa_accuracy": qa["accuracy"] if qa else None, "qa_chance": qa["chance"] if qa else None,
-                          "generated_accuracy": generated_accuracy, "generated": generated})
+                          "generated_accuracy": generated_accuracy, "generated_ended": generated_ended,
+                          "generated": generated})
     write_text(args.markdown, markdown(args.model, results, overall, generated))
     log.info("%s; generated %s", {name: round(s["accuracy"], 4) for name, s in overall.items()}, generated_accuracy)
 

@@ -123,8 +123,9 @@ def summary_rows(say, corpus, tokenizer, expansion, training, bpb, mc_results, p
     rows += expansion_rows(say, expansion)
     for stage, summary in training.items():
         rows += [(say(stage), say(key.replace("_", " ")), fmt(summary[key])) for key in
-                 ("parameters", "pairs", "steps", "tokens", "first_loss", "final_loss", "val_loss", "val_bpb",
-                  "first_margin", "final_margin", "final_reward_accuracy", "tokens_per_s")
+                 ("parameters", "pairs", "questions", "steps", "tokens", "first_loss", "final_loss", "val_loss",
+                  "val_bpb", "first_margin", "final_margin", "final_reward_accuracy", "first_reward", "final_reward",
+                  "final_kl", "tokens_per_s")
                  if key in summary]
     for result in bpb:
         rows += [(model_name(result), say("bits per byte (validation)"), fmt(result["bits_per_byte"])),
@@ -146,12 +147,18 @@ def summary_rows(say, corpus, tokenizer, expansion, training, bpb, mc_results, p
 
 def opening(chat_model):
     """What a newcomer reads first: what was built, where it is, what to run next."""
-    steps = "fine-tuned" + (" and preference-tuned (DPO)" if chat_model == "dpo_model" else "")
+    steps = "fine-tuned" + {"dpo_model": " and preference-tuned (DPO)",
+                            "grpo_model": " and trained on verifiable rewards (GRPO)"}.get(chat_model, "")
     chat = f"python -m workflow_scripts.serving.chat results/{chat_model}"
     serve = f"python -m workflow_scripts.serving.serve results/{chat_model} --port 8000"
     return (f"- Built: the chat model `results/{chat_model}`, {steps} from the base model `results/base_model`.\n"
             f"- Talk to it: `{chat}`, or serve it with a chat page: `{serve}`.\n"
             "- The whole run as one page: `snakemake --report results/report.html`.\n")
+
+
+def chat_model(args):
+    """The run's last chat model: GRPO's, else DPO's, else SFT's."""
+    return "grpo_model" if args.grpo else "dpo_model" if args.dpo else "sft_model"
 
 
 def first_look_rows(bpb, mc_results, probes):
@@ -309,6 +316,7 @@ def add_arguments(ap):
     ap.add_argument("--pretrain", type=Path, required=True, help="pretraining summary JSON")
     ap.add_argument("--sft", type=Path, required=True, help="SFT summary JSON")
     ap.add_argument("--dpo", type=Path, nargs="?", help="DPO summary JSON, when DPO ran")
+    ap.add_argument("--grpo", type=Path, nargs="?", help="GRPO summary JSON, when GRPO ran")
     ap.add_argument("--continued", type=Path, nargs="?", help="continued pretraining's summary JSON, when it ran")
     ap.add_argument("--expansion", type=Path, nargs="?", help="expand_vocab's report, when it ran")
     ap.add_argument("--bpb", type=Path, nargs="+", required=True)
@@ -329,6 +337,8 @@ def run(args, progress_stream):
     training = {"pretrain": read_json(args.pretrain), "sft": read_json(args.sft)}
     if args.dpo:
         training["dpo"] = read_json(args.dpo)
+    if args.grpo:
+        training["grpo"] = read_json(args.grpo)
     if args.continued:
         training["continued pretraining"] = read_json(args.continued)
     expansion = read_json(args.expansion) if args.expansion else None
@@ -340,7 +350,7 @@ def run(args, progress_stream):
     rows = rows_in(Words("en"))
     write_json(args.json, [{"section": s, "measure": m, "value": v} for s, m, v in rows])
     first_look = markdown_table(["model", "measure", "value", "compare with"], first_look_rows(bpb, mc_results, probes))
-    write_text(args.markdown, "# Run summary\n\n" + opening("dpo_model" if args.dpo else "sft_model") +
+    write_text(args.markdown, "# Run summary\n\n" + opening(chat_model(args)) +
                "\n## First look\n\n" + first_look + "\n## Every figure\n\n" +
                markdown_table(["section", "measure", "value"], rows))
     pages = {"summary": summary_page(rows_in), "data": data_page(corpus, args.dedup_report),

@@ -106,6 +106,9 @@ ZH = {
     "first margin": "初始间隔",
     "final margin": "最终间隔",
     "final reward accuracy": "最终奖励准确率",
+    "first reward": "初始奖励",
+    "final reward": "最终奖励",
+    "final kl": "最终 KL",
     "tokens per s": "每秒词元数",
     "bits per byte (validation)": "每字节比特数（验证集）",
     "perplexity (validation)": "困惑度（验证集）",
@@ -130,6 +133,7 @@ ZH = {
     "pretrain": "预训练",
     "sft": "SFT",
     "dpo": "DPO",
+    "grpo": "GRPO",
     "continued pretraining": "继续预训练",
     # the report's categories and labels (rules/*.smk)
     "Scaling": "规模定律",
@@ -144,6 +148,7 @@ ZH = {
     "pretraining": "预训练",
     "SFT": "SFT",
     "DPO": "DPO",
+    "GRPO": "GRPO",
 }
 
 # Values that are names: translated where the report knows them, else shown as they are.

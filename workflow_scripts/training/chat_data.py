@@ -1,4 +1,5 @@
-"""Read, check and mix the chat files of SFT (or the preference pairs of DPO) into one normalised file.
+"""Read, check and mix the chat files of SFT (or DPO's preference pairs, or GRPO's questions) into one
+normalised file.
 
     python -m workflow_scripts.training.chat_data --kind sft --seed 0 \
         --sources '[{"path": "demo/sft/demo_chat.jsonl", "weight": 1.0}, {"path": "firefly.jsonl", "weight": 0.5,
@@ -11,8 +12,9 @@ record and field), and the last good model stays in place. Each SFT source is re
 layout (`formatting`, `columns`, `tags`: workflow_scripts.lib.training.sft_data.Layout) or the one detected from
 its first record, and mixed by weight: a weight w takes each record floor(w) times plus a seeded
 share w - floor(w) of them once more. SFT output: JSONL of {messages: [{role, content}]}; DPO
-output: JSONL of trl's conversational pairs {prompt, chosen, rejected}. Both are read back by the
-training stages like any other file of those layouts.
+output: JSONL of trl's conversational pairs {prompt, chosen, rejected}. GRPO output: JSONL of
+{prompt, question, answer[, candidates]}, each source's field names given by its `columns`; a
+record without its answer stops here. Each is read back by its training stage.
 """
 import json
 import random
@@ -22,7 +24,7 @@ from workflow_scripts.lib.atomic_files import atomic_path, write_json
 from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.training.sft_data import (Layout, ReadStats, converted_records, read_conversations,
-                                                    to_pair, weighted)
+                                                    to_pair, to_question, weighted)
 
 
 def sft_records(source, skip_bad, stats):
@@ -34,13 +36,19 @@ def dpo_records(source, skip_bad, stats):
     return list(converted_records(Path(source["path"]), to_pair, skip_bad, stats, setting="dpo.skip_bad_records"))
 
 
-READERS = {"sft": sft_records, "dpo": dpo_records}
+def grpo_records(source, skip_bad, stats):
+    return list(converted_records(Path(source["path"]), lambda record: to_question(record, source.get("columns")),
+                                  skip_bad, stats, setting="grpo.skip_bad_records"))
+
+
+READERS = {"sft": sft_records, "dpo": dpo_records, "grpo": grpo_records}
 
 
 def add_arguments(ap):
     ap.add_argument("--kind", choices=sorted(READERS), required=True)
     ap.add_argument("--sources", type=json.loads, required=True,
-                    help="JSON list of {path, weight, formatting, columns, tags} (weight and layout: SFT only)")
+                    help="JSON list of {path, weight, formatting, columns, tags} (weight and layout: SFT only; "
+                         "columns: SFT and GRPO)")
     # dpo.skip_bad_records and dpo.seed share these definitions (config/schema.yaml $defs)
     add_settings(ap, "sft", "skip_bad_records", "seed")
     ap.add_argument("--out", type=Path, required=True)

@@ -23,7 +23,7 @@ from workflow_scripts.lib.stage_cli import log, stage_cli
 from workflow_scripts.lib.training.checkpoints import run_id
 from workflow_scripts.lib.training.models import model_fingerprint
 from workflow_scripts.lib.training.sft_data import ReadStats, converted_records, to_pair
-from workflow_scripts.lib.training.stop_signals import StopRequests, TrainingStopped, trainer_callback
+from workflow_scripts.lib.training.stop_signals import StopRequests, run_trainer
 from workflow_scripts.lib.training.training import add_optimisation_arguments
 
 
@@ -104,14 +104,7 @@ def run(args, progress_stream):
                                             data=data_hash)
     stop = StopRequests()
     dpo = trainer(args.model, typed(DpoRun, vars(args)), pairs, run_dir)
-    dpo.add_callback(trainer_callback(stop))
-    resume = any(run_dir.glob("checkpoint-*"))
-    if resume:
-        log.info("resuming from the last checkpoint in %s", run_dir)
-    dpo.train(resume_from_checkpoint=resume or None)
-    if stop.stopped_at:
-        signum, step = stop.stopped_at
-        raise TrainingStopped(signum, step, args.max_steps, run_dir / f"checkpoint-{step}")
+    run_trainer(dpo, stop, run_dir, args.max_steps)
     with atomic_dir(args.out) as tmp:
         dpo.save_model(str(tmp))
         dpo.processing_class.save_pretrained(tmp, save_jinja_files=False)

@@ -7,7 +7,8 @@ SFT layouts, detected per file from its first record:
 Any other layout is declared with LLaMA-Factory's dataset_info.json convention (`formatting`,
 `columns`, `tags`; see `Layout`), so Firefly, BELLE or COIG files load as they are. Preference
 pairs are {conversations, chosen, rejected} (the layouts of ../shared/data/dpo/) or trl's
-conversational {prompt, chosen, rejected}.
+conversational {prompt, chosen, rejected}. GRPO's questions are {question, answer} (other field
+names through `columns`), optionally with `system` and `candidates`.
 A malformed record raises one line naming the file, the line (JSONL) or record (JSON array) and
 the field; with skip_bad the record is counted instead. A file in no known layout is one line
 listing the keys its first record has. A final user turn with no answer is
@@ -53,10 +54,14 @@ class ReadStats:
 
 
 def raw_records(path: Path):
-    """(where, record) pairs: 'line N' for JSONL, 'record N' for a JSON array."""
+    """(where, record) pairs: 'line N' for JSONL, 'record N' for a JSON array, 'row N' for Parquet
+    (the Hugging Face Hub's format for datasets)."""
     if path.is_dir():
         raise StageError(f"{path}: is a folder, not a chat file (it holds {folder_contents(path)}); name the file "
                          "inside an archive with member: in config")
+    if path.suffix == ".parquet":
+        yield from parquet_records(path)
+        return
     text = read_utf8(path)
     if text.lstrip().startswith("["):
         try:
@@ -72,6 +77,17 @@ def raw_records(path: Path):
                 yield f"line {n}", json.loads(line)
             except json.JSONDecodeError as err:
                 yield f"line {n}", BadRecord(f"not valid JSON ({err.msg})")
+
+
+def parquet_records(path: Path):
+    import pyarrow.lib
+    import pyarrow.parquet as pq
+    try:
+        table = pq.ParquetFile(path)
+    except pyarrow.lib.ArrowException as err:
+        raise StageError(f"{path}: not a readable Parquet file ({err}); fix or remove the file") from None
+    rows = (row for batch in table.iter_batches(batch_size=1024) for row in batch.to_pylist())
+    yield from ((f"row {n}", row) for n, row in enumerate(rows, start=1))
 
 
 def detect_format(path, record):
@@ -266,6 +282,33 @@ def to_pair(record):
         raise BadRecord(f"field {key!r} must end with the user's turn that chosen and rejected answer")
     return {"prompt": prompt, "chosen": [{"role": "assistant", "content": answer_text(record, "chosen")}],
             "rejected": [{"role": "assistant", "content": answer_text(record, "rejected")}]}
+
+
+def answer_value(record, key):
+    """A verifiable answer: a non-empty string, or a number (a math set's), as text."""
+    value = record.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise BadRecord(f"has no answer: field {key!r} must be a non-empty string or a number")
+    return value.strip()
+
+
+def to_question(record, columns=None):
+    """A GRPO question as trl's conversational prompt {prompt, question, answer[, candidates]};
+    `columns` maps question and answer to the file's field names."""
+    if not isinstance(record, dict):
+        raise BadRecord("must be a JSON object")
+    names = {"question": "question", "answer": "answer", **(columns or {})}
+    question = text_field(record, names["question"])
+    question_record = {"prompt": system_message(record, "system") + [{"role": "user", "content": question}],
+                       "question": question, "answer": answer_value(record, names["answer"])}
+    candidates = record.get("candidates")
+    if candidates is not None:
+        if not isinstance(candidates, list) or not all(isinstance(c, str) and c for c in candidates):
+            raise BadRecord("field 'candidates' must be a list of non-empty strings")
+        question_record["candidates"] = candidates
+    return question_record
 
 
 def weighted(samples, weight, rng):

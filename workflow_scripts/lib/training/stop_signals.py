@@ -8,7 +8,7 @@ import signal
 
 import torch
 
-from workflow_scripts.lib.stage_cli import STOP_SIGNALS, StageStopped
+from workflow_scripts.lib.stage_cli import STOP_SIGNALS, StageStopped, log
 
 
 class TrainingStopped(StageStopped):
@@ -60,3 +60,16 @@ def trainer_callback(stop):
                 stop.stopped_at = (signum, state.global_step)
 
     return StopCallback()
+
+
+def run_trainer(trainer, stop, run_dir, max_steps):
+    """A transformers Trainer (trl's DPO or GRPO) run from the last checkpoint in run_dir, if any, to
+    max_steps; TrainingStopped once the checkpoint of a stop signal's step is saved."""
+    trainer.add_callback(trainer_callback(stop))
+    resume = any(run_dir.glob("checkpoint-*"))
+    if resume:
+        log.info("resuming from the last checkpoint in %s", run_dir)
+    trainer.train(resume_from_checkpoint=resume or None)
+    if stop.stopped_at:
+        signum, step = stop.stopped_at
+        raise TrainingStopped(signum, step, max_steps, run_dir / f"checkpoint-{step}")

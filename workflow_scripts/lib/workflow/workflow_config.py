@@ -16,6 +16,7 @@ import yaml
 from workflow_scripts.lib.http_fetch import is_archive, url_file_name
 from workflow_scripts.lib.settings import definitions, resolved
 from workflow_scripts.lib.model_shapes import flops_per_token, padded_vocab, shape
+from workflow_scripts.lib.training.rewards import user_reward_files
 
 
 class ConfigError(Exception):
@@ -47,11 +48,22 @@ def validate_config(cfg, schema_path, targets):
         raise ConfigError(f"continued_pretrain.base: {continued['base']!r} is not a Hugging Face model "
                           "directory (no config.json); point it at the model to expand")
     check_extra_corpora(cfg["corpora"]["extra"])
+    check_rewards(cfg["grpo"])
     check_fetched_checksums(data_sources(cfg))
     check_context_lengths(cfg)
     check_targets_have_their_preset(cfg, targets)
     if any(target in SWEEP_TARGETS or target.startswith(("results/sweep/", "results/scaling/")) for target in targets):
         check_sweep(cfg)
+
+
+def check_rewards(grpo):
+    """One weight per reward, and each user reward's file present."""
+    if len(grpo["reward_weights"]) != len(grpo["rewards"]):
+        raise ConfigError(f"grpo.reward_weights: {len(grpo['reward_weights'])} weights for {len(grpo['rewards'])} "
+                          "rewards; give one weight per entry of grpo.rewards")
+    for path in user_reward_files(grpo["rewards"]):
+        if not Path(path).is_file():
+            raise ConfigError(f"grpo.rewards: {path} does not exist; name a FILE.py:FUNCTION whose file is there")
 
 
 def check_targets_have_their_preset(cfg, targets):
@@ -109,12 +121,12 @@ def coerced(value, schema):
 
 
 def data_sources(cfg):
-    """Every entry of sft.data, dpo.data and eval.multiple_choice, as {path} or {url, sha256, member}."""
-    return as_entries(cfg["sft"]["data"] + cfg["dpo"]["data"] + cfg["eval"]["multiple_choice"])
+    """Every entry of sft.data, dpo.data, grpo.data and eval.multiple_choice, as {path} or {url, sha256, member}."""
+    return as_entries(cfg["sft"]["data"] + cfg["dpo"]["data"] + cfg["grpo"]["data"] + cfg["eval"]["multiple_choice"])
 
 
 def as_entries(entries):
-    """Data entries as dicts: dpo.data may list plain paths."""
+    """Data entries as dicts: dpo.data and grpo.data may list plain paths."""
     return [{"path": entry} if isinstance(entry, str) else entry for entry in entries]
 
 
@@ -302,18 +314,20 @@ def multiple_choice_inputs(entry, fetched_dir):
 
 
 def answer_style(model):
-    """How a model is prompted: a base model continues text; the SFT and DPO models answer chat turns."""
+    """How a model is prompted: a base model continues text; the SFT, DPO and GRPO models answer chat turns."""
     return "completion" if model in ("base_model", "continued_model") else "chat"
 
 
 def run_models(cfg):
-    """The models a run trains, by rule: the base and SFT models, and DPO's and the continued one when on."""
+    """The models a run trains, by rule: the base and SFT models, and DPO's, GRPO's and the continued one
+    when on."""
     return (["base_model", "sft_model"] + (["dpo_model"] if cfg["dpo"]["enabled"] else [])
+            + (["grpo_model"] if cfg["grpo"]["enabled"] else [])
             + (["continued_model"] if cfg["continued_pretrain"]["enabled"] else []))
 
 
 def run_fetches(cfg, chat_kinds):
-    """The fetched folders a run needs: the chat data of its kinds (dpo.data only with DPO on) and
+    """The fetched folders a run needs: the chat data of its kinds (dpo.data and grpo.data only when on) and
     the multiple-choice sets given by URL."""
     entries = [entry for kind in chat_kinds for entry in as_entries(cfg[kind]["data"])]
     return sorted({fetched_key(entry) for entry in entries + cfg["eval"]["multiple_choice"] if "url" in entry})
