@@ -276,6 +276,7 @@ BAD = [
     ({**GOOD, "messages": [{"role": "assistant", "content": None, "tool_calls": []}]}, 400, "messages.0"),
     ({**GOOD, "response_format": {"type": "json_object"}}, 400, "response_format.type"),
     ({**GOOD, "logit_bias": {"99999": 5}}, 400, "logit_bias"),
+    ({**GOOD, "logit_bias": {str(token): 1 for token in range(301)}}, 400, "logit_bias"),
     ({**GOOD, "top_logprobs": 2}, 400, "top_logprobs"),
     ({**GOOD, "best_of": 2}, 400, "best_of"),
 ]

@@ -39,6 +39,7 @@ from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.training.models import load_causal_lm
 
 PAGE = Path(__file__).resolve().parent / "web" / "chat.html"
+MAX_LOGIT_BIAS = 300  # OpenAI's bound on logit_bias entries
 
 
 @dataclass
@@ -122,6 +123,8 @@ class Server:
     @staticmethod
     def sampling(body, vocab, echo):
         bias = {}
+        if len(body.logit_bias or {}) > MAX_LOGIT_BIAS:
+            raise ApiError(400, f"logit_bias: {len(body.logit_bias)} entries; at most {MAX_LOGIT_BIAS}", "logit_bias")
         for key, value in (body.logit_bias or {}).items():
             if not key.isdigit() or int(key) >= vocab or not -100 <= value <= 100:
                 raise ApiError(400, f"logit_bias: {key!r}: {value} is not a token id below {vocab} with a bias "
