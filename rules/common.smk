@@ -19,8 +19,7 @@ from workflow_scripts.lib.workflow.workflow_config import (CONTINUED_EXPANSION_K
                                                            part_settings, run_fetches, run_models, sample_files,
                                                            source_input, source_path, sweep_points, sweep_settings,
                                                            threads_per_process, training_allocation, url_key,
-                                                           validate_config)
-from workflow_scripts.lib.training.rewards import user_reward_files
+                                                           user_reward_files, validate_config)
 
 
 def all_cores():
@@ -125,4 +124,6 @@ SWEEP_POINTS = sweep_points(config["scaling"])
 EXPORT_MODELS = [model for model in config["export"]["models"] if model in MODELS]
 # the last stage's chat model among those exported
 EXPORT_CHAT_MODEL = next(m for m in ("grpo_model", "dpo_model", "sft_model") if m in EXPORT_MODELS or m == "sft_model")
+# every training rule's trackers (config tracking)
+TRACKING_OPTIONS = cli_options(config["tracking"])
 EXPORT_CHAT_TYPE = "q8_0" if "q8_0" in config["export"]["types"] else "f16"

@@ -43,6 +43,7 @@ rule continued_model:
     params:
         launcher=launcher(config["continued_pretrain"]),
         options=cli_options(config["continued_pretrain"], skip=CONTINUED_EXPANSION_KEYS),
+        tracking=TRACKING_OPTIONS,
         threads_per_process=threads_per_process(config["continued_pretrain"]),
         checkpoints="results/checkpoints/continued_model",
         code=code_fingerprint("continued.continued_pretrain", "training.launch"),
@@ -58,5 +59,6 @@ rule continued_model:
     shell:
         "OMP_NUM_THREADS={params.threads_per_process} {params.launcher} -m workflow_scripts.continued.continued_pretrain"
         " --model {input.model} --expansion {input.expansion} --tokens $(dirname {input.tokens}) {params.options}"
+        " {params.tracking}"
         " --checkpoint-root {params.checkpoints} --out {output.model} --metrics {output.metrics}"
         " --plot {output.plot} --summary {output.summary} --log {log}"

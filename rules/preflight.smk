@@ -3,7 +3,7 @@
 # run holds (Snakemake only warns there). Once the jobs are planned (onstart): on SLURM, the checks of
 # rules/slurm.smk; on this machine, training jobs asking for GPUs it does not have, which would
 # otherwise fail only after every data stage before them.
-from workflow_scripts.lib.training.devices import gpu_shortfall, visible_gpus
+from workflow_scripts.lib.workflow.devices import gpu_shortfall, visible_gpus
 from workflow_scripts.lib.workflow.command_line import held_lock, unknown_target
 
 

@@ -4,7 +4,7 @@
 # The pretraining command of base_model and of each point of the scaling sweep.
 PRETRAIN_COMMAND = (
     "OMP_NUM_THREADS={params.threads_per_process} {params.launcher} -m workflow_scripts.training.pretrain --tokens $(dirname {input.tokens})"
-    " --tokenizer {input.tokenizer} {params.options} --checkpoint-root {params.checkpoints}"
+    " --tokenizer {input.tokenizer} {params.options} {params.tracking} --checkpoint-root {params.checkpoints}"
     " --out {output.model} --metrics {output.metrics} --plot {output.plot} --summary {output.summary}"
     " --log {log}"
 )
@@ -24,6 +24,7 @@ rule base_model:
     params:
         launcher=launcher(config["pretrain"]),
         options=cli_options(config["pretrain"], skip=("processes", "gpus", "nodes")),
+        tracking=TRACKING_OPTIONS,
         threads_per_process=threads_per_process(config["pretrain"]),
         # Checkpoints live outside the rule's outputs, where a failed job does not remove them.
         checkpoints="results/checkpoints/base_model",
@@ -58,6 +59,7 @@ rule sweep_point:
         launcher=launcher(config["pretrain"]),
         options=lambda wildcards: cli_options(sweep_settings(config, wildcards.point),
                                               skip=("processes", "gpus", "nodes")),
+        tracking=TRACKING_OPTIONS,
         threads_per_process=threads_per_process(config["pretrain"]),
         # Checkpoints live outside the rule's outputs, where a failed job does not remove them.
         checkpoints=lambda wildcards: f"results/checkpoints/sweep/{wildcards.point}",
@@ -113,6 +115,7 @@ rule sft_model:
         launcher=launcher(config["sft"]),
         replay=lambda wildcards, input: f"--replay-tokens {Path(input.replay[0]).parent}" if input.replay else "",
         options=cli_options(config["sft"], skip=("base", "data", "skip_bad_records", "processes", "gpus")),
+        tracking=TRACKING_OPTIONS,
         threads_per_process=threads_per_process(config["sft"]),
         checkpoints="results/checkpoints/sft_model",
         code=code_fingerprint("training.sft", "training.launch"),
@@ -127,7 +130,7 @@ rule sft_model:
         "../envs/training.yaml"
     shell:
         "OMP_NUM_THREADS={params.threads_per_process} {params.launcher} -m workflow_scripts.training.sft"
-        " --model {input.model} --data {input.data}:1 {params.replay} {params.options}"
+        " --model {input.model} --data {input.data}:1 {params.replay} {params.options} {params.tracking}"
         " --checkpoint-root {params.checkpoints}"
         " --out {output.model} --metrics {output.metrics} --plot {output.plot} --summary {output.summary}"
         " --log {log}"
@@ -145,6 +148,7 @@ rule dpo_model:
     params:
         launcher=launcher(config["dpo"]),
         options=cli_options(config["dpo"], skip=("enabled", "data", "skip_bad_records", "gpus")),
+        tracking=TRACKING_OPTIONS,
         checkpoints="results/checkpoints/dpo_model",
         code=code_fingerprint("training.dpo", "training.launch"),
     log:
@@ -158,7 +162,8 @@ rule dpo_model:
         "../envs/training.yaml"
     shell:
         "OMP_NUM_THREADS={threads} {params.launcher} -m workflow_scripts.training.dpo --model {input.model}"
-        " --data {input.data} {params.options} --checkpoint-root {params.checkpoints} --out {output.model}"
+        " --data {input.data} {params.options} {params.tracking} --checkpoint-root {params.checkpoints}"
+        " --out {output.model}"
         " --metrics {output.metrics} --plot {output.plot} --summary {output.summary} --log {log}"
 
 
@@ -177,6 +182,7 @@ rule grpo_model:
     params:
         launcher=launcher(config["grpo"]),
         options=cli_options(config["grpo"], skip=("enabled", "data", "skip_bad_records", "gpus")),
+        tracking=TRACKING_OPTIONS,
         checkpoints="results/checkpoints/grpo_model",
         code=code_fingerprint("training.grpo", "training.launch"),
     log:
@@ -190,5 +196,6 @@ rule grpo_model:
         "../envs/training.yaml"
     shell:
         "OMP_NUM_THREADS={threads} {params.launcher} -m workflow_scripts.training.grpo --model {input.model}"
-        " --data {input.data} {params.options} --checkpoint-root {params.checkpoints} --out {output.model}"
+        " --data {input.data} {params.options} {params.tracking} --checkpoint-root {params.checkpoints}"
+        " --out {output.model}"
         " --metrics {output.metrics} --plot {output.plot} --summary {output.summary} --log {log}"

@@ -143,6 +143,14 @@ def run_fails(stage, pattern, *args):
     return line
 
 
+def tensorboard_curve(run_dir, tag):
+    """[(step, value)] of a scalar in a run's TensorBoard events, read with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return [(event.step, event.value) for event in events.Scalars(tag)]
+
+
 def copy_workflow(parent):
     """A copy of the workflow (what git tracks, not results/) to run Snakemake in."""
     dest = parent / "workflow"

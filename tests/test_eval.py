@@ -9,7 +9,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from conftest import run_fails, run_stage
 from workflow_scripts.eval.bits_per_byte import metrics, score, windows
-from workflow_scripts.lib.answers import names_only
+from workflow_scripts.lib.training.rewards import names_only
 from workflow_scripts.eval.run_summary import html_page, tokenizer_page
 from workflow_scripts.eval.samples import read_prompts
 from workflow_scripts.lib.corpus.documents import DocWriter

@@ -1,5 +1,5 @@
 """rules/preflight.smk: the mistakes a newcomer makes on the command line, each one line before any
-job starts (lib/workflow/command_line.py, lib/training/devices.py)."""
+job starts (lib/workflow/command_line.py, lib/workflow/devices.py)."""
 import os
 import signal
 import subprocess
@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from conftest import snakemake
-from workflow_scripts.lib.training.devices import gpu_shortfall
+from workflow_scripts.lib.workflow.devices import gpu_shortfall
 from workflow_scripts.lib.workflow.command_line import snakemake_args, unknown_target
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import DEMO_DUMP, DEMO_INDEX, REPO, run_ok
+from conftest import DEMO_DUMP, DEMO_INDEX, REPO, run_ok, tensorboard_curve
 from workflow_scripts.lib.stage_cli import STOP_REPORT_ENV, StageStopped, stage_cli
 from workflow_scripts.lib.training.engines import causal_lm_loss, lr_lambda
 from workflow_scripts.lib.training.stop_signals import StopRequests
@@ -309,6 +309,8 @@ def test_sigkill_then_rerun_resumes_bitwise(data, one_process, tmp_path):
     assert [r["step"] for r in records] == list(range(1, 9))
     assert [r["loss"] for r in records] == [r["loss"] for r in one_process[1]]  # bitwise
     assert records[-1]["val_loss"] == one_process[1][-1]["val_loss"]
+    # TensorBoard's curve holds each step once: what the killed run logged past its checkpoint is purged
+    assert tensorboard_curve(run_dir, "loss") == [(r["step"], pytest.approx(r["loss"])) for r in records]
 
 
 def started_until_checkpoint(data, out, options, step):

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import FileServer, snakemake, zip_of
+from conftest import FileServer, snakemake, tensorboard_curve, zip_of
 
 pytestmark = pytest.mark.slow
 DATA_JOBS = {"extract_shard", "convert_part", "clean_part", "minhash_part", "dedup_band_group", "dedup_exact_group",
@@ -120,6 +120,17 @@ def test_the_terminal_shows_pretraining_progress_at_least_once_a_minute(built):
 def test_changing_the_learning_rate_reruns_training_and_evaluation_only(built):
     jobs = jobs_after_edit(built, "pretrain", "lr", 0.001, "all")
     assert jobs == {"base_model": 1, "sft_model": 1, **EVAL_JOBS, "all": 1}
+
+
+@pytest.mark.parametrize("rule, stage", [("base_model", "pretrain"), ("sft_model", "sft")])
+def test_tensorboard_shows_each_training_run_as_its_metrics_file_holds_it(built, rule, stage):
+    records = [json.loads(line) for line in (built / f"results/{stage}/metrics.jsonl").read_text().splitlines()]
+    [run_dir] = [run for run in (built / f"results/checkpoints/{rule}").iterdir()
+                 if (run / "metrics.jsonl").read_text() == (built / f"results/{stage}/metrics.jsonl").read_text()]
+    for tag in ("loss", "lr", "tokens_per_s"):
+        assert tensorboard_curve(run_dir, tag) == [(r["step"], pytest.approx(r[tag])) for r in records], tag
+    evaluated = [r for r in records if "val_loss" in r]
+    assert tensorboard_curve(run_dir, "val_loss") == [(r["step"], pytest.approx(r["val_loss"])) for r in evaluated]
 
 
 def test_sft_model_is_trained_on_both_demo_files(built):
@@ -357,10 +368,11 @@ def names_a_candidate(replies, ended, answer, candidates, question, **record):
 """
 
 
-def test_grpo_preset_trains_on_checked_rewards_resumes_after_ctrl_c_and_evaluates_a_fourth_model(built, tmp_path):
+def test_grpo_preset_trains_on_checked_rewards_resumes_after_ctrl_c_and_plans_a_fourth_model(built, tmp_path):
     """A short GRPO run (6 steps of 2 questions) with the built-in rewards and a user's own: Ctrl-C
-    stops it at a checkpoint, the same command resumes it, and `all` evaluates it beside the others
-    (the demo's learning figures over the whole run: benchmarks/grpo_seeds.py)."""
+    stops it at a checkpoint and the same command resumes it. `all` would evaluate it beside the
+    others: its plan is checked, its run left to benchmarks/grpo_seeds.py (the demo's learning
+    figures, which run `all` on three seeds), as the DPO test above runs the evaluation of a third."""
     (tmp_path / "my_rewards.py").write_text(USER_REWARD)
     user_reward = f"{tmp_path}/my_rewards.py:names_a_candidate"
     preset = ("--configfile", "config.yaml", "config/presets/grpo.yaml", str(tmp_path / "short.yaml"))
@@ -379,20 +391,20 @@ def test_grpo_preset_trains_on_checked_rewards_resumes_after_ctrl_c_and_evaluate
     out = process.communicate(timeout=180)[0]
     stopped = re.search(r"^grpo: stopped by SIGINT at step (\d) of 6, checkpoint \S+ saved", out, re.M)
     assert process.returncode != 0 and stopped and "Traceback" not in out, out[-3000:]
-    snakemake(built, "all", *preset)
+    snakemake(built, "grpo_model", *preset)
     assert "resuming from the last checkpoint" in (built / "results/logs/grpo_model.log").read_text()
     records = [json.loads(line) for line in (built / "results/grpo/metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 7))  # the stopped run's steps, then the rest
     assert all(0 <= r[f"rewards/{user_reward}/mean"] <= 1 for r in records)
+    [run_dir] = (built / "results/checkpoints/grpo_model").iterdir()  # the resumed run continues its own curve
+    assert tensorboard_curve(run_dir, "reward") == [(r["step"], pytest.approx(r["reward"])) for r in records]
     summary = json.loads((built / "results/grpo/summary.json").read_text())
     assert summary["questions"] == 240 and set(summary["rewards"]) == {"exact_answer", "chat_format",
                                                                        "answer_length", user_reward}
-    probe = json.loads((built / "results/eval/grpo_model/knowledge.json").read_text())
-    assert probe["style"] == "chat" and len(probe["generated"]) == 240
-    rows = json.loads((built / "results/summary.json").read_text())
-    assert ("grpo", "final reward") in {(r["section"], r["measure"]) for r in rows}
-    assert "trained on verifiable rewards (GRPO)" in (built / "results/summary.md").read_text()
-    assert planned_jobs(built, "all", *preset) == {}
+    assert planned_jobs(built, "grpo_model", *preset) == {}
+    assert planned_jobs(built, "all", *preset) == {"bits_per_byte_model": 1, "multiple_choice_model": 1,
+                                                   "knowledge_model": 1, "samples_model": 1, "run_summary": 1,
+                                                   "all": 1}
 
 
 def test_continued_preset_expands_the_vocabulary_and_pretrains_further(built):

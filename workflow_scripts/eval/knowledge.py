@@ -33,12 +33,12 @@ import torch
 from tqdm import tqdm
 
 from workflow_scripts.lib.atomic_files import write_json, write_text
-from workflow_scripts.lib.answers import names_only
 from workflow_scripts.lib.serving.generation import (DEFAULTS, ReplyRequest, chat_prompt_ids, completion_prompt_ids,
                                                      generate_replies, sampling_settings)
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.summary_tables import markdown_table
 from workflow_scripts.lib.training.models import load_causal_lm
+from workflow_scripts.lib.training.rewards import names_only
 from workflow_scripts.lib.user_files import read_utf8
 
 QUESTION = "question"

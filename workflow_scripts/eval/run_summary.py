@@ -156,11 +156,6 @@ def opening(chat_model):
             "- The whole run as one page: `snakemake --report results/report.html`.\n")
 
 
-def chat_model(args):
-    """The run's last chat model: GRPO's, else DPO's, else SFT's."""
-    return "grpo_model" if args.grpo else "dpo_model" if args.dpo else "sft_model"
-
-
 def first_look_rows(bpb, mc_results, probes):
     """(model, measure, value, what to compare it with) of the figures to look at first."""
     rows = [(model_name(r), "bits per byte on held-out text", fmt(r["bits_per_byte"]),
@@ -342,6 +337,7 @@ def run(args, progress_stream):
     if args.continued:
         training["continued pretraining"] = read_json(args.continued)
     expansion = read_json(args.expansion) if args.expansion else None
+    chat_model = "grpo_model" if args.grpo else "dpo_model" if args.dpo else "sft_model"  # the run's last
     bpb, mc_results = [read_json(p) for p in args.bpb], [read_json(p) for p in args.multiple_choice]
     samples, probes = [read_json(p) for p in args.samples], [read_json(p) for p in args.knowledge]
     times = stage_times(args.benchmarks, args.benchmarks_root)
@@ -350,7 +346,7 @@ def run(args, progress_stream):
     rows = rows_in(Words("en"))
     write_json(args.json, [{"section": s, "measure": m, "value": v} for s, m, v in rows])
     first_look = markdown_table(["model", "measure", "value", "compare with"], first_look_rows(bpb, mc_results, probes))
-    write_text(args.markdown, "# Run summary\n\n" + opening(chat_model(args)) +
+    write_text(args.markdown, "# Run summary\n\n" + opening(chat_model) +
                "\n## First look\n\n" + first_look + "\n## Every figure\n\n" +
                markdown_table(["section", "measure", "value"], rows))
     pages = {"summary": summary_page(rows_in), "data": data_page(corpus, args.dedup_report),

@@ -73,9 +73,9 @@ def option_arguments(definition, option):
     kind = definition["type"]
     if kind == "boolean":
         return {"action": argparse.BooleanOptionalAction, "default": definition["default"]}
-    if kind == "array":
-        return {**option_arguments({**definition["items"], "default": None}, option), "nargs": "+",
-                "default": definition["default"]}
+    if kind == "array":  # an empty list is `--key` alone, where the schema allows it
+        return {**option_arguments({**definition["items"], "default": None}, option),
+                "nargs": "+" if definition.get("minItems") else "*", "default": definition["default"]}
     return {"type": bounded(CONVERTERS[kind], definition, option), "default": definition["default"]}
 
 

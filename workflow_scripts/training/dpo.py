@@ -24,6 +24,7 @@ from workflow_scripts.lib.training.checkpoints import run_id
 from workflow_scripts.lib.training.models import model_fingerprint
 from workflow_scripts.lib.training.sft_data import ReadStats, converted_records, to_pair
 from workflow_scripts.lib.training.stop_signals import StopRequests, run_trainer
+from workflow_scripts.lib.training.metrics import trainer_tracking
 from workflow_scripts.lib.training.training import add_optimisation_arguments
 
 
@@ -100,10 +101,11 @@ def trainer(model_dir, run, pairs, run_dir):
 def run(args, progress_stream):
     pairs, counts = read_pairs(args.data, args.skip_bad_records)
     data_hash = "".join(file_digest(p) for p in args.data)
-    run_dir = args.checkpoint_root / run_id(identity_settings(vars(args), "dpo"), model=model_fingerprint(args.model),
-                                            data=data_hash)
+    settings = identity_settings(vars(args), "dpo")
+    run_dir = args.checkpoint_root / run_id(settings, model=model_fingerprint(args.model), data=data_hash)
     stop = StopRequests()
     dpo = trainer(args.model, typed(DpoRun, vars(args)), pairs, run_dir)
+    dpo.add_callback(trainer_tracking(args.backends, run_dir, {**settings, "run": run_dir.name}))
     run_trainer(dpo, stop, run_dir, args.max_steps)
     with atomic_dir(args.out) as tmp:
         dpo.save_model(str(tmp))

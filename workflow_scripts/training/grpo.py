@@ -26,10 +26,12 @@ from workflow_scripts.lib.settings import add_settings, identity_settings, typed
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.training.checkpoints import run_id
 from workflow_scripts.lib.training.models import Lora, add_method_arguments, model_fingerprint, with_lora
-from workflow_scripts.lib.training.rewards import checked_rewards, reward_functions, user_reward_files
+from workflow_scripts.lib.training.rewards import checked_rewards, reward_functions
 from workflow_scripts.lib.training.stop_signals import StopRequests, run_trainer
+from workflow_scripts.lib.training.metrics import trainer_tracking
 from workflow_scripts.lib.training.training import add_optimisation_arguments
 from workflow_scripts.lib.user_files import read_utf8
+from workflow_scripts.lib.workflow.workflow_config import user_reward_files
 
 
 def read_questions(path: Path):
@@ -145,11 +147,13 @@ def run(args, progress_stream):
     rewards = reward_functions(args.rewards, args.max_answer_chars)
     questions = read_questions(args.data)
     user_code = "".join(file_digest(Path(f)) for f in user_reward_files(args.rewards))
-    run_dir = args.checkpoint_root / run_id(identity_settings(vars(args), "grpo"), model=model_fingerprint(args.model),
-                                            data=file_digest(args.data), rewards=user_code)
+    settings = identity_settings(vars(args), "grpo")
+    run_dir = args.checkpoint_root / run_id(settings, model=model_fingerprint(args.model), data=file_digest(args.data),
+                                            rewards=user_code)
     lora = typed(Lora, vars(args)) if args.method == "lora" else None
     stop = StopRequests()
     grpo = trainer(args.model, typed(GrpoRun, vars(args)), lora, rewards, questions, run_dir)
+    grpo.add_callback(trainer_tracking(args.backends, run_dir, {**settings, "run": run_dir.name}))
     run_trainer(grpo, stop, run_dir, args.max_steps)
     save(grpo, args.model, args.out, lora)
     records = [r for r in grpo.state.log_history if "reward" in r]

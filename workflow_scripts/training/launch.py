@@ -41,7 +41,7 @@ from pathlib import Path
 import psutil
 
 from workflow_scripts.lib.stage_cli import STOP_REPORT_ENV, STOP_SIGNALS, StageError
-from workflow_scripts.lib.training.devices import visible_gpus
+from workflow_scripts.lib.workflow.devices import visible_gpus
 
 RENDEZVOUS_PORT = 29500
 # A training process ignores a stop signal until it has started its loop's handlers (the imports

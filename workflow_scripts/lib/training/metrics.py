@@ -1,4 +1,15 @@
-"""What a training run reports: the metrics file, validation loss and bits per byte, MFU, loss curves."""
+"""What a training run reports: the metrics file, validation loss and bits per byte, MFU, loss curves,
+and the experiment trackers.
+
+Experiment tracking (config `tracking`): every training run's metrics, as its metrics.jsonl holds
+them, also go to the trackers named in `tracking.backends`, through accelerate's tracker classes.
+
+TensorBoard (the default; local files, no account) writes into the run directory's `tensorboard/`,
+so `tensorboard --logdir results/` lists every run under its stage and run identity, and a resumed
+run goes on writing the same run: the events the stopped run wrote after its last checkpoint are
+purged (SummaryWriter's purge_step), so the curve holds each step once, as metrics.jsonl does. The
+run's settings are its hyperparameters, stored when it starts, not again on resume.
+"""
 import json
 import math
 from pathlib import Path
@@ -15,10 +26,11 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e1
 
 
 class Metrics:
-    """metrics.jsonl in the run directory, cut back to the resumed step so the curve has no repeats."""
+    """metrics.jsonl in the run directory, cut back to the resumed step so the curve has no repeats,
+    each record also sent to the run's trackers (`tracking`, rank 0's: tracking.py)."""
 
-    def __init__(self, path: Path, rank, resume_step):
-        self.path, self.rank = path, rank
+    def __init__(self, path: Path, rank, resume_step, tracking=None):
+        self.path, self.rank, self.tracking = path, rank, tracking
         path.parent.mkdir(parents=True, exist_ok=True)
         if rank == 0 and path.exists():
             kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= resume_step]
@@ -28,6 +40,8 @@ class Metrics:
         if self.rank == 0:
             with open(self.path, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
+        if self.tracking:
+            self.tracking.log(record, record["step"])
 
     def records(self):
         return [json.loads(line) for line in self.path.read_text().splitlines()] if self.path.exists() else []
@@ -77,3 +91,69 @@ def plot_curves(records, path: Path, title):
     training_curves(path, title, "tokens seen", [("cross-entropy (nats/token)", losses),
                                                  ("learning rate", [(tokens, [r["lr"] for r in records],
                                                                      {"color": "tab:gray"})])], height_ratios=[3, 1])
+
+
+NOT_LOGGED = {"step", "time", "epoch"}  # the x axis, and wall-clock stamps that are no curve
+
+
+class Tracking:
+    """The trackers of one training run, on the process that logs (rank 0)."""
+
+    def __init__(self, backends, run_dir: Path, settings: dict, resume_step: int):
+        from accelerate.tracking import TensorBoardTracker
+        self.trackers = []
+        if "tensorboard" in backends:
+            tracker = TensorBoardTracker("tensorboard", run_dir, purge_step=resume_step + 1)
+            tracker.start()
+            self.trackers.append(tracker)
+        if resume_step == 0:
+            hyperparameters = {key: value if isinstance(value, (bool, int, float, str)) else str(value)
+                               for key, value in settings.items()}
+            for tracker in self.trackers:
+                store_hyperparameters(tracker, hyperparameters)
+
+    def log(self, record, step):
+        values = {key: value for key, value in record.items()
+                  if key not in NOT_LOGGED and isinstance(value, (int, float)) and not isinstance(value, bool)}
+        for tracker in self.trackers:
+            tracker.log(values, step=step)
+
+    def finish(self):
+        for tracker in self.trackers:
+            tracker.finish()
+
+
+def store_hyperparameters(tracker, values):
+    """The run's settings as its hyperparameters. For TensorBoard they are written into the run itself:
+    accelerate's store_init_configuration (SummaryWriter.add_hparams) makes a second run, named by
+    the time, beside each one."""
+    if tracker.name != "tensorboard":
+        tracker.store_init_configuration(values)
+        return
+    from torch.utils.tensorboard.summary import hparams
+    for summary in hparams(values, metric_dict={}):
+        tracker.writer.file_writer.add_summary(summary)
+    tracker.writer.flush()
+
+
+def trainer_tracking(backends, run_dir, settings):
+    """A transformers TrainerCallback for trl's trainers (DPO, GRPO): what the trainer logs each step
+    goes to the trackers, from the step it resumes at."""
+    from transformers import TrainerCallback
+
+    class TrackingCallback(TrainerCallback):
+        tracking = None
+
+        def on_train_begin(self, training_args, state, control, **kwargs):  # called positionally
+            if state.is_world_process_zero:
+                self.tracking = Tracking(backends, run_dir, settings, state.global_step)
+
+        def on_log(self, training_args, state, control, logs=None, **kwargs):
+            if self.tracking:
+                self.tracking.log(logs or {}, state.global_step)
+
+        def on_train_end(self, training_args, state, control, **kwargs):
+            if self.tracking:
+                self.tracking.finish()
+
+    return TrackingCallback()

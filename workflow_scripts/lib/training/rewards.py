@@ -13,12 +13,28 @@ It returns one float per reply. config grpo.rewards names the built-ins below or
 `FILE.py:FUNCTION` of the user's own.
 """
 import importlib.util
+import unicodedata
 from pathlib import Path
 
-from workflow_scripts.lib.answers import names_only
+import opencc
+
 from workflow_scripts.lib.stage_cli import StageError
 
 ROLE_MARKERS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
+TO_SIMPLIFIED = opencc.OpenCC("t2s")
+
+
+def plain(text):
+    """Text as compared: NFKC (full-width letters and digits), traditional characters simplified."""
+    return TO_SIMPLIFIED.convert(unicodedata.normalize("NFKC", text))
+
+
+def names_only(reply, answer, candidates=()):
+    """Whether the reply names the answer and none of its rivals (`candidates`, which may hold the
+    answer itself), all normalised: what the fact probe's `generated_accuracy` counts and what
+    `exact_answer` pays for."""
+    named = {c for c in {answer, *candidates} if plain(c) in plain(reply)}
+    return named == {answer}
 
 
 def exact_answer(replies, ended, answer, candidates=None, **record):
@@ -54,11 +70,6 @@ def user_reward(spec):
     if not callable(function):
         raise StageError(f"grpo.rewards: {spec}: {path} has no function {name}")
     return function
-
-
-def user_reward_files(specs):
-    """The files of the user's own reward functions: grpo.rewards entries FILE.py:FUNCTION."""
-    return [spec.rpartition(":")[0] for spec in specs if ":" in spec]
 
 
 def reward_functions(specs, max_answer_chars):

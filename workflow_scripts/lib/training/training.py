@@ -6,7 +6,7 @@ engine (engines.py), checkpoints (checkpoints.py) and metrics (metrics.py) aroun
 import json
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.stage_cli import log
 from workflow_scripts.lib.training.checkpoints import Checkpoints, resume, save_model
 from workflow_scripts.lib.training.engines import lr_lambda, make_engine, make_optimizer
-from workflow_scripts.lib.training.metrics import Metrics, peak_flops, plot_curves
+from workflow_scripts.lib.training.metrics import Metrics, Tracking, peak_flops, plot_curves
 from workflow_scripts.lib.training.sft_data import IGNORE_INDEX
 from workflow_scripts.lib.training.stop_signals import StopRequests, TrainingStopped
 
@@ -113,6 +113,7 @@ def add_optimisation_arguments(ap, section):
     brings its own engine and has no held-out data, shares with the other training stages."""
     add_settings(ap, section, "max_steps", "lr", "min_lr_ratio", "warmup_steps", "weight_decay", "clip",
                  "checkpoint_every", "keep_checkpoints", "seed")
+    add_settings(ap, "tracking", "backends")
     ap.add_argument("--checkpoint-root", type=Path, required=True, help="checkpoints go to a run directory here")
     ap.add_argument("--out", type=Path, required=True, help="Hugging Face model directory")
     ap.add_argument("--metrics", type=Path, required=True, help="metrics JSONL")
@@ -133,10 +134,19 @@ class Training:
     weight_decay: float
     clip: float
     keep_checkpoints: int
+    backends: list
     out: Path
     metrics: Path
     plot: Path
     summary: Path
+
+
+def hyperparameters(training, summary, run_dir):
+    """What the trackers show of a run's settings: the optimisation's, the model's size and batch as
+    the stage's summary states them, and the run identity."""
+    settings = {key: value for key, value in asdict(training).items() if not isinstance(value, Path)}
+    return {**settings, **{key: value for key, value in summary.items() if isinstance(value, (int, float, str))},
+            "run": run_dir.name}
 
 
 def run_training(training, model, batching, make_job, run_dir, tokenizer, summary, title, progress_stream,
@@ -152,8 +162,12 @@ def run_training(training, model, batching, make_job, run_dir, tokenizer, summar
     job = make_job(engine)
     checkpoints = Checkpoints(run_dir, training.keep_checkpoints)
     state = resume(engine, checkpoints)
-    metrics = Metrics(checkpoints.root / "metrics.jsonl", engine.rank, state["step"])
+    tracking = Tracking(training.backends, run_dir, hyperparameters(training, summary, run_dir),
+                        state["step"]) if engine.rank == 0 else None
+    metrics = Metrics(checkpoints.root / "metrics.jsonl", engine.rank, state["step"], tracking)
     engine.barrier()
     train(engine, job, state, checkpoints, metrics, progress_stream, stop)
+    if tracking:
+        tracking.finish()
     save_model(engine, tokenizer, training.out, prepare)
     finish(engine, metrics, training, summary, title.format(engine=engine.name, world=engine.world))

@@ -16,7 +16,6 @@ import yaml
 from workflow_scripts.lib.http_fetch import is_archive, url_file_name
 from workflow_scripts.lib.settings import definitions, resolved
 from workflow_scripts.lib.model_shapes import flops_per_token, padded_vocab, shape
-from workflow_scripts.lib.training.rewards import user_reward_files
 
 
 class ConfigError(Exception):
@@ -54,6 +53,11 @@ def validate_config(cfg, schema_path, targets):
     check_targets_have_their_preset(cfg, targets)
     if any(target in SWEEP_TARGETS or target.startswith(("results/sweep/", "results/scaling/")) for target in targets):
         check_sweep(cfg)
+
+
+def user_reward_files(specs):
+    """The files of the user's own reward functions: grpo.rewards entries FILE.py:FUNCTION."""
+    return [spec.rpartition(":")[0] for spec in specs if ":" in spec]
 
 
 def check_rewards(grpo):
