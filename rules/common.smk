@@ -122,8 +122,8 @@ CHAT_KINDS = ["sft"] + [kind for kind in ("dpo", "grpo") if f"{kind}_model" in M
 RUN_FETCHES = run_fetches(config, CHAT_KINDS)
 SWEEP_POINTS = sweep_points(config["scaling"])
 EXPORT_MODELS = [model for model in config["export"]["models"] if model in MODELS]
-# the last stage's chat model among those exported
-EXPORT_CHAT_MODEL = next(m for m in ("grpo_model", "dpo_model", "sft_model") if m in EXPORT_MODELS or m == "sft_model")
+# the last stage's chat model among those exported, else SFT's
+EXPORT_CHAT_MODEL = next((m for m in ("grpo_model", "dpo_model") if m in EXPORT_MODELS), "sft_model")
 # every training rule's trackers (config tracking)
 TRACKING_OPTIONS = cli_options(config["tracking"])
 EXPORT_CHAT_TYPE = "q8_0" if "q8_0" in config["export"]["types"] else "f16"

@@ -337,7 +337,7 @@ def run(args, progress_stream):
     if args.continued:
         training["continued pretraining"] = read_json(args.continued)
     expansion = read_json(args.expansion) if args.expansion else None
-    chat_model = "grpo_model" if args.grpo else "dpo_model" if args.dpo else "sft_model"  # the run's last
+    chat_model = "grpo_model" if args.grpo else "dpo_model" if args.dpo else "sft_model"  # the last one built
     bpb, mc_results = [read_json(p) for p in args.bpb], [read_json(p) for p in args.multiple_choice]
     samples, probes = [read_json(p) for p in args.samples], [read_json(p) for p in args.knowledge]
     times = stage_times(args.benchmarks, args.benchmarks_root)

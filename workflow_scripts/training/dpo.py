@@ -12,19 +12,18 @@ line and field, unless --skip-bad-records. The frozen reference is the starting 
 outputs; rerunning resumes from the last one.
 """
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from workflow_scripts.lib.atomic_files import atomic_dir, file_digest, write_json, write_text
+from workflow_scripts.lib.atomic_files import file_digest, write_json, write_text
 from workflow_scripts.lib.plots import training_curves
 from workflow_scripts.lib.settings import add_settings, identity_settings, typed
 from workflow_scripts.lib.stage_cli import log, stage_cli
 from workflow_scripts.lib.training.checkpoints import run_id
-from workflow_scripts.lib.training.models import model_fingerprint
+from workflow_scripts.lib.training.metrics import tenth_mean
+from workflow_scripts.lib.training.models import model_fingerprint, save_trained
 from workflow_scripts.lib.training.sft_data import ReadStats, converted_records, to_pair
 from workflow_scripts.lib.training.stop_signals import StopRequests, run_trainer
-from workflow_scripts.lib.training.metrics import trainer_tracking
 from workflow_scripts.lib.training.training import add_optimisation_arguments
 
 
@@ -48,13 +47,11 @@ def plot(records, path):
 
 def summarise(records, counts, beta):
     logged = [r for r in records if "rewards/margins" in r]
-    window = max(1, len(logged) // 10)  # margins of 8 pairs are noisy: average a tenth of the run
-    head, tail = logged[:window], logged[-window:]
-    mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
     return {"pairs": sum(c["pairs"] for c in counts.values()), "data": counts, "steps": logged[-1]["step"],
-            "beta": beta, "first_loss": logged[0]["loss"], "final_loss": mean(tail, "loss"),
-            "first_margin": mean(head, "rewards/margins"), "final_margin": mean(tail, "rewards/margins"),
-            "final_reward_accuracy": mean(tail, "rewards/accuracies")}
+            "beta": beta, "first_loss": logged[0]["loss"], "final_loss": tenth_mean(logged, "loss"),
+            "first_margin": tenth_mean(logged, "rewards/margins", last=False),
+            "final_margin": tenth_mean(logged, "rewards/margins"),
+            "final_reward_accuracy": tenth_mean(logged, "rewards/accuracies")}
 
 
 def add_arguments(ap):
@@ -105,13 +102,8 @@ def run(args, progress_stream):
     run_dir = args.checkpoint_root / run_id(settings, model=model_fingerprint(args.model), data=data_hash)
     stop = StopRequests()
     dpo = trainer(args.model, typed(DpoRun, vars(args)), pairs, run_dir)
-    dpo.add_callback(trainer_tracking(args.backends, run_dir, {**settings, "run": run_dir.name}))
-    run_trainer(dpo, stop, run_dir, args.max_steps)
-    with atomic_dir(args.out) as tmp:
-        dpo.save_model(str(tmp))
-        dpo.processing_class.save_pretrained(tmp, save_jinja_files=False)
-        if (args.model / "generation_config.json").exists():  # stop at <|im_end|>, as the SFT model does
-            shutil.copy(args.model / "generation_config.json", tmp / "generation_config.json")
+    run_trainer(dpo, stop, run_dir, args.max_steps, args.backends, settings)
+    save_trained(dpo, args.model, args.out)
     records = [r for r in dpo.state.log_history if "loss" in r]
     write_text(args.metrics, "".join(json.dumps(r) + "\n" for r in records))
     plot(records, args.plot)

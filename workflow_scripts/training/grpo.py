@@ -15,20 +15,20 @@ model). Checkpoints go to a run directory named by the settings, the starting mo
 the user's reward files, outside the rule's outputs; rerunning resumes from the last one.
 """
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from workflow_scripts.lib.atomic_files import atomic_dir, file_digest, write_json, write_text
+from workflow_scripts.lib.atomic_files import file_digest, write_json, write_text
 from workflow_scripts.lib.chatml import IM_END
 from workflow_scripts.lib.plots import training_curves
 from workflow_scripts.lib.settings import add_settings, identity_settings, typed
 from workflow_scripts.lib.stage_cli import StageError, log, stage_cli
 from workflow_scripts.lib.training.checkpoints import run_id
-from workflow_scripts.lib.training.models import Lora, add_method_arguments, model_fingerprint, with_lora
+from workflow_scripts.lib.training.metrics import tenth_mean
+from workflow_scripts.lib.training.models import (Lora, add_method_arguments, model_fingerprint, save_trained,
+                                                  with_lora)
 from workflow_scripts.lib.training.rewards import checked_rewards, reward_functions
 from workflow_scripts.lib.training.stop_signals import StopRequests, run_trainer
-from workflow_scripts.lib.training.metrics import trainer_tracking
 from workflow_scripts.lib.training.training import add_optimisation_arguments
 from workflow_scripts.lib.user_files import read_utf8
 from workflow_scripts.lib.workflow.workflow_config import user_reward_files
@@ -64,15 +64,12 @@ def plot(records, path):
 
 
 def summarise(records, counts, rewards):
-    window = max(1, len(records) // 10)  # a step's 32 replies are noisy: average a tenth of the run
-    head, tail = records[:window], records[-window:]
-    mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
-    per_reward = {name: {"first": mean(head, f"rewards/{name}/mean"), "final": mean(tail, f"rewards/{name}/mean")}
-                  for name in rewards}
+    per_reward = {name: {"first": tenth_mean(records, f"rewards/{name}/mean", last=False),
+                         "final": tenth_mean(records, f"rewards/{name}/mean")} for name in rewards}
     return {"questions": counts["questions"], "data": counts["file"], "steps": records[-1]["step"],
-            "first_reward": mean(head, "reward"), "final_reward": mean(tail, "reward"), "rewards": per_reward,
-            "final_kl": mean(tail, "kl"), "max_kl": max(r["kl"] for r in records),
-            "final_reply_tokens": mean(tail, "completions/mean_length")}
+            "first_reward": tenth_mean(records, "reward", last=False), "final_reward": tenth_mean(records, "reward"),
+            "rewards": per_reward, "final_kl": tenth_mean(records, "kl"), "max_kl": max(r["kl"] for r in records),
+            "final_reply_tokens": tenth_mean(records, "completions/mean_length")}
 
 
 def add_arguments(ap):
@@ -129,17 +126,6 @@ def trainer(model_dir, run, lora, rewards, questions, run_dir):
                        processing_class=tokenizer)
 
 
-def save(grpo, model_dir, out, lora):
-    with atomic_dir(out) as tmp:
-        if lora:
-            grpo.model.merge_and_unload().save_pretrained(tmp)
-        else:
-            grpo.save_model(str(tmp))
-        grpo.processing_class.save_pretrained(tmp, save_jinja_files=False)
-        if (model_dir / "generation_config.json").exists():  # stop at <|im_end|>, as the starting model does
-            shutil.copy(model_dir / "generation_config.json", tmp / "generation_config.json")
-
-
 def run(args, progress_stream):
     if len(args.reward_weights) != len(args.rewards):
         raise StageError(f"grpo.reward_weights has {len(args.reward_weights)} weights for {len(args.rewards)} "
@@ -153,9 +139,8 @@ def run(args, progress_stream):
     lora = typed(Lora, vars(args)) if args.method == "lora" else None
     stop = StopRequests()
     grpo = trainer(args.model, typed(GrpoRun, vars(args)), lora, rewards, questions, run_dir)
-    grpo.add_callback(trainer_tracking(args.backends, run_dir, {**settings, "run": run_dir.name}))
-    run_trainer(grpo, stop, run_dir, args.max_steps)
-    save(grpo, args.model, args.out, lora)
+    run_trainer(grpo, stop, run_dir, args.max_steps, args.backends, settings)
+    save_trained(grpo, args.model, args.out, lora=bool(lora))
     records = [r for r in grpo.state.log_history if "reward" in r]
     write_text(args.metrics, "".join(json.dumps(r) + "\n" for r in records))
     plot(records, args.plot)

@@ -93,6 +93,14 @@ def plot_curves(records, path: Path, title):
                                                                      {"color": "tab:gray"})])], height_ratios=[3, 1])
 
 
+def tenth_mean(records, key, last=True):
+    """The mean of `key` over the last (or first) tenth of a run's records: one step of trl's DPO or
+    GRPO is a few pairs or questions, too noisy to quote alone."""
+    window = max(1, len(records) // 10)
+    rows = records[-window:] if last else records[:window]
+    return sum(r[key] for r in rows) / len(rows)
+
+
 NOT_LOGGED = {"step", "time", "epoch"}  # the x axis, and wall-clock stamps that are no curve
 
 

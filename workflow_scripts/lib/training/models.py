@@ -1,10 +1,11 @@
 """Hugging Face causal LMs for the stages that start from one: loading, fingerprints, LoRA (peft)."""
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from workflow_scripts.lib.atomic_files import file_digest
+from workflow_scripts.lib.atomic_files import atomic_dir, file_digest
 from workflow_scripts.lib.settings import add_settings
 from workflow_scripts.lib.stage_cli import StageError, quiet_transformers
 
@@ -57,3 +58,16 @@ def merge_lora(model, _state):
     """save_model's `prepare` for LoRA: the adapters folded into the weights, saved as a plain model."""
     merged = model.merge_and_unload()
     return merged, merged.state_dict()
+
+
+def save_trained(trainer, start_dir: Path, out: Path, lora=False):
+    """A trl trainer's model (its LoRA adapters merged in) and tokenizer as a Hugging Face directory,
+    with the starting model's generation config, so that it stops at <|im_end|> as that model does."""
+    with atomic_dir(out) as tmp:
+        if lora:
+            trainer.model.merge_and_unload().save_pretrained(tmp)
+        else:
+            trainer.save_model(str(tmp))
+        trainer.processing_class.save_pretrained(tmp, save_jinja_files=False)
+        if (start_dir / "generation_config.json").exists():
+            shutil.copy(start_dir / "generation_config.json", tmp / "generation_config.json")

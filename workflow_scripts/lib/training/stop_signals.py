@@ -9,6 +9,7 @@ import signal
 import torch
 
 from workflow_scripts.lib.stage_cli import STOP_SIGNALS, StageStopped, log
+from workflow_scripts.lib.training.metrics import trainer_tracking
 
 
 class TrainingStopped(StageStopped):
@@ -62,10 +63,12 @@ def trainer_callback(stop):
     return StopCallback()
 
 
-def run_trainer(trainer, stop, run_dir, max_steps):
+def run_trainer(trainer, stop, run_dir, max_steps, backends, settings):
     """A transformers Trainer (trl's DPO or GRPO) run from the last checkpoint in run_dir, if any, to
-    max_steps; TrainingStopped once the checkpoint of a stop signal's step is saved."""
+    max_steps, logged to the trackers `backends` with its `settings` as hyperparameters;
+    TrainingStopped once the checkpoint of a stop signal's step is saved."""
     trainer.add_callback(trainer_callback(stop))
+    trainer.add_callback(trainer_tracking(backends, run_dir, {**settings, "run": run_dir.name}))
     resume = any(run_dir.glob("checkpoint-*"))
     if resume:
         log.info("resuming from the last checkpoint in %s", run_dir)
